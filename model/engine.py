@@ -1,0 +1,223 @@
+"""The engine: one long-lived thread that owns MLX, the model and the conversation.
+
+MLX streams belong to the thread that made them, so every load, prefill and
+decode happens here. Callers send requests (a message, cancel, reset,
+settings) and receive events through `emit`, which runs on this thread:
+the UI wraps each event in a Textual message, the CLI puts it on a queue.
+"""
+
+import os
+import queue
+import threading
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+import mlx.core as mx
+
+from .conversation import CacheSettings, Conversation
+from .detokenizer import StreamingDetokenizer
+from .errors import ModelError
+from .events import (ConversationReset, Event, ModelFailed, ModelLoading, ModelReady, PrefillDone,
+                     PrefillProgress, TokenGenerated, TopToken, TurnEnded, TurnFailed, TurnStarted)
+from .generate import PREFILL_CHUNK, Cancelled, decode, prefill
+from .kv_factory import make_cache
+from .loader import LoadedModel, load_model
+from .sampling import SamplingSettings
+from .stats import TurnClock
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<|end_of_text|>", "</s>",
+                      "<end_of_turn>")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    model: Optional[str] = None  # GGUF file, folder or Hub id; None is the default model
+    layout: str = "auto"  # weight layout; see model.weights.resolve_layout
+    system: Optional[str] = None  # system prompt; None lets the template use its default
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    max_tokens: int = 512  # per reply
+    top_k_shown: int = 10  # rows in the top-k panel; 0 computes none
+    prefill_chunk: int = PREFILL_CHUNK
+
+
+@dataclass(frozen=True)
+class _Send:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Reset:
+    system: Optional[str]
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    settings: SamplingSettings
+
+
+_SHUTDOWN = object()
+
+
+class Engine:
+    def __init__(self, options: EngineOptions, emit: Callable[[Event], None]):
+        self.options = options
+        self.emit = emit
+        self._requests: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="glasschat-engine", daemon=True)
+        self.loaded: Optional[LoadedModel] = None
+        self.conversation: Optional[Conversation] = None
+        self._turn = 0
+        self._key = None
+
+    # --- called from any thread ------------------------------------------
+
+    def start(self) -> "Engine":
+        self._thread.start()
+        return self
+
+    def send(self, text: str) -> None:
+        self._requests.put(_Send(text))
+
+    def cancel(self) -> None:
+        """Stop the reply in progress at the next token (or prefill chunk)."""
+        self._cancel.set()
+
+    def reset(self, system: Optional[str] = None) -> None:
+        self._requests.put(_Reset(system))
+
+    def set_sampling(self, settings: SamplingSettings) -> None:
+        self._requests.put(_Sampling(settings))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._cancel.set()
+        self._requests.put(_SHUTDOWN)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._stopped.wait(timeout)
+
+    # --- the engine thread -------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            mx.synchronize()
+            self._stopped.set()
+            # Park instead of returning. When a thread that ran MLX work
+            # exits, its thread-local stream is torn down, and with OpenBLAS
+            # loaded that intermittently aborts the process ("terminate called
+            # without an active exception"). A parked daemon thread never exits.
+            threading.Event().wait()
+
+    def _serve(self) -> None:
+        try:
+            self._load()
+        except ModelError as exc:
+            self.emit(ModelFailed(str(exc)))
+            return
+        except Exception as exc:  # an unexpected loader bug still gets one line
+            self.emit(ModelFailed(f"Could not load the model: {type(exc).__name__}: {exc}"))
+            return
+        while True:
+            request = self._requests.get()
+            if request is _SHUTDOWN:
+                return
+            try:
+                if isinstance(request, _Send):
+                    self._answer(request.text)
+                elif isinstance(request, _Reset):
+                    self._reset(request.system)
+                elif isinstance(request, _Sampling):
+                    self.options = replace(self.options, sampling=request.settings)
+            except Exception as exc:
+                # Keep the app alive; start the cache over so it cannot be inconsistent.
+                traceback.print_exc()
+                self.conversation.history = []
+                self.conversation.cache.reset()
+                self.emit(TurnFailed(self._turn, f"Internal error ({type(exc).__name__}: {exc}); the cache was rebuilt."))
+
+    def _load(self) -> None:
+        opts = self.options
+        self.loaded = load_model(opts.model, opts.layout, progress=lambda m: self.emit(ModelLoading(m)))
+        tok = self.loaded.tokenizer
+        self.stop_ids = {tok.eos_id} | {tok.token_id(t) for t in END_OF_TURN_TOKENS}
+        self.stop_ids.discard(None)
+        cache = make_cache(self.loaded, opts.cache)
+        self.conversation = Conversation(self.loaded.template, tok, cache, opts.cache, opts.system)
+        self._new_key()
+        self.emit(ModelReady(self.loaded.info(), cache.state(), opts.sampling.distribution_label()))
+
+    def _new_key(self) -> None:
+        seed = self.options.sampling.seed
+        self._key = mx.random.key(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+
+    def _reset(self, system: Optional[str]) -> None:
+        self.options = replace(self.options, system=system)
+        self.conversation.reset(system)
+        self._new_key()
+        self.emit(ConversationReset(self.conversation.cache.state(), system))
+
+    def _answer(self, user_text: str) -> None:
+        self._turn += 1
+        turn, conv, opts, tok = self._turn, self.conversation, self.options, self.loaded.tokenizer
+        self._cancel.clear()
+        if not user_text.strip():
+            self.emit(TurnFailed(turn, "Type a message first: empty messages are not sent."))
+            return
+        clock = TurnClock()
+        try:
+            prompt = conv.prompt_for(user_text)
+        except ModelError as exc:
+            self.emit(TurnFailed(turn, str(exc)))
+            return
+        clock.prompt_tokens, clock.reused_tokens = len(prompt.ids), prompt.reused
+        self.emit(TurnStarted(turn, user_text, len(prompt.ids), prompt.reused))
+
+        done = 0
+
+        def on_chunk(chunk):
+            nonlocal done
+            conv.fed(chunk)
+            done += len(chunk)
+            self.emit(PrefillProgress(turn, done, len(prompt.ids), conv.cache.state()))
+
+        detok = StreamingDetokenizer(tok)
+        generated: list[int] = []
+        stop_reason = "length"
+        try:
+            logits = prefill(self.loaded.model, conv.cache, prompt.ids, opts.prefill_chunk, on_chunk,
+                             self._cancel.is_set)
+            self._key, turn_key = mx.random.split(self._key)
+            steps = decode(self.loaded.model, conv.cache, logits, opts.sampling, opts.max_tokens,
+                           key=turn_key, recent_ids=conv.held_ids(), top_k=opts.top_k_shown)
+            for step in steps:
+                clock.token_ready()
+                if not generated:
+                    self.emit(PrefillDone(turn, clock.prefill(), conv.cache.state()))
+                generated.append(step.token_id)
+                is_stop = step.token_id in self.stop_ids
+                text = "" if is_stop else detok.add(step.token_id)
+                self.emit(TokenGenerated(
+                    turn, len(generated) - 1, step.token_id, text, step.prob,
+                    tuple(TopToken(i, tok.piece(i), p) for i, p in zip(step.top_ids, step.top_probs)),
+                    clock.live_tok_s(), clock.elapsed_s(), conv.cache.state()))
+                if is_stop:
+                    stop_reason = "stop"
+                    break
+                if self._cancel.is_set():
+                    stop_reason = "cancelled"
+                    break
+            steps.close()  # rolls back the token fed ahead, if any
+        except Cancelled:
+            stop_reason = "cancelled"
+        detok.flush()
+        reply_ids = [t for t in generated if t not in self.stop_ids]
+        # Every generated token but the last went into the cache (the one fed
+        # ahead was rolled back). The next turn's prompt starts with the last
+        # reply token, if it was not a stop token, then the closing markup.
+        conv.fed(generated[:-1])
+        conv.add_exchange(user_text, reply_ids, detok.text)
+        self.emit(TurnEnded(turn, detok.text, tuple(generated), clock.finish(stop_reason), conv.cache.state()))

@@ -1,0 +1,103 @@
+"""What the engine tells its listeners. The UI, the CLI and the tests read the same stream."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .kv_cache import CacheState
+from .stats import PrefillStats, TurnStats
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every engine event."""
+
+
+@dataclass(frozen=True)
+class ModelLoading(Event):
+    """Loading progress, one line."""
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelReady(Event):
+    """The model is loaded; `info` is what the model-info panel shows."""
+    info: dict
+    cache: CacheState
+    distribution: str  # which distribution the top-k panel shows
+
+
+@dataclass(frozen=True)
+class ModelFailed(Event):
+    """Loading failed; `message` is the one line to show."""
+    message: str
+
+
+@dataclass(frozen=True)
+class TurnStarted(Event):
+    """A user message reached the engine."""
+    turn: int
+    user: str
+    prompt_tokens: int  # to prefill now
+    reused_tokens: int  # already cached
+
+
+@dataclass(frozen=True)
+class PrefillProgress(Event):
+    """A prefill chunk finished."""
+    turn: int
+    done: int
+    total: int
+    cache: CacheState
+
+
+@dataclass(frozen=True)
+class PrefillDone(Event):
+    """The first token is ready; prefill's numbers are final."""
+    turn: int
+    stats: PrefillStats
+    cache: CacheState
+
+
+@dataclass(frozen=True)
+class TopToken:
+    id: int
+    text: str  # readable piece (partial UTF-8 shown as \\xNN)
+    prob: float
+
+
+@dataclass(frozen=True)
+class TokenGenerated(Event):
+    """One decode step: the token, its text, the top-k it was drawn from, and the cache."""
+    turn: int
+    index: int  # 0 for the first generated token
+    token_id: int
+    text: str  # newly complete text (may be empty mid-character)
+    prob: float  # probability the sampled token had
+    top_k: tuple[TopToken, ...]
+    live_tok_s: float
+    elapsed_s: float  # since the request reached the engine
+    cache: CacheState
+
+
+@dataclass(frozen=True)
+class TurnEnded(Event):
+    """The reply is complete (or stopped); `stats` holds the turn's final numbers."""
+    turn: int
+    text: str
+    token_ids: tuple[int, ...]
+    stats: TurnStats
+    cache: CacheState
+
+
+@dataclass(frozen=True)
+class TurnFailed(Event):
+    """The message could not be answered; nothing was lost."""
+    turn: int
+    message: str
+
+
+@dataclass(frozen=True)
+class ConversationReset(Event):
+    """The conversation and its cache were cleared."""
+    cache: CacheState
+    system: Optional[str] = None

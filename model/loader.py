@@ -1,0 +1,171 @@
+"""Turn what the user named (a GGUF file, a model folder, a Hub id, or nothing) into a ready model."""
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import mlx.core as mx
+
+from .blas import blas_in_use
+from .chat_template import ChatTemplate
+from .config import ModelConfig, config_from_gguf, config_from_hf
+from .default_model import default_model_path
+from .errors import ModelError
+from .tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
+from .transformer import Transformer, parameter_count
+from .weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]
+
+
+@dataclass
+class LoadedModel:
+    model: Transformer
+    config: ModelConfig
+    tokenizer: TextTokenizer
+    template: ChatTemplate
+    source: str  # what the user asked for
+    path: str  # the file or folder it resolved to
+    layout: str  # weight layout in use: quantized, float32, ...
+
+    def info(self) -> dict:
+        """Model facts for the model-info panel and `--json`."""
+        c = self.config
+        return {
+            "source": self.source,
+            "path": self.path,
+            "architecture": c.architecture,
+            "layers": c.num_hidden_layers,
+            "heads": c.num_attention_heads,
+            "kv_heads": c.num_key_value_heads,
+            "hidden_size": c.hidden_size,
+            "context_length": c.max_position_embeddings,
+            "vocab_size": c.vocab_size,
+            "parameters": parameter_count(self.model),
+            "weight_layout": self.layout,
+            "weight_dtype": weight_dtype(self.model),
+            "weight_bytes": weight_bytes(self.model),
+            "backend": "gpu" if mx.default_device() == mx.gpu else "cpu",
+            "blas": blas_in_use(),
+        }
+
+
+Progress = Callable[[str], None]
+
+
+def load_model(source: Optional[str] = None, layout: str = "auto", progress: Progress = lambda _: None) -> LoadedModel:
+    path = resolve_source(source, progress)
+    if path.is_dir():
+        loaded = _load_folder(path, layout, progress)
+    else:
+        loaded = _load_gguf(path, layout, progress)
+    loaded.source = source or "default (SmolLM2-135M-Instruct Q4_1)"
+    return loaded
+
+
+def load_tokenizer(source: Optional[str] = None) -> TextTokenizer:
+    """Just the tokenizer, for `glasschat tokenize`."""
+    path = resolve_source(source, lambda _: None)
+    if path.is_dir():
+        return tokenizer_from_folder(path)
+    _, meta = _read_gguf(path)
+    return tokenizer_from_gguf(meta)
+
+
+def resolve_source(source: Optional[str], progress: Progress) -> Path:
+    if source is None:
+        return default_model_path()
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if _HUB_ID.match(source) and not source.startswith("."):
+        return _from_hub(source, progress)
+    raise ModelError(f"No model at '{source}': give a .gguf file, a model folder, or a Hub id like org/name.")
+
+
+def _from_hub(repo_id: str, progress: Progress) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    progress(f"resolving {repo_id} ({'offline cache' if offline else 'Hugging Face Hub'})")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        raise ModelError(
+            f"'{repo_id}' is not in the local Hub cache and the Hub can't be reached: "
+            "connect once to download it, or pass a local path with --model."
+        )
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"Could not fetch '{repo_id}' from the Hub ({type(exc).__name__}); check the id and the network.")
+
+
+def _read_gguf(path: Path) -> tuple[dict, dict]:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelError(f"'{path.name}' is not a GGUF file (wrong magic bytes): point --model at a real model file.")
+    try:
+        return mx.load(str(path), return_metadata=True)
+    except Exception as exc:  # mlx raises plain RuntimeError/ValueError for short reads
+        raise ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
+
+
+def _load_gguf(path: Path, layout: str, progress: Progress) -> LoadedModel:
+    progress(f"reading {path.name}")
+    tensors, meta = _read_gguf(path)
+    config = config_from_gguf(meta, set(tensors))
+    tokenizer = tokenizer_from_gguf(meta)
+    weights = rename_gguf(tensors)
+    progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
+    model = Transformer(config)
+    used = apply_weights(model, weights, _GGUF_GROUP_SIZE, layout)
+    template = _template(meta.get("tokenizer.chat_template"), tokenizer)
+    return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
+
+
+def _load_folder(path: Path, layout: str, progress: Progress) -> LoadedModel:
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise ModelError(f"'{path}' has no config.json: give a Hugging Face or MLX model folder.")
+    raw = json.loads(cfg_path.read_text())
+    config = config_from_hf(raw)
+    tokenizer = tokenizer_from_folder(path)
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        raise ModelError(f"'{path}' has no model*.safetensors files: the weights are missing.")
+    progress(f"reading {len(files)} safetensors file(s)")
+    weights = {}
+    for f in files:
+        try:
+            weights.update(mx.load(str(f)))
+        except Exception:
+            raise ModelError(f"'{f.name}' is truncated or corrupt: re-download it.")
+    group_size = (raw.get("quantization") or {}).get("group_size", 64)
+    model = Transformer(config)
+    used = apply_weights(model, weights, group_size, layout)
+    template = _template(_folder_template(path), tokenizer)
+    return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
+
+
+def _folder_template(path: Path) -> Optional[str]:
+    jinja = path / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text()
+    cfg_path = path / "tokenizer_config.json"
+    if cfg_path.exists():
+        template = json.loads(cfg_path.read_text()).get("chat_template")
+        if isinstance(template, list):  # named templates: take the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        return template
+    return None
+
+
+def _template(source: Optional[str], tokenizer: TextTokenizer) -> ChatTemplate:
+    bos = tokenizer.markup.id_to_token(tokenizer.bos_id) if tokenizer.bos_id is not None else ""
+    eos = tokenizer.markup.id_to_token(tokenizer.eos_id) if tokenizer.eos_id is not None else ""
+    return ChatTemplate(source, bos_token=bos or "", eos_token=eos or "")

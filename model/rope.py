@@ -1,0 +1,77 @@
+"""Rotary position embeddings, including Llama 3's long-context frequency rule."""
+
+import math
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ModelConfig
+from .errors import ModelError
+
+
+def llama3_periods(dims: int, base: float, scaling: dict) -> mx.array:
+    """Per-pair periods (1 / inverse frequency) after Llama 3's rescaling.
+
+    Low frequencies (long wavelengths) are stretched by `factor`, high ones are
+    kept, and the band between is blended smoothly, as in Meta's reference code.
+    """
+    factor = scaling["factor"]
+    low_freq_factor = scaling.get("low_freq_factor", 1.0)
+    high_freq_factor = scaling.get("high_freq_factor", 4.0)
+    old_context = scaling.get("original_max_position_embeddings", 8192)
+    low_freq_wavelen = old_context / low_freq_factor
+    high_freq_wavelen = old_context / high_freq_factor
+
+    periods = base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims)
+    wavelens = 2 * math.pi * periods
+    periods = mx.where(wavelens > low_freq_wavelen, periods * factor, periods)
+    is_medium = (wavelens > high_freq_wavelen) & (wavelens < low_freq_wavelen)
+    smooth = (old_context / wavelens - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smooth_periods = periods / ((1 - smooth) / factor + smooth)
+    return mx.where(is_medium, smooth_periods, periods)
+
+
+class RoPE(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dims = config.head_dim
+        self.traditional = config.rope_traditional
+        self.base: Optional[float] = config.rope_theta
+        self.scale = 1.0
+        self._periods: Optional[mx.array] = None  # underscore: not a checkpoint weight
+        scaling = config.rope_scaling or {}
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind in (None, "default"):
+            pass
+        elif kind == "linear":
+            self.scale = 1.0 / scaling["factor"]
+        elif kind == "llama3":
+            self._set_periods(llama3_periods(self.dims, config.rope_theta, scaling))
+        else:
+            raise ModelError(f"Unsupported RoPE scaling '{kind}': glasschat knows default, linear and llama3.")
+
+    def _set_periods(self, periods: mx.array) -> None:
+        self._periods = periods
+        self.base = None
+
+    def set_gguf_freq_factors(self, factors: mx.array) -> None:
+        """GGUF stores Llama 3's rule as per-pair factors that divide the frequencies."""
+        base_periods = self.base ** (mx.arange(0, self.dims, 2, dtype=mx.float32) / self.dims)
+        self._set_periods(base_periods * factors.astype(mx.float32))
+
+    def __call__(self, x: mx.array, offset: int) -> mx.array:
+        # x: (B, heads, T, head_dim); row t gets position offset + t
+        return mx.fast.rope(
+            x, self.dims, traditional=self.traditional, base=self.base,
+            scale=self.scale, offset=offset, freqs=self._periods,
+        )
+
+    def shift(self, keys: mx.array, delta: int) -> mx.array:
+        """Move every cached key by the same `delta` positions.
+
+        Rotations compose, so R(p + delta) k = R(delta) R(p) k. Giving each row
+        its own length-1 sequence makes `fast.rope` apply `delta` to all of them.
+        """
+        shifted = self(keys[..., None, :], delta)  # (B, heads, T, 1, head_dim)
+        return shifted.reshape(keys.shape)

@@ -1,0 +1,106 @@
+"""Sampling as pure functions over logits: penalty, temperature, filters, then a draw.
+
+`sampling_distribution` gives the log-probabilities actually sampled from,
+which is also what the top-k panel shows. At temperature 0 the draw is an
+argmax, and the panel shows the model's own distribution at temperature 1.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import mlx.core as mx
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 0.0  # 0 means greedy (argmax)
+    top_k: int = 0  # keep the k most likely tokens; 0 keeps all
+    top_p: float = 1.0  # keep the smallest set whose probability reaches p
+    min_p: float = 0.0  # drop tokens below min_p times the top token's probability
+    repetition_penalty: float = 1.0  # >1 discourages tokens seen in the recent context
+    repetition_window: int = 64  # how many recent tokens the penalty looks at
+    seed: Optional[int] = None  # None draws a fresh seed per conversation
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def distribution_label(self) -> str:
+        if self.greedy:
+            return "model distribution (T=1); greedy pick"
+        parts = [f"T={self.temperature:g}"]
+        if self.top_k:
+            parts.append(f"top-k {self.top_k}")
+        if self.top_p < 1.0:
+            parts.append(f"top-p {self.top_p:g}")
+        if self.min_p > 0.0:
+            parts.append(f"min-p {self.min_p:g}")
+        return "sampled distribution (" + ", ".join(parts) + ")"
+
+
+NEG_INF = float("-inf")
+
+
+def apply_repetition_penalty(logits: mx.array, recent: mx.array, penalty: float) -> mx.array:
+    """CTRL's rule: divide positive logits of seen tokens by `penalty`, multiply negative ones."""
+    if penalty == 1.0 or recent.size == 0:
+        return logits
+    seen = logits[recent]
+    logits[recent] = mx.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
+
+
+def log_softmax(logits: mx.array) -> mx.array:
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+
+def filter_top_k(logprobs: mx.array, k: int) -> mx.array:
+    if k <= 0 or k >= logprobs.shape[-1]:
+        return logprobs
+    kth = mx.topk(logprobs, k, axis=-1)[..., :1].min(axis=-1, keepdims=True)
+    return mx.where(logprobs >= kth, logprobs, NEG_INF)
+
+
+def filter_top_p(logprobs: mx.array, p: float) -> mx.array:
+    if p >= 1.0:
+        return logprobs
+    order = mx.argsort(-logprobs, axis=-1)
+    sorted_lp = mx.take_along_axis(logprobs, order, axis=-1)
+    cumulative = mx.cumsum(mx.exp(sorted_lp), axis=-1)
+    # Keep a token if the mass before it is still under p (so the top one always stays).
+    keep_sorted = (cumulative - mx.exp(sorted_lp)) < p
+    keep = mx.put_along_axis(mx.zeros_like(keep_sorted), order, keep_sorted, axis=-1)
+    return mx.where(keep, logprobs, NEG_INF)
+
+
+def filter_min_p(logprobs: mx.array, min_p: float) -> mx.array:
+    if min_p <= 0.0:
+        return logprobs
+    threshold = logprobs.max(axis=-1, keepdims=True) + mx.log(mx.array(min_p))
+    return mx.where(logprobs >= threshold, logprobs, NEG_INF)
+
+
+def sampling_distribution(logits: mx.array, settings: SamplingSettings, recent: mx.array) -> mx.array:
+    """Log-probabilities of the distribution the next token is drawn from (filters renormalised)."""
+    logits = apply_repetition_penalty(logits.astype(mx.float32), recent, settings.repetition_penalty)
+    if settings.greedy:
+        return log_softmax(logits)
+    logprobs = log_softmax(logits / settings.temperature)
+    logprobs = filter_top_k(logprobs, settings.top_k)
+    logprobs = filter_top_p(logprobs, settings.top_p)
+    logprobs = filter_min_p(logprobs, settings.min_p)
+    return log_softmax(logprobs)
+
+
+def draw(logprobs: mx.array, settings: SamplingSettings, key: Optional[mx.array]) -> mx.array:
+    if settings.greedy:
+        return mx.argmax(logprobs, axis=-1)
+    return mx.random.categorical(logprobs, axis=-1, key=key)
+
+
+def top_k_of(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
+    """The k most likely ids with their probabilities, best first (argpartition does not sort)."""
+    ids = mx.argpartition(-logprobs, k - 1, axis=-1)[..., :k]
+    probs = mx.exp(mx.take_along_axis(logprobs, ids, axis=-1))
+    order = mx.argsort(-probs, axis=-1)
+    return mx.take_along_axis(ids, order, axis=-1), mx.take_along_axis(probs, order, axis=-1)

@@ -1,0 +1,80 @@
+"""The numbers the panels show, defined once (see README, "What the numbers mean").
+
+- prefill time: request reaching the engine -> first generated token ready,
+  including the last forward pass and the first sampling.
+- prefill tok/s: prompt tokens (this turn's new tokens only) / prefill time.
+- decode tok/s: (generated - 1) / (last token time - first token time).
+- live tok/s: the same over the last LIVE_WINDOW tokens, for the chart.
+"""
+
+import time
+from dataclasses import dataclass, asdict
+
+LIVE_WINDOW = 8
+
+
+@dataclass(frozen=True)
+class PrefillStats:
+    prompt_tokens: int  # prefilled this turn
+    reused_tokens: int  # already in the cache from earlier turns
+    prefill_s: float
+    prefill_tok_s: float
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    prompt_tokens: int
+    reused_tokens: int
+    prefill_s: float
+    prefill_tok_s: float
+    generated_tokens: int
+    decode_tok_s: float
+    decode_s: float  # first token -> last token
+    stop_reason: str  # "stop", "length", "cancelled"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class TurnClock:
+    def __init__(self, prompt_tokens: int = 0, reused_tokens: int = 0, now=time.perf_counter):
+        self.now = now
+        self.t_request = now()
+        self.prompt_tokens = prompt_tokens
+        self.reused_tokens = reused_tokens
+        self.token_times: list[float] = []
+
+    def token_ready(self) -> float:
+        t = self.now()
+        self.token_times.append(t)
+        return t
+
+    @property
+    def prefill_s(self) -> float:
+        end = self.token_times[0] if self.token_times else self.now()
+        return end - self.t_request
+
+    def prefill(self) -> PrefillStats:
+        s = self.prefill_s
+        return PrefillStats(self.prompt_tokens, self.reused_tokens, s, self.prompt_tokens / s if s > 0 else 0.0)
+
+    @property
+    def decode_s(self) -> float:
+        return self.token_times[-1] - self.token_times[0] if len(self.token_times) > 1 else 0.0
+
+    def decode_tok_s(self) -> float:
+        n = len(self.token_times)
+        return (n - 1) / self.decode_s if n > 1 and self.decode_s > 0 else 0.0
+
+    def live_tok_s(self) -> float:
+        recent = self.token_times[-(LIVE_WINDOW + 1):]
+        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def elapsed_s(self) -> float:
+        return self.now() - self.t_request
+
+    def finish(self, stop_reason: str) -> TurnStats:
+        p = self.prefill()
+        return TurnStats(p.prompt_tokens, p.reused_tokens, p.prefill_s, p.prefill_tok_s,
+                         len(self.token_times), self.decode_tok_s(), self.decode_s, stop_reason)

@@ -1,0 +1,123 @@
+"""The Llama-family transformer: embed, blocks, norm, head.
+
+Module names follow the Hugging Face checkpoint keys, so loading a checkpoint is
+a rename at most. The model holds no state: the KV cache is passed in.
+"""
+
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ModelConfig
+from .rope import RoPE
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scale = config.head_dim**-0.5
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+
+    def __call__(self, x, rope: RoPE, offset: int, mask, layer_cache) -> mx.array:
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)  # (B, nkv, L, hd)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q = rope(q, offset)
+        k = rope(k, offset)
+        if layer_cache is None:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        else:
+            # The cache stores k and v, then attends over every key it holds;
+            # it knows its own storage (plain or quantized).
+            out = layer_cache.update_and_attend(q, k, v, self.scale, mask)  # (B, nh, L, hd)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def __call__(self, x) -> mx.array:
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def __call__(self, x, rope, offset, mask, layer_cache) -> mx.array:
+        h = x + self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = [Block(config) for _ in range(config.num_hidden_layers)]
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.rope = RoPE(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def hidden_states(self, tokens: mx.array, cache=None) -> mx.array:
+        """Embed and run every block; returns the residual stream before the final norm."""
+        _, L = tokens.shape  # (B, L)
+        h = self.model.embed_tokens(tokens)  # (B, L, d)
+        # The cache makes room first (evicting if full), so the new tokens'
+        # positions are known before RoPE is applied.
+        offset = cache.begin(L) if cache is not None else 0
+        mask = "causal" if L > 1 else None
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, self.rope, offset, mask, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.commit(L)
+        return h
+
+    def head(self, h: mx.array) -> mx.array:
+        """Final norm, then the output head (the embedding table when tied)."""
+        h = self.model.norm(h)
+        if self.config.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(h)
+        return self.lm_head(h)
+
+    def __call__(self, tokens: mx.array, cache=None, last_only: bool = False) -> mx.array:
+        """Logits (B, L, vocab), or (B, 1, vocab) with `last_only` (prefill needs just the last)."""
+        h = self.hidden_states(tokens, cache)
+        if last_only:
+            h = h[:, -1:, :]
+        return self.head(h)
+
+
+def parameter_count(model: Transformer) -> int:
+    config = model.config
+    d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    attn = d * config.num_attention_heads * config.head_dim * 2 + d * config.kv_dim * 2
+    per_layer = attn + 3 * d * f + 2 * d
+    head = 0 if config.tie_word_embeddings else d * v
+    return v * d + config.num_hidden_layers * per_layer + d + head

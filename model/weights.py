@@ -1,0 +1,117 @@
+"""Checkpoint tensors into our module names, quantized or dequantized to the chosen layout."""
+
+import re
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .errors import ModelError
+
+# GGUF tensor names (llama.cpp) -> Hugging Face names (what our modules are called).
+_GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_GGUF_LAYER = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+}
+_GGUF_GROUP_SIZE = 32  # Q4_0, Q4_1 and Q8_0 blocks hold 32 weights
+
+LAYOUTS = ("auto", "quantized", "float32", "float16", "bfloat16")
+
+
+def rename_gguf(tensors: dict[str, mx.array]) -> dict[str, mx.array]:
+    out = {}
+    for name, value in tensors.items():
+        if name == "rope_freqs.weight":
+            out["rope_freqs"] = value  # Llama 3's RoPE factors; not a module weight
+            continue
+        m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias|scales|biases)", name)
+        if m:
+            layer, part, kind = m.groups()
+            if part not in _GGUF_LAYER:
+                raise ModelError(f"Unexpected tensor '{name}' in the GGUF: not a Llama-family layout.")
+            out[f"model.layers.{layer}.{_GGUF_LAYER[part]}.{kind}"] = value
+            continue
+        stem, _, kind = name.rpartition(".")
+        if stem not in _GGUF_TOP:
+            raise ModelError(f"Unexpected tensor '{name}' in the GGUF: not a Llama-family layout.")
+        out[f"{_GGUF_TOP[stem]}.{kind}"] = value
+    return out
+
+
+def quantized_modules(weights: dict[str, mx.array], group_size: int) -> dict[str, dict]:
+    """Module path -> {group_size, bits} for every quantized tensor, bits read from the shapes."""
+    found = {}
+    for name, scales in weights.items():
+        if not name.endswith(".scales"):
+            continue
+        path = name[: -len(".scales")]
+        packed = weights[f"{path}.weight"]
+        bits = packed.shape[-1] * 32 // (scales.shape[-1] * group_size)
+        found[path] = {"group_size": group_size, "bits": bits}
+    return found
+
+
+def dequantize(weights: dict[str, mx.array], groups: dict[str, dict], dtype) -> dict[str, mx.array]:
+    """Every tensor in `dtype`; quantized ones expanded (scales in float32 for accuracy)."""
+    out = {}
+    for path, q in groups.items():
+        out[f"{path}.weight"] = mx.dequantize(
+            weights[f"{path}.weight"], weights[f"{path}.scales"].astype(mx.float32),
+            weights[f"{path}.biases"].astype(mx.float32), group_size=q["group_size"], bits=q["bits"],
+        ).astype(dtype)
+    for name, value in weights.items():
+        base = name.rsplit(".", 1)[0]
+        if base in groups:
+            continue
+        out[name] = value.astype(dtype) if mx.issubdtype(value.dtype, mx.floating) else value
+    return out
+
+
+def resolve_layout(layout: str, is_quantized: bool) -> str:
+    """`auto`: float32 through BLAS on CPU (MLX's CPU quantized matmul has no SIMD);
+    the file's own quantized weights on a GPU, where they are fastest."""
+    if layout != "auto":
+        return layout
+    if mx.default_device() == mx.cpu:
+        return "float32"
+    return "quantized" if is_quantized else "native"
+
+
+def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: int, layout: str) -> str:
+    """Load `weights` into `model` in `layout`; returns the layout used."""
+    weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+    rope_factors: Optional[mx.array] = weights.pop("rope_freqs", None)
+    if rope_factors is not None:
+        model.rope.set_gguf_freq_factors(rope_factors)
+    if model.config.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)
+        weights.pop("lm_head.scales", None)
+        weights.pop("lm_head.biases", None)
+    groups = quantized_modules(weights, group_size)
+    layout = resolve_layout(layout, bool(groups))
+    if layout in ("float32", "float16", "bfloat16"):
+        weights = dequantize(weights, groups, getattr(mx, layout))
+    elif groups:
+        nn.quantize(model, class_predicate=lambda path, _m: groups.get(path, False))
+    try:
+        model.load_weights(list(weights.items()), strict=True)
+    except ValueError as exc:
+        raise ModelError(f"The weights don't fit a {model.config.architecture} model of this shape ({exc}).")
+    mx.eval(model.parameters())
+    return layout
+
+
+def weight_bytes(model: nn.Module) -> int:
+    from mlx.utils import tree_flatten
+
+    return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+
+
+def weight_dtype(model: nn.Module) -> str:
+    """The storage of the big matrices, e.g. 'float32' or 'q4 (affine, group 32)'."""
+    layer = model.model.layers[0].mlp.gate_proj
+    if isinstance(layer, nn.QuantizedLinear):
+        return f"q{layer.bits} (affine, group {layer.group_size})"
+    return str(layer.weight.dtype).replace("mlx.core.", "")

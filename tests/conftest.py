@@ -1,0 +1,34 @@
+"""Shared fixtures: the real default model, golden data, and tiny random models."""
+
+import json
+from pathlib import Path
+
+import model  # noqa: F401  (first: picks the system OpenBLAS before mlx loads)
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden_tokenize():
+    return json.loads((GOLDEN / "smollm2-tokenize.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def golden_greedy():
+    return json.loads((GOLDEN / "smollm2-greedy.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The default model, float32 layout (the CPU default)."""
+    from model.loader import load_model
+
+    return load_model(None, layout="float32")
+
+
+@pytest.fixture(scope="session")
+def default_gguf_path():
+    from model.default_model import default_model_path
+
+    return default_model_path()
