@@ -1,0 +1,80 @@
+"""Tiny random-weight checkpoints written to disk, for oracle and cache tests."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+
+BASE_CONFIG = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 96,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+}
+
+VARIANTS = {
+    # Llama 3: grouped-query attention and the long-context RoPE rule.
+    "llama3": {"model_type": "llama", "rope_theta": 500000.0,
+               "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+    "mistral": {"model_type": "mistral", "rope_theta": 1000000.0},
+    # Qwen2: biases on q, k and v.
+    "qwen2": {"model_type": "qwen2", "rope_theta": 1000000.0},
+    # SmolLM-style: tied head.
+    "llama_tied": {"model_type": "llama", "rope_theta": 10000.0, "tie_word_embeddings": True},
+}
+
+
+def random_weights(config: dict, seed: int = 0) -> dict[str, mx.array]:
+    key = mx.random.key(seed)
+    d, f, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    hd = d // config["num_attention_heads"]
+    kv = config["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
+    if not config.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (v, d)
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (d, d), p + "self_attn.k_proj.weight": (kv, d),
+            p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, d),
+            p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
+            p + "mlp.down_proj.weight": (d, f),
+            p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,),
+        })
+        if config["model_type"] == "qwen2":
+            shapes.update({p + "self_attn.q_proj.bias": (d,), p + "self_attn.k_proj.bias": (kv,),
+                           p + "self_attn.v_proj.bias": (kv,)})
+    weights = {}
+    for name, shape in sorted(shapes.items()):
+        key, sub = mx.random.split(key)
+        if name.endswith("norm.weight"):
+            weights[name] = 1.0 + 0.1 * mx.random.normal(shape, key=sub)
+        else:
+            weights[name] = 0.2 * mx.random.normal(shape, key=sub)
+    return weights
+
+
+def write_tiny_folder(folder: Path, variant: str, seed: int = 0) -> dict:
+    config = {**BASE_CONFIG, **VARIANTS[variant]}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    mx.save_safetensors(str(folder / "model.safetensors"), random_weights(config, seed))
+    return config
+
+
+def build_tiny_model(variant: str, seed: int = 0):
+    """Our Transformer with the tiny random weights, in float32, without touching disk."""
+    from model.config import config_from_hf
+    from model.transformer import Transformer
+    from model.weights import apply_weights
+
+    config = {**BASE_CONFIG, **VARIANTS[variant]}
+    model = Transformer(config_from_hf(config))
+    apply_weights(model, random_weights(config, seed), 64, "float32")
+    return model
