@@ -14,6 +14,8 @@ from .chat_template import ChatTemplate, Message, encode_conversation
 from .errors import ModelError
 from .kv_cache import KVCache
 
+MIN_CAPACITY = 64  # below this a reply barely fits beside the system prompt
+
 MIN_SINK = 4  # attention sinks: the first few tokens soak up attention (StreamingLLM)
 REPLY_ROOM = 32  # a message must leave at least this much of the window for the reply
 
@@ -29,6 +31,7 @@ class CacheSettings:
 class TurnPrompt:
     ids: list[int]  # to prefill this turn
     reused: int  # tokens already held in the cache
+    note: str = ""  # a warning for the user, e.g. a message longer than the cache
 
 
 def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int:
@@ -68,16 +71,19 @@ class Conversation:
         self.history: list[int] = []
         self.cache.reset()
         keep = self.settings.keep
+        if keep is not None and not 0 <= keep <= self.cache.capacity // 2:
+            raise ModelError(f"--keep {keep} must be between 0 and half the cache ({self.cache.capacity // 2}).")
         if keep is None:
-            keep = sink_length(self.template, self.tokenizer, system)
-        self.cache.keep = min(keep, self.cache.capacity // 2)
+            # A system prompt longer than half the cache is pinned only in part.
+            keep = min(sink_length(self.template, self.tokenizer, system), self.cache.capacity // 2)
+        self.cache.keep = keep
 
     def held_ids(self) -> list[int]:
         keep, gone = self.cache.keep, self.cache.evicted_total
         return self.history[:keep] + self.history[keep + gone :]
 
     def prompt_for(self, user_text: str) -> TurnPrompt:
-        """What this turn must prefill; raises ModelError (changing nothing) if it cannot fit."""
+        """What this turn must prefill, and a note if it cannot all stay in the cache."""
         messages = self.messages + [Message("user", user_text)]
         ids, _ = encode_conversation(self.template, self.tokenizer, messages, add_generation_prompt=True)
         if ids[: len(self.history)] != self.history:
@@ -87,12 +93,12 @@ class Conversation:
             self.cache.reset()
         new = ids[len(self.history) :]
         room = self.cache.window - REPLY_ROOM
+        note = ""
         if len(new) > room:
-            raise ModelError(
-                f"This message needs {len(new)} tokens but the cache has room for {room}: "
-                f"shorten it, or restart with a larger --max-kv-size."
-            )
-        return TurnPrompt(new, self.cache.length)
+            # Still answered: prefill runs in chunks and evicts as it goes.
+            note = (f"This message is {len(new)} tokens, more than the {room} the cache can hold beside a "
+                    f"reply: its start is evicted as it is read. Restart with a larger --max-kv-size to keep it all.")
+        return TurnPrompt(new, self.cache.length, note)
 
     def fed(self, ids: list[int]) -> None:
         """Record tokens the cache has taken in."""

@@ -114,7 +114,7 @@ class Engine:
 
     def _serve(self) -> None:
         try:
-            self._load()
+            self.load()
         except ModelError as exc:
             self.emit(ModelFailed(str(exc)))
             return
@@ -127,9 +127,9 @@ class Engine:
                 return
             try:
                 if isinstance(request, _Send):
-                    self._answer(request.text)
+                    self.answer(request.text)
                 elif isinstance(request, _Reset):
-                    self._reset(request.system)
+                    self.reset_now(request.system)
                 elif isinstance(request, _Sampling):
                     self.options = replace(self.options, sampling=request.settings)
             except Exception as exc:
@@ -139,7 +139,8 @@ class Engine:
                 self.conversation.cache.reset()
                 self.emit(TurnFailed(self._turn, f"Internal error ({type(exc).__name__}: {exc}); the cache was rebuilt."))
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Load the model and build the conversation (on the engine thread, or in a script without one)."""
         opts = self.options
         self.loaded = load_model(opts.model, opts.layout, progress=lambda m: self.emit(ModelLoading(m)))
         tok = self.loaded.tokenizer
@@ -154,13 +155,14 @@ class Engine:
         seed = self.options.sampling.seed
         self._key = mx.random.key(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
 
-    def _reset(self, system: Optional[str]) -> None:
+    def reset_now(self, system: Optional[str]) -> None:
         self.options = replace(self.options, system=system)
         self.conversation.reset(system)
         self._new_key()
         self.emit(ConversationReset(self.conversation.cache.state(), system))
 
-    def _answer(self, user_text: str) -> None:
+    def answer(self, user_text: str) -> None:
+        """Run one turn, emitting its events (on the engine thread, or in a script without one)."""
         self._turn += 1
         turn, conv, opts, tok = self._turn, self.conversation, self.options, self.loaded.tokenizer
         self._cancel.clear()
@@ -174,7 +176,7 @@ class Engine:
             self.emit(TurnFailed(turn, str(exc)))
             return
         clock.prompt_tokens, clock.reused_tokens = len(prompt.ids), prompt.reused
-        self.emit(TurnStarted(turn, user_text, len(prompt.ids), prompt.reused))
+        self.emit(TurnStarted(turn, user_text, len(prompt.ids), prompt.reused, prompt.note))
 
         done = 0
 

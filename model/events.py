@@ -39,6 +39,7 @@ class TurnStarted(Event):
     user: str
     prompt_tokens: int  # to prefill now
     reused_tokens: int  # already cached
+    note: str = ""  # a warning to show, e.g. the message is longer than the cache
 
 
 @dataclass(frozen=True)

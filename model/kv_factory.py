@@ -2,7 +2,8 @@
 
 import mlx.core as mx
 
-from .conversation import CacheSettings
+from .conversation import MIN_CAPACITY, CacheSettings
+from .errors import ModelError
 from .kv_cache import KVCache
 
 
@@ -16,6 +17,8 @@ def compute_dtype(model) -> mx.Dtype:
 
 
 def make_cache(loaded, settings: CacheSettings) -> KVCache:
+    if settings.max_kv_size < MIN_CAPACITY:
+        raise ModelError(f"--max-kv-size {settings.max_kv_size} is too small: use at least {MIN_CAPACITY} tokens.")
     if settings.kv_bits is not None:
         from .kv_quantized import QuantizedKVCache
 

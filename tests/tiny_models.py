@@ -68,13 +68,13 @@ def write_tiny_folder(folder: Path, variant: str, seed: int = 0) -> dict:
     return config
 
 
-def build_tiny_model(variant: str, seed: int = 0):
+def build_tiny_model(variant: str, seed: int = 0, **overrides):
     """Our Transformer with the tiny random weights, in float32, without touching disk."""
     from model.config import config_from_hf
     from model.transformer import Transformer
     from model.weights import apply_weights
 
-    config = {**BASE_CONFIG, **VARIANTS[variant]}
+    config = {**BASE_CONFIG, **VARIANTS[variant], **overrides}
     model = Transformer(config_from_hf(config))
     apply_weights(model, random_weights(config, seed), 64, "float32")
     return model

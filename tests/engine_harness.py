@@ -1,0 +1,41 @@
+"""Drive an Engine synchronously on the test's own thread (no engine thread is started)."""
+
+from model.engine import Engine, EngineOptions
+from model.events import TokenGenerated, TurnEnded, TurnFailed, TurnStarted
+
+
+class SyncEngine:
+    def __init__(self, **options):
+        self.events = []
+        self.on_token = None  # optional hook, called with each TokenGenerated
+        self.engine = Engine(EngineOptions(**options), self._emit)
+        self.engine.load()
+
+    def _emit(self, event):
+        self.events.append(event)
+        if isinstance(event, TokenGenerated) and self.on_token:
+            self.on_token(event)
+
+    @property
+    def conversation(self):
+        return self.engine.conversation
+
+    @property
+    def cache(self):
+        return self.engine.conversation.cache
+
+    @property
+    def model(self):
+        return self.engine.loaded.model
+
+    def turn(self, text):
+        """Run one turn; returns (TurnStarted, [TokenGenerated], TurnEnded)."""
+        start = len(self.events)
+        self.engine.answer(text)
+        new = self.events[start:]
+        failed = [e for e in new if isinstance(e, TurnFailed)]
+        assert not failed, failed[0].message
+        started = next(e for e in new if isinstance(e, TurnStarted))
+        tokens = [e for e in new if isinstance(e, TokenGenerated)]
+        ended = next(e for e in new if isinstance(e, TurnEnded))
+        return started, tokens, ended
