@@ -6,10 +6,10 @@ import signal
 import sys
 from typing import Optional
 
-from model.conversation import CacheSettings
+from model.settings import CacheSettings
 from model.engine import EngineOptions
 from model.errors import ModelError
-from model.sampling import SamplingSettings
+from model.settings import SamplingSettings
 from model.weights import LAYOUTS
 
 

@@ -13,18 +13,12 @@ from typing import Optional
 from .chat_template import ChatTemplate, Message, encode_conversation
 from .errors import ModelError
 from .kv_cache import KVCache
+from .settings import CacheSettings
 
 MIN_CAPACITY = 64  # below this a reply barely fits beside the system prompt
 
 MIN_SINK = 4  # attention sinks: the first few tokens soak up attention (StreamingLLM)
 REPLY_ROOM = 32  # a message must leave at least this much of the window for the reply
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    max_kv_size: int = 2048  # tokens; see README "The KV cache" for why
-    keep: Optional[int] = None  # sink size; None pins the system prompt
-    kv_bits: Optional[int] = None  # 4 or 8 to quantize K and V; None keeps the model's dtype
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import mlx.core as mx
 
-from .conversation import CacheSettings, Conversation
+from .conversation import Conversation
 from .detokenizer import StreamingDetokenizer
 from .errors import ModelError
 from .events import (ConversationReset, Event, ModelFailed, ModelLoading, ModelReady, PrefillDone,
@@ -23,7 +23,7 @@ from .events import (ConversationReset, Event, ModelFailed, ModelLoading, ModelR
 from .generate import PREFILL_CHUNK, Cancelled, decode, prefill
 from .kv_factory import make_cache
 from .loader import LoadedModel, load_model
-from .sampling import SamplingSettings
+from .settings import CacheSettings, SamplingSettings
 from .stats import TurnClock
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<|end_of_text|>", "</s>",
@@ -53,8 +53,8 @@ class _Reset:
 
 
 @dataclass(frozen=True)
-class _Sampling:
-    settings: SamplingSettings
+class _Update:
+    changes: dict  # EngineOptions fields to replace
 
 
 _SHUTDOWN = object()
@@ -90,7 +90,11 @@ class Engine:
         self._requests.put(_Reset(system))
 
     def set_sampling(self, settings: SamplingSettings) -> None:
-        self._requests.put(_Sampling(settings))
+        self.update(sampling=settings)
+
+    def update(self, **changes) -> None:
+        """Change options between turns; a new `cache` setting starts a new conversation."""
+        self._requests.put(_Update(changes))
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self._cancel.set()
@@ -130,8 +134,8 @@ class Engine:
                     self.answer(request.text)
                 elif isinstance(request, _Reset):
                     self.reset_now(request.system)
-                elif isinstance(request, _Sampling):
-                    self.options = replace(self.options, sampling=request.settings)
+                elif isinstance(request, _Update):
+                    self.apply_update(request.changes)
             except Exception as exc:
                 # Keep the app alive; start the cache over so it cannot be inconsistent.
                 traceback.print_exc()
@@ -154,6 +158,20 @@ class Engine:
     def _new_key(self) -> None:
         seed = self.options.sampling.seed
         self._key = mx.random.key(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+
+    def apply_update(self, changes: dict) -> None:
+        old_cache = self.options.cache
+        self.options = replace(self.options, **changes)
+        if self.options.cache != old_cache:
+            try:
+                cache = make_cache(self.loaded, self.options.cache)
+                self.conversation = Conversation(self.loaded.template, self.loaded.tokenizer, cache,
+                                                 self.options.cache, self.options.system)
+            except ModelError as exc:
+                self.options = replace(self.options, cache=old_cache)
+                self.emit(TurnFailed(self._turn, str(exc)))
+                return
+            self.emit(ConversationReset(cache.state(), self.options.system))
 
     def reset_now(self, system: Optional[str]) -> None:
         self.options = replace(self.options, system=system)

@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from .kv_cache import CacheState
-from .stats import PrefillStats, TurnStats
+from .stats import CacheState, PrefillStats, TurnStats
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Callable, Iterator, Optional
 
 import mlx.core as mx
 
-from .sampling import SamplingSettings, draw, sampling_distribution, top_k_of
+from .sampling import draw, sampling_distribution, top_k_of
+from .settings import SamplingSettings
 
 PREFILL_CHUNK = 256  # bounds prefill's peak memory; big enough to keep BLAS busy
 

@@ -15,32 +15,14 @@ runs as fast as before it, memory stays at `capacity`, and positions never
 pass the model's trained context however long the chat runs.
 """
 
-from dataclasses import dataclass
 from typing import Callable
 
 import mlx.core as mx
 
 from .config import ModelConfig
+from .stats import CacheState
 
 ALLOC_STEP = 256  # grow storage in steps, so short chats stay small
-
-
-@dataclass(frozen=True)
-class CacheState:
-    """What the cache panel and `--json` report; see the README's definitions."""
-
-    tokens: int  # tokens held now
-    capacity: int  # most tokens it will ever hold
-    sink_tokens: int  # pinned at the front, never evicted
-    evicted_total: int  # dropped so far in this conversation
-    bytes: int  # K and V as allocated now (sum of nbytes)
-    bytes_full: int  # K and V when every slot is allocated
-    position: int  # RoPE position the next token gets
-    dtype: str  # how K and V are stored
-    last_evicted: int  # tokens dropped by the most recent eviction (0 if none yet)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class LayerCache:

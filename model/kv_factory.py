@@ -2,7 +2,8 @@
 
 import mlx.core as mx
 
-from .conversation import MIN_CAPACITY, CacheSettings
+from .conversation import MIN_CAPACITY
+from .settings import CacheSettings
 from .errors import ModelError
 from .kv_cache import KVCache
 

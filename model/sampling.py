@@ -5,37 +5,11 @@ which is also what the top-k panel shows. At temperature 0 the draw is an
 argmax, and the panel shows the model's own distribution at temperature 1.
 """
 
-from dataclasses import dataclass
 from typing import Optional
 
 import mlx.core as mx
 
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    temperature: float = 0.0  # 0 means greedy (argmax)
-    top_k: int = 0  # keep the k most likely tokens; 0 keeps all
-    top_p: float = 1.0  # keep the smallest set whose probability reaches p
-    min_p: float = 0.0  # drop tokens below min_p times the top token's probability
-    repetition_penalty: float = 1.0  # >1 discourages tokens seen in the recent context
-    repetition_window: int = 64  # how many recent tokens the penalty looks at
-    seed: Optional[int] = None  # None draws a fresh seed per conversation
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-    def distribution_label(self) -> str:
-        if self.greedy:
-            return "model distribution (T=1); greedy pick"
-        parts = [f"T={self.temperature:g}"]
-        if self.top_k:
-            parts.append(f"top-k {self.top_k}")
-        if self.top_p < 1.0:
-            parts.append(f"top-p {self.top_p:g}")
-        if self.min_p > 0.0:
-            parts.append(f"min-p {self.min_p:g}")
-        return "sampled distribution (" + ", ".join(parts) + ")"
+from .settings import SamplingSettings
 
 
 NEG_INF = float("-inf")

@@ -78,3 +78,21 @@ class TurnClock:
         p = self.prefill()
         return TurnStats(p.prompt_tokens, p.reused_tokens, p.prefill_s, p.prefill_tok_s,
                          len(self.token_times), self.decode_tok_s(), self.decode_s, stop_reason)
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What the cache panel and `--json` report; see the README's definitions."""
+
+    tokens: int  # tokens held now
+    capacity: int  # most tokens it will ever hold
+    sink_tokens: int  # pinned at the front, never evicted
+    evicted_total: int  # dropped so far in this conversation
+    bytes: int  # K and V as allocated now (sum of nbytes)
+    bytes_full: int  # K and V when every slot is allocated
+    position: int  # RoPE position the next token gets
+    dtype: str  # how K and V are stored
+    last_evicted: int  # tokens dropped by the most recent eviction (0 if none yet)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)

@@ -5,7 +5,7 @@ import json
 import mlx.core as mx
 import pytest
 
-from model.conversation import CacheSettings
+from model.settings import CacheSettings
 from model.generate import prefill
 from model.kv_cache import KVCache
 

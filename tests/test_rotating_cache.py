@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.conversation import CacheSettings
+from model.settings import CacheSettings
 from model.generate import prefill
 from model.kv_cache import KVCache
 from model.kv_quantized import QuantizedKVCache

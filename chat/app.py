@@ -1,0 +1,267 @@
+"""The Textual app: composition and routing only. Widgets draw; the engine thread computes."""
+
+from typing import Iterable, Optional
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Header
+
+from model.engine import EngineOptions
+from model.events import (ConversationReset, ModelFailed, ModelLoading, ModelReady, PrefillDone, PrefillProgress,
+                          TokenGenerated, TurnEnded, TurnFailed, TurnStarted)
+
+from . import settings_forms
+from .bridge import EngineBridge, EngineFactory
+from .messages import EngineEvent, PromptSubmitted, StepStats
+from .screens.help import HelpScreen
+from .screens.model_info import ModelInfoScreen
+from .widgets.cache_panel import CachePanel
+from .widgets.decode_panel import DecodePanel
+from .widgets.prefill_panel import PrefillPanel
+from .widgets.prompt_input import PromptInput
+from .widgets.status_line import StatusLine
+from .widgets.topk_panel import TopKPanel
+from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage
+
+NARROW = 110  # below this many columns the panels give way to a one-line summary
+PANELS = {"prefill": PrefillPanel, "decode": DecodePanel, "cache": CachePanel, "topk": TopKPanel}
+
+
+class GlasschatApp(App):
+    TITLE = "glasschat"
+    CSS = """
+    #main { height: 1fr; }
+    #chat-column { width: 1fr; }
+    #sidebar { width: 48; height: 1fr; scrollbar-size-vertical: 1; }
+    Screen.narrow #sidebar { display: none; }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel_reply", "Stop reply"),
+        Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+y", "copy_last_reply", "Copy reply"),
+        Binding("f1", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("f2", "toggle_panel('prefill')", "Prefill", show=False),
+        Binding("f3", "toggle_panel('decode')", "Decode", show=False),
+        Binding("f4", "toggle_panel('cache')", "Cache", show=False),
+        Binding("f5", "toggle_panel('topk')", "Top-k", show=False),
+        Binding("ctrl+t", "toggle_ids", "Token ids", show=False),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(self, options: EngineOptions, engine_factory: Optional[EngineFactory] = None):
+        super().__init__()
+        self.options = options
+        self.bridge = EngineBridge(self, options, engine_factory) if engine_factory else EngineBridge(self, options)
+        self.ready = False
+        self.busy = False
+        self.queue: list[tuple[str, UserMessage]] = []
+        self.model_info: dict = {}
+        self.reply: Optional[AssistantMessage] = None
+        self.last_prefill_tok_s = 0.0
+        self.last_decode_tok_s = 0.0
+        # Kept as attributes: the per-token handlers touch them without a DOM query.
+        self.prefill_panel = PrefillPanel(id="prefill")
+        self.decode_panel = DecodePanel(id="decode")
+        self.cache_panel = CachePanel(id="cache")
+        self.topk_panel = TopKPanel(id="topk")
+
+    # --- layout --------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Horizontal(id="main"):
+            with Vertical(id="chat-column"):
+                yield Transcript(id="transcript")
+                yield StatusLine(id="status")
+                yield PromptInput(id="prompt")
+            with VerticalScroll(id="sidebar"):
+                yield self.prefill_panel
+                yield self.decode_panel
+                yield self.cache_panel
+                yield self.topk_panel
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "loading the model…"
+        self.query_one(PromptInput).focus()
+        self._apply_width(self.size.width)
+        self.bridge.start()
+
+    def on_resize(self, event) -> None:
+        self._apply_width(event.size.width)
+
+    def _apply_width(self, width: int) -> None:
+        narrow = width < NARROW
+        self.screen.set_class(narrow, "narrow")
+        self.query_one(StatusLine).set_class(narrow, "with-summary")
+
+    def on_unmount(self) -> None:
+        self.bridge.shutdown(timeout=5.0)
+
+    # --- the user's side -----------------------------------------------------
+
+    async def on_prompt_submitted(self, message: PromptSubmitted) -> None:
+        text = message.text
+        if not text.strip():
+            self.notify("Type a message first: empty messages are not sent.", severity="warning")
+            return
+        prompt = self.query_one(PromptInput)
+        prompt.clear()
+        waiting = self.busy or not self.ready
+        bubble = UserMessage(text, queued=waiting)
+        await self.query_one(Transcript).add(bubble)
+        if waiting:
+            self.queue.append((text, bubble))
+            self.query_one(StatusLine).set_queued(len(self.queue))
+        else:
+            self._send(text, bubble)
+
+    def _send(self, text: str, bubble: UserMessage) -> None:
+        bubble.mark_sent()
+        self.busy = True
+        self.bridge.send(text)
+
+    def _send_next_queued(self) -> None:
+        if self.queue and self.ready and not self.busy:
+            text, bubble = self.queue.pop(0)
+            self.query_one(StatusLine).set_queued(len(self.queue))
+            self._send(text, bubble)
+
+    def action_cancel_reply(self) -> None:
+        if self.busy:
+            self.bridge.cancel()
+            self.query_one(StatusLine).set_state("stopping…")
+
+    async def action_new_conversation(self, system: Optional[str] = None) -> None:
+        if self.busy:
+            self.bridge.cancel()
+        self.bridge.reset(system if system is not None else self.options.system)
+
+    def action_copy_last_reply(self) -> None:
+        reply = self.query_one(Transcript).last_reply()
+        if reply is None:
+            self.notify("No reply to copy yet.")
+            return
+        reply.action_copy()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_toggle_panel(self, name: str) -> None:
+        panel = self.query_one(f"#{name}")
+        panel.display = not panel.display
+        if name == "topk":
+            # A hidden top-k panel costs nothing per token: the engine stops computing it.
+            self.bridge.update(top_k_shown=self.options.top_k_shown if panel.display else 0)
+
+    def action_toggle_ids(self) -> None:
+        self.topk_panel.toggle_ids()
+
+    def action_model_info(self) -> None:
+        self.push_screen(ModelInfoScreen(self.model_info or {"source": "still loading"}))
+
+    def get_system_commands(self, screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New conversation", "Clear the chat and its KV cache", self.action_new_conversation)
+        yield SystemCommand("System prompt", "Set the system prompt (starts a new conversation)",
+                            lambda: settings_forms.edit_system_prompt(self))
+        yield SystemCommand("Sampling settings", "Temperature, top-k, top-p, min-p",
+                            lambda: settings_forms.edit_sampling(self))
+        yield SystemCommand("Cache size", "KV cache capacity and sink (starts a new conversation)",
+                            lambda: settings_forms.edit_cache(self))
+        for name, label in (("prefill", "Prefill"), ("decode", "Decode"), ("cache", "KV cache"), ("topk", "Next token")):
+            yield SystemCommand(f"Show/hide the {label} panel", "Toggle a side panel",
+                                lambda name=name: self.action_toggle_panel(name))
+        yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
+        yield SystemCommand("Model info", "Architecture, layers, heads, parameters, weights, backend",
+                            self.action_model_info)
+        yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard", self.action_copy_last_reply)
+
+    # --- the engine's side -----------------------------------------------------
+
+    def on_step_stats(self, message: StepStats) -> None:
+        event = message.event
+        if not self.topk_panel.is_attached:
+            return  # the app is closing
+        # A hidden panel costs nothing: it is not redrawn.
+        if self.topk_panel.display:
+            self.topk_panel.show(event)
+        if self.decode_panel.display:
+            self.decode_panel.show(event)
+        if self.cache_panel.display:
+            self.cache_panel.show(event.cache)
+        self.last_decode_tok_s = event.live_tok_s
+        self._refresh_summary(event.cache)
+
+    async def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if not self.topk_panel.is_attached:
+            return  # the app is closing
+        status = self.query_one(StatusLine)
+        transcript = self.query_one(Transcript)
+        if isinstance(event, ModelLoading):
+            status.set_state(f"loading: {event.message}")
+        elif isinstance(event, ModelReady):
+            self.ready = True
+            self.model_info = event.info
+            self.sub_title = f"{event.info['architecture']} · {event.info['parameters'] / 1e6:.0f}M · {event.info['weight_dtype']} · {event.info['backend']}"
+            self.topk_panel.distribution = event.distribution
+            self.cache_panel.show(event.cache)
+            status.set_state("ready")
+            self._send_next_queued()
+        elif isinstance(event, ModelFailed):
+            self.sub_title = "no model"
+            status.set_state("no model loaded")
+            await transcript.add(Notice(event.message, "error"))
+        elif isinstance(event, TurnStarted):
+            status.set_state("reading the prompt…")
+            self.prefill_panel.show(event)
+            self.decode_panel.show(event)
+            if event.note:
+                await transcript.add(Notice(event.note, "warning"))
+            self.reply = AssistantMessage()
+            await transcript.add(self.reply)
+        elif isinstance(event, PrefillProgress):
+            if self.prefill_panel.display:
+                self.prefill_panel.show(event)
+            self.cache_panel.show(event.cache)
+        elif isinstance(event, PrefillDone):
+            status.set_state("writing the reply…  (Esc stops)")
+            self.prefill_panel.show(event)
+            self.last_prefill_tok_s = event.stats.prefill_tok_s
+        elif isinstance(event, TokenGenerated):
+            if event.text and self.reply is not None:
+                await self.reply.add(event.text)
+        elif isinstance(event, TurnEnded):
+            if self.reply is not None:
+                await self.reply.finish(event.text, event.stats.stop_reason)
+            self.reply = None
+            self.decode_panel.show(event)
+            self.cache_panel.show(event.cache)
+            self.last_decode_tok_s = event.stats.decode_tok_s
+            self._refresh_summary(event.cache)
+            status.set_state({"stop": "ready", "length": "ready (reply hit --max-tokens)",
+                              "cancelled": "ready (reply stopped)"}[event.stats.stop_reason])
+            self.busy = False
+            self._send_next_queued()
+        elif isinstance(event, TurnFailed):
+            if self.reply is not None:
+                await self.reply.finish(self.reply.text, "cancelled")
+                self.reply = None
+            await transcript.add(Notice(event.message, "error"))
+            status.set_state("ready")
+            self.busy = False
+            self._send_next_queued()
+        elif isinstance(event, ConversationReset):
+            await transcript.remove_children()
+            await transcript.add(Notice("New conversation: the KV cache is empty." +
+                                        (f" System prompt: {event.system}" if event.system else "")))
+            self.cache_panel.show(event.cache)
+            self.busy = False
+            status.set_state("ready")
+            self._send_next_queued()
+
+    def _refresh_summary(self, cache) -> None:
+        self.query_one(StatusLine).set_summary(self.last_prefill_tok_s, self.last_decode_tok_s, cache)

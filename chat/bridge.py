@@ -1,0 +1,35 @@
+"""The UI's handle on the engine: starts it and turns its events into Textual messages.
+
+The engine's `emit` runs on the engine thread; `post_message` is thread-safe,
+so the UI thread never waits on MLX. Token text and step numbers travel as
+separate messages: text must all arrive, numbers may be superseded.
+"""
+
+from typing import Callable
+
+from textual.app import App
+
+from model.engine import Engine, EngineOptions
+from model.events import Event, TokenGenerated
+
+from .messages import EngineEvent, StepStats
+
+EngineFactory = Callable[[EngineOptions, Callable[[Event], None]], Engine]
+
+
+class EngineBridge:
+    def __init__(self, app: App, options: EngineOptions, factory: EngineFactory = Engine):
+        self.app = app
+        self.engine = factory(options, self._emit)
+
+    def _emit(self, event: Event) -> None:
+        self.app.post_message(EngineEvent(event))
+        if isinstance(event, TokenGenerated):
+            self.app.post_message(StepStats(event))
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def __getattr__(self, name):
+        # send, cancel, reset, update, shutdown: straight to the engine.
+        return getattr(self.engine, name)

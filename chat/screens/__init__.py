@@ -1,0 +1,1 @@
+"""Modal screens: help, forms for settings, model info."""

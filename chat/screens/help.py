@@ -1,0 +1,52 @@
+"""The help screen: the keys, and what each panel teaches."""
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# glasschat
+
+**Keys**
+
+| key | does |
+|---|---|
+| Enter | send the message |
+| Shift+Enter, Ctrl+J | new line in the message |
+| Esc | stop the reply (the partial reply is kept) |
+| Ctrl+N | new conversation (clears the KV cache) |
+| Ctrl+P | command palette: system prompt, sampling, cache size, panels, model info |
+| F2 / F3 / F4 / F5 | show or hide the Prefill / Decode / KV cache / Next token panel |
+| Ctrl+T | show token ids in the Next token panel |
+| Ctrl+Y | copy the last reply (or focus a message and press c) |
+| F1, ? | this help |
+| Ctrl+Q | quit |
+
+**What the panels show**
+
+- **Prefill**: the new prompt tokens this turn had to read, and the tokens reused
+  from the cache. Prefill time runs from your message reaching the engine to the
+  first reply token being ready.
+- **Decode**: tokens per second while the reply is written, one forward pass per
+  token. The reply figure is (tokens − 1) / (last token time − first token time).
+- **KV cache**: the keys and values stored for every token read so far. Magenta is
+  the pinned system prompt (the sink); when the cache is full, the oldest tokens
+  after it are evicted in a block, so memory stays flat.
+- **Next token**: the most likely next tokens and their probabilities under the
+  distribution the reply is drawn from; ▶ marks the token picked. `·` is a space,
+  `↵` a newline.
+"""
+
+
+class HelpScreen(ModalScreen):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 84; max-width: 95%; height: 80%; border: round $accent; background: $surface; padding: 0 1; }
+    """
+    BINDINGS = [Binding("escape,f1,q,question_mark", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)

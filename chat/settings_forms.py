@@ -1,0 +1,91 @@
+"""The command palette's settings forms, and how their answers reach the engine."""
+
+from dataclasses import replace
+
+from model.settings import CacheSettings, SamplingSettings
+
+from .screens.form import FormScreen
+
+
+def _number(value: str, kind, low, high, name):
+    try:
+        number = kind(value)
+    except ValueError:
+        return None, f"{name} must be a number."
+    if not low <= number <= high:
+        return None, f"{name} must be between {low} and {high}."
+    return number, None
+
+
+SAMPLING_FIELDS = [("temperature (0 = greedy)", "temp", float, 0.0, 5.0), ("top-k (0 = all)", "top_k", int, 0, 100000),
+                   ("top-p", "top_p", float, 0.0, 1.0), ("min-p", "min_p", float, 0.0, 1.0)]
+
+
+def parse_sampling(values: dict, current: SamplingSettings):
+    parsed = {}
+    for label, key, kind, low, high in SAMPLING_FIELDS:
+        parsed[key], error = _number(values[key], kind, low, high, label.split(" (")[0])
+        if error:
+            return None, error
+    return replace(current, temperature=parsed["temp"], top_k=parsed["top_k"], top_p=parsed["top_p"],
+                   min_p=parsed["min_p"]), None
+
+
+def edit_sampling(app) -> None:
+    s = app.options.sampling
+    current = {"temp": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p}
+
+    def done(values):
+        if values is None:
+            return
+        settings, _ = parse_sampling(values, app.options.sampling)
+        app.options = replace(app.options, sampling=settings)
+        app.bridge.set_sampling(settings)
+        app.query_one("TopKPanel").distribution = settings.distribution_label()
+        app.notify(f"Sampling: {settings.distribution_label()} (from the next reply)")
+
+    app.push_screen(FormScreen("Sampling settings", [(label, key, str(current[key])) for label, key, *_ in SAMPLING_FIELDS],
+                               hint="Applies from the next reply.",
+                               validate=lambda v: parse_sampling(v, app.options.sampling)[1]), done)
+
+
+def edit_system_prompt(app) -> None:
+    def done(values):
+        if values is None:
+            return
+        system = values["system"].strip() or None
+        app.options = replace(app.options, system=system)
+        app.bridge.reset(system)
+
+    app.push_screen(FormScreen("System prompt", [("system prompt (empty: the model's default)", "system",
+                                                  app.options.system or "")],
+                               hint="Starts a new conversation: the system prompt is pinned at the cache start."), done)
+
+
+def parse_cache(values: dict, current: CacheSettings):
+    size, error = _number(values["size"], int, 64, 1 << 20, "capacity")
+    if error:
+        return None, error
+    keep = None
+    if values["keep"].strip():
+        keep, error = _number(values["keep"], int, 0, size // 2, "sink")
+        if error:
+            return None, error
+    return replace(current, max_kv_size=size, keep=keep), None
+
+
+def edit_cache(app) -> None:
+    c = app.options.cache
+
+    def done(values):
+        if values is None:
+            return
+        settings, _ = parse_cache(values, app.options.cache)
+        app.options = replace(app.options, cache=settings)
+        app.bridge.update(cache=settings)
+
+    app.push_screen(FormScreen("KV cache", [("capacity in tokens", "size", str(c.max_kv_size)),
+                                            ("sink tokens (empty: the system prompt)", "keep",
+                                             "" if c.keep is None else str(c.keep))],
+                               hint="Starts a new conversation with an empty cache.",
+                               validate=lambda v: parse_cache(v, app.options.cache)[1]), done)

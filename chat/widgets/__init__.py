@@ -1,0 +1,1 @@
+"""glasschat's widgets, one per module."""

@@ -1,0 +1,53 @@
+"""The KV cache: tokens held against capacity, the pinned sink, evictions, and memory."""
+
+from rich.text import Text
+
+from model.stats import CacheState
+
+from ..formatting import human_bytes
+from .panel import Panel
+
+BAR_WIDTH = 34
+
+
+class CachePanel(Panel):
+    TITLE = "KV cache"
+    CAPTION = "Keys and values of the tokens read so far."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.state: CacheState | None = None
+        self.flash = ""  # "evicted N tokens", shown for a moment after an eviction
+
+    def show(self, state: CacheState) -> None:
+        previous = self.state
+        self.state = state
+        if previous is not None and state.evicted_total > previous.evicted_total:
+            self.flash = f"⟲ evicted {state.evicted_total - previous.evicted_total} oldest tokens"
+            self.set_timer(3.0, self._clear_flash)
+        self.refresh_body()
+
+    def _clear_flash(self) -> None:
+        self.flash = ""
+        self.refresh_body()
+
+    def body(self) -> list:
+        s = self.state
+        if s is None:
+            return [Text("waiting for the model…", style="dim")]
+        sink = round(BAR_WIDTH * s.sink_tokens / s.capacity)
+        held = round(BAR_WIDTH * s.tokens / s.capacity)
+        cells = Text.assemble(("█" * sink, "magenta"), ("█" * max(held - sink, 0), "green"),
+                              ("░" * (BAR_WIDTH - max(held, sink)), "dim"))
+        lines = [
+            cells,
+            Text.assemble(("held ", "dim"), (f"{s.tokens}", "bold"), (f" / {s.capacity} tokens", "dim"),
+                          ("  pos ", "dim"), (str(s.position), "bold")),
+            Text.assemble(("sink ", "magenta"), (str(s.sink_tokens), "bold"), ("  evicted ", "dim"),
+                          (str(s.evicted_total), "bold")),
+            Text.assemble((human_bytes(s.bytes), "bold"), (" now / ", "dim"), (human_bytes(s.bytes_full), "bold"),
+                          (" full  ", "dim"), (s.dtype, "cyan")),
+        ]
+        if self.flash:
+            lines.append(Text(self.flash, style="bold yellow"))
+        return lines

@@ -1,0 +1,63 @@
+"""Decode: tokens per second, live and over the reply, with a chart."""
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Sparkline, Static
+
+from model.events import TokenGenerated, TurnEnded, TurnStarted
+
+from ..formatting import rate, seconds
+
+
+class DecodePanel(Vertical):
+    DEFAULT_CSS = """
+    DecodePanel {
+        border: round $primary 60%;
+        border-title-style: bold;
+        padding: 0 1;
+        height: auto;
+    }
+    DecodePanel Sparkline { height: 2; margin: 0; }
+    DecodePanel .caption { color: $text-muted; text-style: italic; }
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.rates: list[float] = []
+        self.generated = 0
+        self.elapsed = 0.0
+        self.live = 0.0
+        self.final = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="decode-numbers")
+        yield Sparkline([], summary_function=max, id="decode-chart")
+        yield Static("Writing: one forward pass per token.", classes="caption")
+
+    def on_mount(self) -> None:
+        self.border_title = "Decode"
+        self._render_numbers()
+
+    def show(self, event) -> None:
+        if isinstance(event, TurnStarted):
+            self.rates, self.generated, self.elapsed, self.live, self.final = [], 0, 0.0, 0.0, 0.0
+        elif isinstance(event, TokenGenerated):
+            self.generated = event.index + 1
+            self.elapsed = event.elapsed_s
+            self.live = event.live_tok_s
+            if event.live_tok_s:
+                self.rates.append(event.live_tok_s)
+        elif isinstance(event, TurnEnded):
+            self.final = event.stats.decode_tok_s
+            self.generated = event.stats.generated_tokens
+        self._render_numbers()
+        self.query_one("#decode-chart", Sparkline).data = self.rates[-120:] or [0.0]
+
+    def _render_numbers(self) -> None:
+        headline = self.final or self.live
+        label = "reply " if self.final else "live "
+        self.query_one("#decode-numbers", Static).update(Text.assemble(
+            (label, "dim"), (rate(headline), "bold green"), ("  tokens ", "dim"), (str(self.generated), "bold"),
+            ("  ", ""), (seconds(self.elapsed) if self.elapsed else "–", "bold"),
+        ))

@@ -1,0 +1,107 @@
+"""The conversation: user messages, replies streamed in as Markdown, and notices.
+
+Replies go through Textual's `MarkdownStream`, which batches fragments and
+appends them to the document instead of re-parsing the whole message per
+token. The transcript is anchored to the bottom and lets go when the user
+scrolls up to read; scrolling back to the end re-attaches it.
+"""
+
+from textual.containers import VerticalScroll
+from textual.widgets import Markdown, Static
+
+
+class UserMessage(Static, can_focus=True):
+    DEFAULT_CSS = """
+    UserMessage {
+        background: $boost;
+        border-left: thick $accent;
+        padding: 0 1;
+        margin: 1 0 0 0;
+    }
+    UserMessage.queued { border-left: thick $warning; color: $text-muted; }
+    UserMessage:focus { background: $accent 20%; }
+    """
+    BINDINGS = [("c", "copy", "Copy")]
+
+    def __init__(self, text: str, queued: bool = False):
+        # Plain text: what a user types is never read as markup.
+        super().__init__(text, markup=False, classes="queued" if queued else "")
+        self.text = text
+        self.border_subtitle = "queued" if queued else None
+
+    def mark_sent(self) -> None:
+        self.remove_class("queued")
+        self.border_subtitle = None
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.text)
+        self.notify("Message copied to the clipboard.")
+
+
+class AssistantMessage(Markdown, can_focus=True):
+    DEFAULT_CSS = """
+    AssistantMessage {
+        border-left: thick $success;
+        padding: 0 1;
+        margin: 1 0 0 0;
+        background: transparent;
+    }
+    AssistantMessage.cancelled { border-left: thick $warning; }
+    AssistantMessage > *:last-child { margin-bottom: 0; }
+    AssistantMessage:focus { background: $success 10%; }
+    """
+    BINDINGS = [("c", "copy", "Copy")]
+
+    def __init__(self):
+        super().__init__("")
+        self.text = ""
+        self.stream = None
+
+    def on_mount(self) -> None:
+        self.stream = Markdown.get_stream(self)
+
+    async def add(self, fragment: str) -> None:
+        self.text += fragment
+        await self.stream.write(fragment)
+
+    async def finish(self, text: str, stop_reason: str) -> None:
+        await self.stream.stop()
+        self.text = text
+        if stop_reason == "cancelled":
+            self.add_class("cancelled")
+            self.border_subtitle = "cancelled"
+        elif stop_reason == "length":
+            self.border_subtitle = "stopped at --max-tokens"
+        # One full parse at the end, so every block is exactly right.
+        await self.update(text)
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.text)
+        self.notify("Reply copied to the clipboard.")
+
+
+class Notice(Static):
+    DEFAULT_CSS = """
+    Notice { color: $text-muted; padding: 0 1; margin: 1 0 0 0; }
+    Notice.error { color: $error; }
+    Notice.warning { color: $warning; }
+    """
+
+    def __init__(self, text: str, kind: str = ""):
+        super().__init__(text, markup=False, classes=kind)
+
+
+class Transcript(VerticalScroll):
+    DEFAULT_CSS = """
+    Transcript { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
+    """
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    async def add(self, widget) -> None:
+        await self.mount(widget)
+
+    def last_reply(self) -> AssistantMessage | None:
+        replies = self.query(AssistantMessage)
+        return replies.last() if replies else None

@@ -1,0 +1,40 @@
+"""Engine events to JSON and back, so UI tests can replay a real recorded conversation."""
+
+import dataclasses
+import json
+
+from model import events as ev
+from model.stats import CacheState, PrefillStats, TurnStats
+
+_TYPES = {cls.__name__: cls for cls in (
+    ev.ModelLoading, ev.ModelReady, ev.ModelFailed, ev.TurnStarted, ev.PrefillProgress, ev.PrefillDone,
+    ev.TokenGenerated, ev.TurnEnded, ev.TurnFailed, ev.ConversationReset)}
+_NESTED = {"cache": CacheState, "stats": None}
+
+
+def encode(event) -> dict:
+    return {"type": type(event).__name__, **dataclasses.asdict(event)}
+
+
+def decode(data: dict):
+    data = dict(data)
+    cls = _TYPES[data.pop("type")]
+    if "cache" in data and data["cache"] is not None:
+        data["cache"] = CacheState(**data["cache"])
+    if "stats" in data:
+        data["stats"] = (PrefillStats if cls is ev.PrefillDone else TurnStats)(**data["stats"])
+    if "top_k" in data:
+        data["top_k"] = tuple(ev.TopToken(**t) for t in data["top_k"])
+    if "token_ids" in data:
+        data["token_ids"] = tuple(data["token_ids"])
+    return cls(**data)
+
+
+def save(path, load_events, turns) -> None:
+    path.write_text(json.dumps({"load": [encode(e) for e in load_events],
+                                "turns": [[encode(e) for e in t] for t in turns]}, ensure_ascii=False, indent=0))
+
+
+def load(path):
+    data = json.loads(path.read_text())
+    return [decode(e) for e in data["load"]], [[decode(e) for e in t] for t in data["turns"]]

@@ -1,0 +1,82 @@
+"""An engine stand-in for UI tests: it replays a recorded real conversation's events."""
+
+import dataclasses
+import queue
+import threading
+import time
+from pathlib import Path
+
+from model.events import ConversationReset, TokenGenerated, TurnEnded, TurnStarted
+
+import event_codec
+
+RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
+
+
+class FakeEngine:
+    """Same interface as model.engine.Engine; each `send` replays the next recorded turn."""
+
+    def __init__(self, options, emit, delay: float = 0.0, recording: Path = RECORDING, gate_at: int = 1):
+        self.options, self.emit, self.delay = options, emit, delay
+        self.load_events, self.turns = event_codec.load(recording)
+        self.sent: list[str] = []
+        self.updates: list[dict] = []
+        self._cancel = threading.Event()
+        self._requests: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.turn_gate = threading.Event()  # cleared, it holds a turn before token `gate_at`
+        self.turn_gate.set()
+        self.gate_at = gate_at
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def send(self, text):
+        self.sent.append(text)
+        self._requests.put(("send", text))
+
+    def cancel(self):
+        self._cancel.set()
+
+    def reset(self, system=None):
+        self._requests.put(("reset", system))
+
+    def set_sampling(self, settings):
+        self.update(sampling=settings)
+
+    def update(self, **changes):
+        self.updates.append(changes)
+
+    def shutdown(self, timeout=1.0):
+        self._requests.put(("stop", None))
+
+    def _run(self):
+        for event in self.load_events:
+            self.emit(event)
+        while True:
+            kind, arg = self._requests.get()
+            if kind == "stop":
+                return
+            if kind == "reset":
+                self.emit(ConversationReset(self.load_events[-1].cache, arg))
+            if kind == "send":
+                self._replay(arg, self.turns[(len(self.sent) - 1) % len(self.turns)])
+
+    def _replay(self, user, events):
+        self._cancel.clear()
+        text = ""
+        for event in events:
+            if isinstance(event, TurnStarted):
+                event = dataclasses.replace(event, user=user)
+            if isinstance(event, TokenGenerated):
+                if event.index == self.gate_at:
+                    self.turn_gate.wait(30)
+                if self._cancel.is_set():
+                    stats = dataclasses.replace(events[-1].stats, stop_reason="cancelled",
+                                                generated_tokens=event.index)
+                    self.emit(TurnEnded(event.turn, text, (), stats, event.cache))
+                    return
+                text += event.text
+                time.sleep(self.delay)
+            self.emit(event)

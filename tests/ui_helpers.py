@@ -1,0 +1,36 @@
+"""Helpers for Pilot tests: build the app on a fake engine, wait for conditions, read panels as text."""
+
+import asyncio
+
+from textual.geometry import Region
+
+from chat.app import GlasschatApp
+from model.engine import EngineOptions
+
+from fake_engine import FakeEngine
+
+
+def fake_app(delay=0.0, **options):
+    holder = {}
+
+    def factory(opts, emit):
+        holder["engine"] = FakeEngine(opts, emit, delay=delay)
+        return holder["engine"]
+
+    app = GlasschatApp(EngineOptions(**options), engine_factory=factory)
+    return app, holder
+
+
+async def wait_for(pilot, condition, timeout=20.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for the UI (busy={pilot.app.busy}, queue={len(pilot.app.queue)})")
+        await pilot.pause(0.02)
+
+
+def text_of(widget, width=None) -> str:
+    """What a widget shows on screen right now, as plain text (borders included)."""
+    region = Region(0, 0, widget.outer_size.width, widget.outer_size.height)
+    return "\n".join(strip.text for strip in widget.render_lines(region))
