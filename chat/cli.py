@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file")
     replay.add_argument("--json", action="store_true", help="one JSON object per turn, per line")
     _model_options(replay)
+    bench = sub.add_parser("bench", help="measure prefill and decode against mlx-lm and llama.cpp")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--model")
+    bench.add_argument("--layouts", default="float32,quantized", help="our weight layouts to measure")
+    bench.add_argument("--mlx-lm", default="quantized,float32", help="mlx-lm weight layouts to measure ('' skips)")
+    bench.add_argument("--sizes", default="64,512,2048", help="prompt lengths for prefill")
+    bench.add_argument("--decode-tokens", type=int, default=256)
+    bench.add_argument("--repeats", type=int, default=1)
+    bench.add_argument("--show-top", type=int, default=10, help="top-k computed per token, as the UI does")
+    bench.add_argument("--skip-extras-check", action="store_true")
+    bench.add_argument("--eviction-tokens", type=int, default=600,
+                       help="decode this many tokens in a 256-token cache to time evictions (0 skips)")
     return parser
 
 
@@ -78,6 +90,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "tokenize":
             from .commands import tokenize_command
             return tokenize_command(args)
+        if args.command == "bench":
+            from model.bench import run
+            return run(args)
         if args.command == "replay":
             from .commands import replay_command
             return replay_command(args)

@@ -20,7 +20,7 @@ from .detokenizer import StreamingDetokenizer
 from .errors import ModelError
 from .events import (ConversationReset, Event, ModelFailed, ModelLoading, ModelReady, PrefillDone,
                      PrefillProgress, TokenGenerated, TopToken, TurnEnded, TurnFailed, TurnStarted)
-from .generate import PREFILL_CHUNK, Cancelled, decode, prefill
+from .generate import PREFILL_CHUNK, Cancelled, decode, prefill, warm_up
 from .kv_factory import make_cache
 from .loader import LoadedModel, load_model
 from .settings import CacheSettings, SamplingSettings
@@ -150,6 +150,8 @@ class Engine:
         tok = self.loaded.tokenizer
         self.stop_ids = {tok.eos_id} | {tok.token_id(t) for t in END_OF_TURN_TOKENS}
         self.stop_ids.discard(None)
+        self.emit(ModelLoading("warming up (compiles the CPU kernels once)"))
+        warm_up(self.loaded.model)
         cache = make_cache(self.loaded, opts.cache)
         self.conversation = Conversation(self.loaded.template, tok, cache, opts.cache, opts.system)
         self._new_key()

@@ -98,3 +98,13 @@ def decode(model, cache, first_logits: mx.array, settings: SamplingSettings, max
         if fed_ahead:
             # The consumer stopped after a token we had already fed: forget it.
             cache.rollback(1)
+
+
+def warm_up(model) -> None:
+    """One tiny prefill and decode step on a scratch cache, so the first message
+    does not pay for kernel compilation and allocator growth."""
+    from .kv_cache import KVCache
+
+    cache = KVCache(model.config, 64, model.rope.shift)
+    logits = prefill(model, cache, [1, 2, 3, 4])
+    mx.eval(model(mx.argmax(logits).reshape(1, 1), cache))

@@ -19,6 +19,7 @@ from typing import Callable
 
 import mlx.core as mx
 
+from .attention import attend
 from .config import ModelConfig
 from .stats import CacheState
 
@@ -38,7 +39,7 @@ class LayerCache:
         self.keys[..., start:end, :] = k
         self.values[..., start:end, :] = v
         keys, values = self.keys[..., :end, :], self.values[..., :end, :]
-        return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
+        return attend(q, keys, values, scale, mask)
 
     # Storage hooks, overridden by the quantized cache.
     def allocate(self, shape, dtype) -> None:

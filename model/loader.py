@@ -16,6 +16,7 @@ from .default_model import default_model_path
 from .errors import ModelError
 from .tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
 from .transformer import Transformer, parameter_count
+from .fusion import fuse_projections
 from .weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -124,6 +125,7 @@ def _load_gguf(path: Path, layout: str, progress: Progress) -> LoadedModel:
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
     model = Transformer(config)
     used = apply_weights(model, weights, _GGUF_GROUP_SIZE, layout)
+    fuse_projections(model)
     template = _template(meta.get("tokenizer.chat_template"), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 
@@ -148,6 +150,7 @@ def _load_folder(path: Path, layout: str, progress: Progress) -> LoadedModel:
     group_size = (raw.get("quantization") or {}).get("group_size", 64)
     model = Transformer(config)
     used = apply_weights(model, weights, group_size, layout)
+    fuse_projections(model)
     template = _template(_folder_template(path), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 

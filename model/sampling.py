@@ -9,6 +9,7 @@ from typing import Optional
 
 import mlx.core as mx
 
+from . import fast_math
 from .settings import SamplingSettings
 
 
@@ -25,6 +26,11 @@ def apply_repetition_penalty(logits: mx.array, recent: mx.array, penalty: float)
 
 
 def log_softmax(logits: mx.array) -> mx.array:
+    if mx.default_device() == mx.cpu:
+        # Over a 49k vocabulary per token, MLX's CPU exp costs ~1 ms; ours a fifth.
+        top = logits.max(axis=-1, keepdims=True)
+        shifted = logits - top
+        return shifted - mx.log(fast_math.exp(shifted).sum(axis=-1, keepdims=True))
     return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 

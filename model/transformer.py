@@ -9,6 +9,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from .attention import attend, swiglu
 from .config import ModelConfig
 from .rope import RoPE
 
@@ -26,15 +27,22 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
 
+    def project(self, x):
+        """q, k and v for x, before RoPE (one fused GEMM once `fusion` has run)."""
+        if "qkv_proj" in self:
+            return mx.split(self.qkv_proj(x), self.qkv_split, axis=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
     def __call__(self, x, rope: RoPE, offset: int, mask, layer_cache) -> mx.array:
         B, L, _ = x.shape
-        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)  # (B, nkv, L, hd)
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q, k, v = self.project(x)
+        q = q.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
+        k = k.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)  # (B, nkv, L, hd)
+        v = v.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         q = rope(q, offset)
         k = rope(k, offset)
         if layer_cache is None:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+            out = attend(q, k, v, self.scale, mask)
         else:
             # The cache stores k and v, then attends over every key it holds;
             # it knows its own storage (plain or quantized).
@@ -52,7 +60,11 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def __call__(self, x) -> mx.array:
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        if "gate_up_proj" in self:
+            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(swiglu(gate, up))
 
 
 class Block(nn.Module):

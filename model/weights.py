@@ -111,7 +111,7 @@ def weight_bytes(model: nn.Module) -> int:
 
 def weight_dtype(model: nn.Module) -> str:
     """The storage of the big matrices, e.g. 'float32' or 'q4 (affine, group 32)'."""
-    layer = model.model.layers[0].mlp.gate_proj
+    layer = model.model.layers[0].mlp.down_proj  # never fused
     if isinstance(layer, nn.QuantizedLinear):
         return f"q{layer.bits} (affine, group {layer.group_size})"
     return str(layer.weight.dtype).replace("mlx.core.", "")

@@ -55,7 +55,7 @@ def check_layer0_keys_at_design_positions(model, cache, held_ids, tolerance):
     """Layer 0's keys depend only on token and position: recompute them fresh at 0..n-1."""
     attn = model.model.layers[0].self_attn
     h = model.model.layers[0].input_layernorm(model.model.embed_tokens(mx.array([held_ids])))
-    k = attn.k_proj(h).reshape(1, len(held_ids), attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    k = attn.project(h)[1].reshape(1, len(held_ids), attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
     fresh = model.rope(k, 0)
     stored, _ = cache.layers[0].stored(cache.length)
     stored, fresh = np.array(stored), np.array(fresh)

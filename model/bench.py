@@ -1,0 +1,192 @@
+"""`glasschat bench`: our engine against mlx-lm and llama.cpp, same model file, same run.
+
+Reports prefill tok/s at several prompt lengths, decode tok/s, time to first
+token, peak memory, and the ratios against each peer. Speed lives here, not in
+the tests: this machine is noisy, so only ratios measured side by side mean much.
+"""
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import mlx.core as mx
+
+from .bench_peers import LlamaCppEngine, MlxLmEngine, OurEngine, llama_cpp_available
+from .blas import blas_in_use
+from .generate import decode, prefill
+from .kv_cache import KVCache
+from .settings import SamplingSettings
+
+FILLER = ("The history of science is the study of the development of science and scientific knowledge, "
+          "including both the natural and social sciences. Science is a body of empirical, theoretical, and "
+          "practical knowledge about the natural world, produced by scientists who emphasize the observation, "
+          "explanation, and prediction of real-world phenomena. ")
+
+
+@dataclass
+class EngineResult:
+    engine: str
+    layout: str
+    prefill_tok_s: dict = field(default_factory=dict)  # prompt length -> tok/s
+    ttft_s: float = 0.0  # first token after a 64-token prompt
+    decode_tok_s: float = 0.0
+    decode_tokens: int = 0
+    mlx_peak_bytes: int = 0
+    rss_bytes: int = 0
+    note: str = ""
+
+
+def prompt_ids(tokenizer, n: int) -> list[int]:
+    ids = tokenizer.encode_text(FILLER)
+    while len(ids) < n:
+        ids = ids + ids
+    return ids[:n]
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log) -> EngineResult:
+    result = EngineResult(engine.name, layout)
+    mx.reset_peak_memory()
+    engine.time_to_first_token(prompt_ids(tokenizer, 16))  # warm-up: kernels, allocator, compile
+    for n in sizes:
+        times = [engine.time_to_first_token(prompt_ids(tokenizer, n)) for _ in range(repeats)]
+        result.prefill_tok_s[n] = n / statistics.median(times)
+        log(f"  {engine.name}: prefill {n:5d} tokens  {result.prefill_tok_s[n]:8.1f} tok/s")
+    result.ttft_s = statistics.median(engine.time_to_first_token(prompt_ids(tokenizer, 64)) for _ in range(repeats))
+    times = engine.decode_times(prompt_ids(tokenizer, 64), decode_tokens)
+    result.decode_tokens = len(times)
+    result.decode_tok_s = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    log(f"  {engine.name}: decode {len(times)} tokens  {result.decode_tok_s:8.1f} tok/s")
+    result.mlx_peak_bytes = mx.get_peak_memory()
+    result.rss_bytes = current_rss()
+    return result
+
+
+def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16) -> dict:
+    """Decode tok/s over the `window` tokens just before and just after each eviction."""
+    model = ours.loaded.model
+    cache = KVCache(ours.loaded.config, capacity, model.rope.shift, keep=20)
+    times, evicted_at = [], []
+    logits = prefill(model, cache, prompt_ids(ours.loaded.tokenizer, 64))
+    # Sampled (seeded) rather than greedy: a greedy reply this long falls into a loop of one token.
+    settings = SamplingSettings(temperature=0.8, seed=0)
+    for _ in decode(model, cache, logits, settings, tokens, key=mx.random.key(0), top_k=ours.top_k):
+        times.append(time.perf_counter())
+        if cache.evicted_total and (not evicted_at or cache.evicted_total != evicted_at[-1][1]):
+            evicted_at.append((len(times) - 1, cache.evicted_total))
+
+    def rate(a, b):
+        a, b = max(a, 0), min(b, len(times) - 1)
+        return (b - a) / (times[b] - times[a]) if b > a else 0.0
+
+    rows = [{"token": i, "evicted_total": total, "before_tok_s": rate(i - window - 1, i - 1),
+             "after_tok_s": rate(i + 1, i + window + 1), "eviction_step_s": times[i] - times[i - 1]}
+            for i, total in evicted_at if i > window]
+    return {"capacity": capacity, "tokens": len(times), "evictions": rows}
+
+
+def ratios(results: list[EngineResult]) -> list[dict]:
+    """Each of our layouts against each peer: >1 means we are faster."""
+    ours = [r for r in results if r.engine.startswith("glasschat")]
+    peers = [r for r in results if not r.engine.startswith("glasschat")]
+    out = []
+    for a in ours:
+        for b in peers:
+            row = {"ours": a.engine, "peer": b.engine,
+                   "decode": a.decode_tok_s / b.decode_tok_s if b.decode_tok_s else None}
+            for n, v in a.prefill_tok_s.items():
+                if b.prefill_tok_s.get(n):
+                    row[f"prefill_{n}"] = v / b.prefill_tok_s[n]
+            out.append(row)
+    return out
+
+
+def run(args) -> int:
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    layouts = args.layouts.split(",")
+    backend = "gpu" if mx.default_device() == mx.gpu else "cpu"
+    log(f"backend {backend} · BLAS {blas_in_use()} · mlx {mx.__version__} · sizes {sizes} · decode {args.decode_tokens}")
+    results: list[EngineResult] = []
+    eviction: dict = {}
+    first: Optional[OurEngine] = None
+    for layout in layouts:
+        ours = OurEngine(args.model, layout, top_k=args.show_top)
+        first = first or ours
+        results.append(measure(ours, ours.loaded.layout, ours.loaded.tokenizer, sizes, args.decode_tokens,
+                               args.repeats, log))
+        results[-1].note = ours.info()["weight_dtype"]
+        if layout == "float32" and not args.skip_extras_check:
+            plain = OurEngine.__new__(OurEngine)
+            plain.__dict__.update(ours.__dict__, top_k=0, name=f"glasschat ({ours.loaded.layout}, no top-k)")
+            times = plain.decode_times(prompt_ids(ours.loaded.tokenizer, 64), args.decode_tokens)
+            bare = (len(times) - 1) / (times[-1] - times[0])
+            r = EngineResult(plain.name, ours.loaded.layout, decode_tok_s=bare, decode_tokens=len(times),
+                             note="per-token extras off (top-k)")
+            results.append(r)
+            log(f"  extras: decode {results[-2].decode_tok_s:.1f} tok/s with top-k, {bare:.1f} without "
+                f"({(1 - results[-2].decode_tok_s / bare) * 100:+.1f}% cost)")
+            if args.eviction_tokens:
+                eviction = eviction_speed(ours, 256, args.eviction_tokens)
+                for row in eviction["evictions"]:
+                    log(f"  eviction at token {row['token']}: {row['before_tok_s']:.1f} tok/s before, "
+                        f"{row['after_tok_s']:.1f} after; the evicting step took {row['eviction_step_s'] * 1000:.0f} ms")
+        del ours
+    tokenizer = first.loaded.tokenizer
+    for quantized in args.mlx_lm.split(","):
+        if not quantized:
+            continue
+        peer = MlxLmEngine(first, quantized == "quantized")
+        results.append(measure(peer, quantized, tokenizer, sizes, args.decode_tokens, args.repeats, log))
+    llama_cpp = "not installed (pip install 'glasschat[llamacpp]')"
+    if llama_cpp_available():
+        peer = LlamaCppEngine(first.loaded.path, threads=os.cpu_count() or 1)
+        results.append(measure(peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log))
+        llama_cpp = "measured"
+    else:
+        log(f"llama.cpp: {llama_cpp}")
+    report = {
+        "machine": {"backend": backend, "blas": blas_in_use(), "cpus": os.cpu_count(), "mlx": mx.__version__},
+        "model": first.info()["source"], "weight_dtype": first.info()["weight_dtype"],
+        "llama_cpp": llama_cpp,
+        "engines": [asdict(r) for r in results],
+        "ratios": ratios(results),
+        "eviction": eviction,
+        "process_peak_rss_bytes": peak_rss(),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_table(report)
+    return 0
+
+
+def print_table(report: dict) -> None:
+    engines = report["engines"]
+    sizes = sorted({int(n) for e in engines for n in e["prefill_tok_s"]})
+    head = f"{'engine':38} " + " ".join(f"{'pf' + str(n):>8}" for n in sizes) + f" {'decode':>8} {'ttft':>7} {'mlx peak':>9} {'rss':>8}"
+    print("\nprefill and decode in tok/s; ttft in s; memory in MB")
+    print(head)
+    for e in engines:
+        pf = " ".join(f"{e['prefill_tok_s'].get(n, float('nan')):8.1f}" for n in sizes)
+        print(f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {e['ttft_s']:7.3f} "
+              f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}")
+    print("\nratios (ours / peer; >1 is faster)")
+    for r in report["ratios"]:
+        parts = [f"decode {r['decode']:.2f}x" if r["decode"] else "decode –"]
+        parts += [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in r.items() if k.startswith("prefill_")]
+        print(f"  {r['ours']} vs {r['peer']}: " + ", ".join(parts))
+    print(f"\nllama.cpp: {report['llama_cpp']}; BLAS: {report['machine']['blas']}")

@@ -1,0 +1,133 @@
+"""The engines the benchmark runs side by side: ours, mlx-lm, and llama.cpp when installed.
+
+Each runner takes token ids and reports wall times for prefill (time to the
+first token) and decode, on the same model file, in the same process.
+"""
+
+import importlib
+import time
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .generate import decode, prefill
+from .kv_cache import KVCache
+from .kv_factory import compute_dtype
+from .loader import load_model
+from .settings import SamplingSettings
+
+GREEDY = SamplingSettings()
+
+
+class OurEngine:
+    def __init__(self, source: Optional[str], layout: str, top_k: int = 10):
+        self.loaded = load_model(source, layout)
+        self.top_k = top_k
+        self.name = f"glasschat ({self.loaded.layout})"
+
+    def _cache(self, capacity):
+        model = self.loaded.model
+        return KVCache(self.loaded.config, capacity, model.rope.shift, dtype=compute_dtype(model))
+
+    def time_to_first_token(self, ids) -> float:
+        cache = self._cache(len(ids) + 8)
+        start = time.perf_counter()
+        steps = decode(self.loaded.model, cache, prefill(self.loaded.model, cache, ids), GREEDY, 1, top_k=self.top_k)
+        next(steps)
+        return time.perf_counter() - start
+
+    def decode_times(self, ids, n) -> list[float]:
+        cache = self._cache(len(ids) + n + 8)
+        times = []
+        for _ in decode(self.loaded.model, cache, prefill(self.loaded.model, cache, ids), GREEDY, n, top_k=self.top_k):
+            times.append(time.perf_counter())
+        return times
+
+    def info(self):
+        return self.loaded.info()
+
+
+class MlxLmEngine:
+    """mlx-lm's own Llama class and generation loop, on the GGUF's own tensors."""
+
+    def __init__(self, ours: OurEngine, quantized: bool):
+        from mlx_lm.models import llama
+
+        self.generate = importlib.import_module("mlx_lm.generate")
+        c = ours.loaded.config
+        args = llama.ModelArgs(
+            model_type="llama", hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+            intermediate_size=c.intermediate_size, num_attention_heads=c.num_attention_heads,
+            rms_norm_eps=c.rms_norm_eps, vocab_size=c.vocab_size, head_dim=c.head_dim,
+            max_position_embeddings=c.max_position_embeddings, num_key_value_heads=c.num_key_value_heads,
+            attention_bias=c.attention_bias, rope_theta=c.rope_theta, rope_traditional=c.rope_traditional,
+            rope_scaling=c.rope_scaling, tie_word_embeddings=c.tie_word_embeddings)
+        self.model = llama.Model(args)
+        source = load_model(ours.loaded.path, "quantized" if quantized else "float32").model
+        from mlx.utils import tree_flatten
+
+        weights = dict(tree_flatten(source.parameters()))
+        if quantized:
+            groups = {name[: -len(".scales")] for name in weights if name.endswith(".scales")}
+
+            def predicate(path, module):
+                if path not in groups:
+                    return False
+                packed, scales = weights[f"{path}.weight"], weights[f"{path}.scales"]
+                return {"group_size": 32, "bits": packed.shape[-1] * 32 // (scales.shape[-1] * 32)}
+
+            nn.quantize(self.model, class_predicate=predicate)
+        self.model.load_weights(list(weights.items()), strict=False)
+        mx.eval(self.model.parameters())
+        self.name = f"mlx-lm ({'quantized' if quantized else 'float32'})"
+
+    def _steps(self, ids, n):
+        return self.generate.generate_step(mx.array(ids), self.model, max_tokens=n)
+
+    def time_to_first_token(self, ids) -> float:
+        start = time.perf_counter()
+        token, _ = next(self._steps(ids, 1))
+        int(token)
+        return time.perf_counter() - start
+
+    def decode_times(self, ids, n) -> list[float]:
+        times = []
+        for token, _ in self._steps(ids, n):
+            int(token)
+            times.append(time.perf_counter())
+        return times
+
+
+class LlamaCppEngine:
+    """llama.cpp through llama-cpp-python on the same GGUF (an optional extra)."""
+
+    def __init__(self, path: str, threads: int):
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_threads=threads, n_batch=512, verbose=False)
+        self.name = "llama.cpp"
+
+    def time_to_first_token(self, ids) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(ids)
+        self.llm.sample(temp=0.0)
+        return time.perf_counter() - start
+
+    def decode_times(self, ids, n) -> list[float]:
+        self.llm.reset()
+        times = []
+        for _ in self.llm.generate(ids, temp=0.0, reset=True):
+            times.append(time.perf_counter())
+            if len(times) == n:
+                break
+        return times
+
+
+def llama_cpp_available() -> bool:
+    try:
+        importlib.import_module("llama_cpp")
+        return True
+    except ImportError:
+        return False
