@@ -1,5 +1,6 @@
 """The Textual app: composition and routing only. Widgets draw; the engine thread computes."""
 
+from dataclasses import replace
 from typing import Iterable, Optional
 
 from textual.app import App, ComposeResult, SystemCommand
@@ -8,13 +9,16 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header
 
 from model.engine import EngineOptions
-from model.events import (ConversationReset, ModelFailed, ModelLoading, ModelReady, PrefillDone, PrefillProgress,
-                          TokenGenerated, TurnEnded, TurnFailed, TurnStarted)
+from model.events import (ConversationReset, HistoryRestored, ModelFailed, ModelLoading, ModelReady, PrefillDone,
+                          PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted)
 
 from . import settings_forms
 from .bridge import EngineBridge, EngineFactory
 from .messages import EngineEvent, PromptSubmitted, StepStats
+from .recorder import ConversationRecorder
+from .screens.conversations import ConversationsScreen
 from .screens.help import HelpScreen
+from .store import StoreError
 from .screens.model_info import ModelInfoScreen
 from .widgets.cache_panel import CachePanel
 from .widgets.decode_panel import DecodePanel
@@ -39,6 +43,7 @@ class GlasschatApp(App):
     BINDINGS = [
         Binding("escape", "cancel_reply", "Stop reply"),
         Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+o", "conversations", "Chats"),
         Binding("ctrl+y", "copy_last_reply", "Copy reply"),
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
@@ -50,9 +55,12 @@ class GlasschatApp(App):
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
-    def __init__(self, options: EngineOptions, engine_factory: Optional[EngineFactory] = None):
+    def __init__(self, options: EngineOptions, engine_factory: Optional[EngineFactory] = None,
+                 recorder: Optional[ConversationRecorder] = None, store_problem: str = ""):
         super().__init__()
         self.options = options
+        self.recorder = recorder  # None: nothing is saved (no database, or it can't be used)
+        self.store_problem = store_problem
         self.bridge = EngineBridge(self, options, engine_factory) if engine_factory else EngineBridge(self, options)
         self.ready = False
         self.busy = False
@@ -88,6 +96,23 @@ class GlasschatApp(App):
         self.query_one(PromptInput).focus()
         self._apply_width(self.size.width)
         self.bridge.start()
+        if self.store_problem:
+            self.call_later(self._show_store_problem, self.store_problem)
+        if self.recorder is not None:
+            self.recorder.new(self.options.system)
+
+    async def _show_store_problem(self, problem: str) -> None:
+        await self.query_one(Transcript).add(Notice(f"{problem} This chat will not be saved.", "warning"))
+
+    def _save(self, action, *args) -> None:
+        """Write to the store; a failure is reported once and saving stops, the chat goes on."""
+        if self.recorder is None:
+            return
+        try:
+            action(*args)
+        except StoreError as exc:
+            self.recorder = None
+            self.call_later(self._show_store_problem, str(exc))
 
     def on_resize(self, event) -> None:
         self._apply_width(event.size.width)
@@ -120,6 +145,8 @@ class GlasschatApp(App):
 
     def _send(self, text: str, bubble: UserMessage) -> None:
         bubble.mark_sent()
+        if self.recorder is not None:
+            self._save(self.recorder.user_sent, text)
         self.busy = True
         self.bridge.send(text)
 
@@ -137,7 +164,49 @@ class GlasschatApp(App):
     async def action_new_conversation(self, system: Optional[str] = None) -> None:
         if self.busy:
             self.bridge.cancel()
-        self.bridge.reset(system if system is not None else self.options.system)
+        system = system if system is not None else self.options.system
+        self.bridge.reset(system)
+        if self.recorder is not None:
+            self.recorder.new(system)
+
+    def action_conversations(self) -> None:
+        if self.recorder is None:
+            self.notify(self.store_problem or "Saving is off: there is no database.", severity="warning")
+            return
+
+        async def chosen(result):
+            if result is None:
+                return
+            kind, conversation_id = result
+            if kind == "new":
+                await self.action_new_conversation()
+            elif kind == "open":
+                await self._open_saved(conversation_id)
+
+        self.push_screen(ConversationsScreen(self.recorder.store), chosen)
+
+    async def _open_saved(self, conversation_id: int) -> None:
+        if self.busy:
+            self.bridge.cancel()
+        try:
+            system, stored, messages = self.recorder.open(conversation_id)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        transcript = self.query_one(Transcript)
+        await transcript.remove_children()
+        for m in stored:
+            if m.role == "user":
+                await transcript.add(UserMessage(m.content))
+            elif m.role == "assistant":
+                reply = AssistantMessage(m.content)
+                await transcript.add(reply)
+                if m.status == "cancelled":
+                    reply.add_class("cancelled")
+        self.options = replace(self.options, system=system)
+        self.busy = True  # until the cache is rebuilt
+        self.query_one(StatusLine).set_state("rebuilding the KV cache from the saved history…")
+        self.bridge.restore(system, messages)
 
     def action_copy_last_reply(self) -> None:
         reply = self.query_one(Transcript).last_reply()
@@ -165,6 +234,7 @@ class GlasschatApp(App):
     def get_system_commands(self, screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("New conversation", "Clear the chat and its KV cache", self.action_new_conversation)
+        yield SystemCommand("Conversations", "Open, rename, delete or export saved chats", self.action_conversations)
         yield SystemCommand("System prompt", "Set the system prompt (starts a new conversation)",
                             lambda: settings_forms.edit_system_prompt(self))
         yield SystemCommand("Sampling settings", "Temperature, top-k, top-p, min-p",
@@ -224,9 +294,18 @@ class GlasschatApp(App):
             self.reply = AssistantMessage()
             await transcript.add(self.reply)
         elif isinstance(event, PrefillProgress):
+            if event.turn == 0:  # rebuilding a saved conversation's cache
+                status.set_state(f"rebuilding the KV cache: {event.done}/{event.total} tokens")
             if self.prefill_panel.display:
                 self.prefill_panel.show(event)
             self.cache_panel.show(event.cache)
+        elif isinstance(event, HistoryRestored):
+            self.cache_panel.show(event.cache)
+            await transcript.add(Notice(f"Restored {event.messages} messages: {event.tokens} tokens prefilled "
+                                        f"in {event.seconds:.1f} s to rebuild the cache."))
+            status.set_state("ready")
+            self.busy = False
+            self._send_next_queued()
         elif isinstance(event, PrefillDone):
             status.set_state("writing the reply…  (Esc stops)")
             self.prefill_panel.show(event)
@@ -235,6 +314,8 @@ class GlasschatApp(App):
             if event.text and self.reply is not None:
                 await self.reply.add(event.text)
         elif isinstance(event, TurnEnded):
+            if self.recorder is not None:
+                self._save(self.recorder.reply_ended, event, list(event.reply_ids))
             if self.reply is not None:
                 await self.reply.finish(event.text, event.stats.stop_reason)
             self.reply = None

@@ -12,6 +12,8 @@ from model.errors import ModelError
 from model.settings import SamplingSettings
 from model.weights import LAYOUTS
 
+from .store import StoreError
+
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and generation (mlx-lm names)")
@@ -30,6 +32,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep", type=int, help="tokens pinned at the cache start (default: the system prompt)")
     g.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the KV cache")
     g.add_argument("--show-top", type=int, default=10, help="next-token candidates to report per step")
+    g.add_argument("--db", help="conversation database (default: glasschat.db in the XDG data directory)")
 
 
 def engine_options(args) -> EngineOptions:
@@ -64,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file")
     replay.add_argument("--json", action="store_true", help="one JSON object per turn, per line")
     _model_options(replay)
+    history = sub.add_parser("history", help="list saved conversations")
+    history.add_argument("--db")
+
+    export = sub.add_parser("export", help="print a saved conversation as Markdown")
+    export.add_argument("conversation", type=int)
+    export.add_argument("--db")
+    export.add_argument("--out", help="write to this file instead of stdout")
+
     bench = sub.add_parser("bench", help="measure prefill and decode against mlx-lm and llama.cpp")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--model")
@@ -90,6 +101,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "tokenize":
             from .commands import tokenize_command
             return tokenize_command(args)
+        if args.command in ("history", "export"):
+            from .commands import export_command, history_command
+            return history_command(args) if args.command == "history" else export_command(args)
         if args.command == "bench":
             from model.bench import run
             return run(args)
@@ -98,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return replay_command(args)
         from .launch import launch_app
         return launch_app(args)
-    except ModelError as exc:
+    except (ModelError, StoreError) as exc:
         print(f"glasschat: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

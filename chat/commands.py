@@ -2,11 +2,15 @@
 
 import json
 import sys
+from dataclasses import asdict
 
 from model.errors import ModelError
 from model.events import Event, ModelLoading, TokenGenerated
 
+from .export import conversation_markdown
 from .headless import HeadlessSession, TurnResult
+from .recorder import ConversationRecorder
+from .store import Store, default_db_path
 
 
 def _print_json(obj) -> None:
@@ -89,13 +93,23 @@ def replay_command(args) -> int:
     from .cli import engine_options
 
     messages = read_replay_file(args.file)
-    session = HeadlessSession(engine_options(args), _streamer(not args.json))
+    options = engine_options(args)
+    recorder = None
+    if args.db:
+        recorder = ConversationRecorder(Store(args.db), args.model or "default",
+                                        {"sampling": asdict(options.sampling), "cache": asdict(options.cache)})
+        recorder.new(options.system)
+    session = HeadlessSession(options, _streamer(not args.json))
     failures = 0
     try:
         for n, user in enumerate(messages, start=1):
             if not args.json:
                 print(f"\n>>> {user}")
+            if recorder is not None and user.strip():
+                recorder.user_sent(user)
             result = session.turn(user)
+            if recorder is not None and result.ended is not None:
+                recorder.reply_ended(result.ended, list(result.ended.reply_ids))
             if result.failed:
                 failures += 1
                 print(f"glasschat: turn {n}: {result.failed.message}", file=sys.stderr)
@@ -110,3 +124,20 @@ def replay_command(args) -> int:
         return 1 if failures else 0
     finally:
         session.close()
+
+
+def history_command(args) -> int:
+    store = Store(args.db or default_db_path())
+    for c in store.conversations():
+        print(f"{c.id:>5}  {c.messages:>4} messages  {c.title}")
+    return 0
+
+
+def export_command(args) -> int:
+    text = conversation_markdown(Store(args.db or default_db_path()), args.conversation)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,10 +1,22 @@
-"""Start the Textual app on the options from the command line."""
+"""Start the Textual app on the options from the command line, with the conversation store."""
+
+from dataclasses import asdict
 
 
 def launch_app(args) -> int:
     from .app import GlasschatApp
     from .cli import engine_options
+    from .recorder import ConversationRecorder
+    from .store import Store, StoreError, default_db_path
 
-    app = GlasschatApp(engine_options(args))
+    options = engine_options(args)
+    recorder, problem = None, ""
+    try:
+        store = Store(args.db or default_db_path())
+        recorder = ConversationRecorder(store, args.model or "default", {
+            "sampling": asdict(options.sampling), "cache": asdict(options.cache), "max_tokens": options.max_tokens})
+    except StoreError as exc:
+        problem = str(exc)  # the chat still works; it just is not saved
+    app = GlasschatApp(options, recorder=recorder, store_problem=problem)
     app.run()
     return app.return_code or 0

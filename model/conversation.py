@@ -77,7 +77,9 @@ class Conversation:
         return self.history[:keep] + self.history[keep + gone :]
 
     def prompt_for(self, user_text: str) -> TurnPrompt:
-        """What this turn must prefill, and a note if it cannot all stay in the cache."""
+        """What this turn must prefill, and a note if it cannot all stay in the cache.
+
+        Callers pass the text through `tokenizer.readable` first (see `add_exchange`)."""
         messages = self.messages + [Message("user", user_text)]
         ids, _ = encode_conversation(self.template, self.tokenizer, messages, add_generation_prompt=True)
         if ids[: len(self.history)] != self.history:

@@ -18,7 +18,8 @@ import mlx.core as mx
 from .conversation import Conversation
 from .detokenizer import StreamingDetokenizer
 from .errors import ModelError
-from .events import (ConversationReset, Event, ModelFailed, ModelLoading, ModelReady, PrefillDone,
+from .chat_template import encode_conversation
+from .events import (ConversationReset, Event, HistoryRestored, ModelFailed, ModelLoading, ModelReady, PrefillDone,
                      PrefillProgress, TokenGenerated, TopToken, TurnEnded, TurnFailed, TurnStarted)
 from .generate import PREFILL_CHUNK, Cancelled, decode, prefill, warm_up
 from .kv_factory import make_cache
@@ -50,6 +51,12 @@ class _Send:
 @dataclass(frozen=True)
 class _Reset:
     system: Optional[str]
+
+
+@dataclass(frozen=True)
+class _Restore:
+    system: Optional[str]
+    messages: tuple  # chat_template.Message, in order
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ class Engine:
 
     def reset(self, system: Optional[str] = None) -> None:
         self._requests.put(_Reset(system))
+
+    def restore(self, system: Optional[str], messages: list) -> None:
+        """Start over on a saved conversation: its history is prefilled into a fresh cache."""
+        self._requests.put(_Restore(system, tuple(messages)))
 
     def set_sampling(self, settings: SamplingSettings) -> None:
         self.update(sampling=settings)
@@ -134,6 +145,8 @@ class Engine:
                     self.answer(request.text)
                 elif isinstance(request, _Reset):
                     self.reset_now(request.system)
+                elif isinstance(request, _Restore):
+                    self.restore_now(request.system, list(request.messages))
                 elif isinstance(request, _Update):
                     self.apply_update(request.changes)
             except Exception as exc:
@@ -175,6 +188,25 @@ class Engine:
                 return
             self.emit(ConversationReset(cache.state(), self.options.system))
 
+    def restore_now(self, system: Optional[str], messages: list) -> None:
+        self.reset_now(system)
+        conv = self.conversation
+        conv.messages.extend(messages)
+        clock = TurnClock()
+        ids, _ = encode_conversation(self.loaded.template, self.loaded.tokenizer, conv.messages,
+                                     add_generation_prompt=False)
+        done = 0
+
+        def on_chunk(chunk):
+            nonlocal done
+            conv.fed(chunk)
+            done += len(chunk)
+            self.emit(PrefillProgress(0, done, len(ids), conv.cache.state()))
+
+        if ids:
+            mx.eval(prefill(self.loaded.model, conv.cache, ids, self.options.prefill_chunk, on_chunk))
+        self.emit(HistoryRestored(len(messages), len(ids), clock.elapsed_s(), conv.cache.state()))
+
     def reset_now(self, system: Optional[str]) -> None:
         self.options = replace(self.options, system=system)
         self.conversation.reset(system)
@@ -190,13 +222,20 @@ class Engine:
             self.emit(TurnFailed(turn, "Type a message first: empty messages are not sent."))
             return
         clock = TurnClock()
+        readable = tok.readable(user_text)
+        unreadable_note = ""
+        if readable != user_text:
+            unreadable_note = (f"{readable.count(chr(0xFFFD)) - user_text.count(chr(0xFFFD))} character(s) this model "
+                               "has no token for were replaced with \ufffd.")
+            user_text = readable
         try:
             prompt = conv.prompt_for(user_text)
         except ModelError as exc:
             self.emit(TurnFailed(turn, str(exc)))
             return
         clock.prompt_tokens, clock.reused_tokens = len(prompt.ids), prompt.reused
-        self.emit(TurnStarted(turn, user_text, len(prompt.ids), prompt.reused, prompt.note))
+        note = " ".join(n for n in (unreadable_note, prompt.note) if n)
+        self.emit(TurnStarted(turn, user_text, len(prompt.ids), prompt.reused, note))
 
         done = 0
 
@@ -242,4 +281,5 @@ class Engine:
         # reply token, if it was not a stop token, then the closing markup.
         conv.fed(generated[:-1])
         conv.add_exchange(user_text, reply_ids, detok.text)
-        self.emit(TurnEnded(turn, detok.text, tuple(generated), clock.finish(stop_reason), conv.cache.state()))
+        self.emit(TurnEnded(turn, detok.text, tuple(generated), clock.finish(stop_reason), conv.cache.state(),
+                            tuple(reply_ids)))

@@ -84,9 +84,10 @@ class TurnEnded(Event):
     """The reply is complete (or stopped); `stats` holds the turn's final numbers."""
     turn: int
     text: str
-    token_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]  # every generated id, the stop token included
     stats: TurnStats
     cache: CacheState
+    reply_ids: tuple[int, ...] = ()  # the reply as the conversation keeps it (no stop token)
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,12 @@ class ConversationReset(Event):
     """The conversation and its cache were cleared."""
     cache: CacheState
     system: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class HistoryRestored(Event):
+    """A saved conversation's history was prefilled into a fresh cache; the chat can go on."""
+    messages: int
+    tokens: int  # prefilled to rebuild the cache
+    seconds: float
+    cache: CacheState

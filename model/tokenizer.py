@@ -70,9 +70,24 @@ class TextTokenizer:
         self.plain.encode_special_tokens = True
         self.byte_level = byte_level
         self.bos_id, self.eos_id, self.add_bos = bos_id, eos_id, add_bos
+        self._unreadable = self._missing_bytes() if byte_level else set()
         added = markup.get_added_tokens_decoder()
         self.special_ids = {i for i, tok in added.items() if tok.special}
         self.vocab_size = markup.get_vocab_size(with_added_tokens=True)
+
+    def _missing_bytes(self) -> set[int]:
+        """Bytes with no token of their own: trimmed vocabularies drop some control characters."""
+        return {b for ch, b in _byte_decoder().items() if self.markup.token_to_id(ch) is None}
+
+    def readable(self, text: str) -> str:
+        """`text` with characters this vocabulary cannot encode replaced by U+FFFD.
+
+        Encoding would silently drop them (SmolLM2 has no token for \\x04 or \\x16,
+        for example); replacing keeps the gap visible and the round trip exact.
+        """
+        if not self._unreadable:
+            return text
+        return "".join("\ufffd" if any(b in self._unreadable for b in ch.encode()) else ch for ch in text)
 
     # --- encoding ------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:

@@ -1,13 +1,14 @@
 """Drive an Engine synchronously on the test's own thread (no engine thread is started)."""
 
 from model.engine import Engine, EngineOptions
-from model.events import TokenGenerated, TurnEnded, TurnFailed, TurnStarted
+from model.events import PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
 
 
 class SyncEngine:
     def __init__(self, **options):
         self.events = []
         self.on_token = None  # optional hook, called with each TokenGenerated
+        self.on_prefill_chunk = None  # optional hook, called with each PrefillProgress
         self.engine = Engine(EngineOptions(**options), self._emit)
         self.engine.load()
 
@@ -15,6 +16,8 @@ class SyncEngine:
         self.events.append(event)
         if isinstance(event, TokenGenerated) and self.on_token:
             self.on_token(event)
+        if isinstance(event, PrefillProgress) and self.on_prefill_chunk:
+            self.on_prefill_chunk(event)
 
     @property
     def conversation(self):

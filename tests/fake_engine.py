@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from model.events import ConversationReset, TokenGenerated, TurnEnded, TurnStarted
+from model.events import ConversationReset, HistoryRestored, TokenGenerated, TurnEnded, TurnStarted
 
 import event_codec
 
@@ -42,6 +42,10 @@ class FakeEngine:
     def reset(self, system=None):
         self._requests.put(("reset", system))
 
+    def restore(self, system, messages):
+        self.restored = (system, list(messages))
+        self._requests.put(("restore", len(messages)))
+
     def set_sampling(self, settings):
         self.update(sampling=settings)
 
@@ -58,6 +62,8 @@ class FakeEngine:
             kind, arg = self._requests.get()
             if kind == "stop":
                 return
+            if kind == "restore":
+                self.emit(HistoryRestored(arg, 123, 0.5, self.load_events[-1].cache))
             if kind == "reset":
                 self.emit(ConversationReset(self.load_events[-1].cache, arg))
             if kind == "send":

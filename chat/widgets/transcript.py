@@ -52,20 +52,20 @@ class AssistantMessage(Markdown, can_focus=True):
     """
     BINDINGS = [("c", "copy", "Copy")]
 
-    def __init__(self):
-        super().__init__("")
-        self.text = ""
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self.text = text
         self.stream = None
 
-    def on_mount(self) -> None:
-        self.stream = Markdown.get_stream(self)
-
     async def add(self, fragment: str) -> None:
+        if self.stream is None:
+            self.stream = Markdown.get_stream(self)
         self.text += fragment
         await self.stream.write(fragment)
 
     async def finish(self, text: str, stop_reason: str) -> None:
-        await self.stream.stop()
+        if self.stream is not None:
+            await self.stream.stop()
         self.text = text
         if stop_reason == "cancelled":
             self.add_class("cancelled")

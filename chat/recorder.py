@@ -1,0 +1,50 @@
+"""Keeps the open conversation saved: the app tells it what happened, it writes the store."""
+
+from dataclasses import asdict
+from typing import Optional
+
+from model.chat_template import Message
+from model.events import TurnEnded
+
+from .store import Store, StoredMessage
+
+
+class ConversationRecorder:
+    def __init__(self, store: Store, model: str, settings: dict):
+        self.store = store
+        self.model = model
+        self.settings = settings
+        self.system: Optional[str] = None
+        self.conversation_id: Optional[int] = None
+
+    def new(self, system: Optional[str]) -> None:
+        """A new conversation starts; it is created in the store with its first message."""
+        self.system = system
+        self.conversation_id = None
+
+    def user_sent(self, text: str) -> None:
+        if self.conversation_id is None:
+            self.conversation_id = self.store.new_conversation(self.model, self.system, self.settings)
+        self.store.add_message(self.conversation_id, "user", text)
+
+    def reply_ended(self, event: TurnEnded, reply_ids: list[int]) -> None:
+        if self.conversation_id is None:
+            return
+        status = "cancelled" if event.stats.stop_reason == "cancelled" else "complete"
+        self.store.add_reply(self.conversation_id, event.text, reply_ids, status, event.stats.as_dict(),
+                             event.cache.as_dict())
+
+    def open(self, conversation_id: int) -> tuple[Optional[str], list[StoredMessage], list[Message]]:
+        """A saved conversation: its system prompt, its stored messages, and the engine's view of them."""
+        info = self.store.conversation(conversation_id)
+        stored = self.store.messages(conversation_id)
+        self.conversation_id, self.system = conversation_id, info["system_prompt"]
+        engine_messages = []
+        for m in stored:
+            ids = tuple(m.token_ids) if m.role == "assistant" and m.token_ids is not None else None
+            engine_messages.append(Message(m.role, m.content, ids))
+        # A user message whose reply never came (the app was killed) has no
+        # place in the template's history: the next message follows it.
+        if engine_messages and engine_messages[-1].role == "user":
+            engine_messages.append(Message("assistant", "", ()))
+        return info["system_prompt"], stored, engine_messages

@@ -1,0 +1,228 @@
+"""Saved conversations in SQLite: messages, settings, and each turn's numbers.
+
+One file (WAL mode, so a reader never blocks the writer and a crash loses at
+most the transaction in flight). Each user message is committed when sent,
+each reply when it ends; a stopped reply is kept and marked. A database that
+is locked or is not ours is reported and never overwritten.
+"""
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+SCHEMA_VERSION = 2
+
+# Each migration takes the database from version i to i + 1.
+MIGRATIONS = [
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        model TEXT NOT NULL,
+        system_prompt TEXT,
+        settings TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        token_ids TEXT,
+        status TEXT NOT NULL DEFAULT 'complete',
+        created REAL NOT NULL,
+        UNIQUE (conversation_id, position)
+    );
+    """,
+    # v2: per-turn numbers, kept beside the reply they describe.
+    """
+    CREATE TABLE turn_stats (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        stats TEXT NOT NULL,
+        cache TEXT NOT NULL
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """The database can't be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    role: str
+    content: str
+    token_ids: Optional[list[int]]
+    status: str  # "complete", "cancelled", "pending"
+    stats: Optional[dict] = None
+    cache: Optional[dict] = None
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: int
+    title: str
+    updated: float
+    messages: int
+    model: str
+
+
+def default_db_path() -> Path:
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "glasschat" / "glasschat.db"
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.path} can't use write-ahead logging ({mode}); put it on a local disk.")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def _explain(self, exc: Exception) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return f"The database {self.path} is locked by another program (another glasschat?); close it or pass --db."
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return (f"The database {self.path} is corrupt or not a glasschat database; it was left untouched: "
+                    "move it aside or pass --db.")
+        return f"The database {self.path} can't be used ({text}); pass --db to use another file."
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer glasschat (schema {version}); upgrade glasschat.")
+        for step in range(version, SCHEMA_VERSION):
+            # Statement by statement: executescript would commit half a migration.
+            with self.transaction():
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {step + 1}")
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def _write(self, sql: str, args=()) -> sqlite3.Cursor:
+        try:
+            with self.transaction():
+                return self.db.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    # --- conversations ---------------------------------------------------------
+
+    def new_conversation(self, model: str, system_prompt: Optional[str], settings: dict, title: str = "New chat") -> int:
+        now = time.time()
+        cur = self._write("INSERT INTO conversations (title, created, updated, model, system_prompt, settings) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (title, now, now, model, system_prompt, json.dumps(settings)))
+        return cur.lastrowid
+
+    def conversations(self) -> list[ConversationSummary]:
+        rows = self.db.execute(
+            "SELECT c.id, c.title, c.updated, COUNT(m.id), c.model FROM conversations c "
+            "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC").fetchall()
+        return [ConversationSummary(*row) for row in rows]
+
+    def conversation(self, conversation_id: int) -> dict:
+        row = self.db.execute("SELECT title, model, system_prompt, settings FROM conversations WHERE id = ?",
+                              (conversation_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"There is no conversation {conversation_id}.")
+        return {"id": conversation_id, "title": row[0], "model": row[1], "system_prompt": row[2],
+                "settings": json.loads(row[3])}
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        self._write("UPDATE conversations SET title = ?, updated = ? WHERE id = ?", (title, time.time(), conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        self._write("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # --- messages ----------------------------------------------------------------
+
+    def add_message(self, conversation_id: int, role: str, content: str, token_ids=None, status="complete") -> int:
+        now = time.time()
+        try:
+            with self.transaction():
+                position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages "
+                                           "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+                cur = self.db.execute(
+                    "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conversation_id, position, role, content, json.dumps(token_ids) if token_ids is not None else None,
+                     status, now))
+                self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+                if role == "user" and position <= 1:
+                    # The first message names the conversation until the user renames it.
+                    self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
+                                    (_title_from(content), conversation_id))
+                return cur.lastrowid
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def add_reply(self, conversation_id: int, content: str, token_ids: list[int], status: str,
+                  stats: dict, cache: dict) -> int:
+        """The reply and its turn's numbers, in one transaction: both or neither."""
+        now = time.time()
+        try:
+            with self.transaction():
+                position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages "
+                                           "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+                cur = self.db.execute(
+                    "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
+                    "VALUES (?, ?, 'assistant', ?, ?, ?, ?)",
+                    (conversation_id, position, content, json.dumps(token_ids), status, now))
+                self.db.execute("INSERT INTO turn_stats (message_id, stats, cache) VALUES (?, ?, ?)",
+                                (cur.lastrowid, json.dumps(stats), json.dumps(cache)))
+                self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+                return cur.lastrowid
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def messages(self, conversation_id: int) -> list[StoredMessage]:
+        rows = self.db.execute(
+            "SELECT m.id, m.role, m.content, m.token_ids, m.status, t.stats, t.cache FROM messages m "
+            "LEFT JOIN turn_stats t ON t.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.position",
+            (conversation_id,)).fetchall()
+        return [StoredMessage(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4],
+                              json.loads(r[5]) if r[5] else None, json.loads(r[6]) if r[6] else None) for r in rows]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line[:60] + ("…" if len(line) > 60 else "")
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb):
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        return False
