@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file")
     replay.add_argument("--json", action="store_true", help="one JSON object per turn, per line")
     _model_options(replay)
+    inspect = sub.add_parser("inspect", help="attention, logit lens, top-k and cache for one prompt, headless")
+    inspect.add_argument("prompt")
+    inspect.add_argument("--layer", type=int, help="also give this layer's attention head by head")
+    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("--model")
+    inspect.add_argument("--system")
+    inspect.add_argument("--weights", choices=LAYOUTS, default="auto")
+
     history = sub.add_parser("history", help="list saved conversations")
     history.add_argument("--db")
 
@@ -101,6 +109,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "tokenize":
             from .commands import tokenize_command
             return tokenize_command(args)
+        if args.command == "inspect":
+            from .commands import inspect_command
+            return inspect_command(args)
         if args.command in ("history", "export"):
             from .commands import export_command, history_command
             return history_command(args) if args.command == "history" else export_command(args)

@@ -141,3 +141,28 @@ def export_command(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def inspect_command(args) -> int:
+    from model.inspect import inspect_prompt
+    from model.loader import load_model
+
+    loaded = load_model(args.model, args.weights)
+    if args.layer is not None and not 0 <= args.layer < loaded.config.num_hidden_layers:
+        raise ModelError(f"--layer must be between 0 and {loaded.config.num_hidden_layers - 1}.")
+    data = inspect_prompt(loaded, args.prompt, args.system, args.layer)
+    if args.json:
+        _print_json(data)
+        return 0
+    pieces = data["tokens"]["pieces"]
+    print(f"{len(pieces)} prompt tokens; next token after {pieces[-1]!r}:")
+    for tid, text, prob in data["top_k"][:5]:
+        print(f"  {prob * 100:5.1f}%  {text!r}")
+    print("logit lens (each layer's best guess):")
+    for n, top in enumerate(data["logit_lens"]):
+        print(f"  layer {n:2d}: {top[0][1]!r} {top[0][2] * 100:.0f}%")
+    layer = args.layer if args.layer is not None else len(data["attention"]) - 1
+    weights = data["attention"][layer]
+    best = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:5]
+    print(f"layer {layer} attends most to: " + ", ".join(f"{pieces[i]!r} {weights[i] * 100:.0f}%" for i in best))
+    return 0

@@ -97,8 +97,10 @@ class Transformer(nn.Module):
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
-    def hidden_states(self, tokens: mx.array, cache=None) -> mx.array:
-        """Embed and run every block; returns the residual stream before the final norm."""
+    def hidden_states(self, tokens: mx.array, cache=None, collect: Optional[list] = None) -> mx.array:
+        """Embed and run every block; returns the residual stream before the final norm.
+
+        With `collect`, each block's output is appended to it (for the logit lens)."""
         _, L = tokens.shape  # (B, L)
         h = self.model.embed_tokens(tokens)  # (B, L, d)
         # The cache makes room first (evicting if full), so the new tokens'
@@ -107,6 +109,8 @@ class Transformer(nn.Module):
         mask = "causal" if L > 1 else None
         for i, layer in enumerate(self.model.layers):
             h = layer(h, self.rope, offset, mask, cache.layers[i] if cache is not None else None)
+            if collect is not None:
+                collect.append(h)
         if cache is not None:
             cache.commit(L)
         return h

@@ -1,0 +1,138 @@
+"""What one step of the model looks like inside: attention, the logit lens, and the cache grid.
+
+Computed only when asked (the `inspect` command, or a view that is open), so
+the fused kernels stay in use for every other step. Attention is recomputed
+with an explicit softmax for the chosen layers, from the very q and keys the
+model used; the logit lens reads each layer's residual stream through the
+final norm and the output head.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import mlx.core as mx
+
+from .generate import prefill
+from .kv_cache import KVCache
+from .kv_factory import compute_dtype
+
+CELL_STATES = ("sink", "held", "evicted", "evicted_last", "new", "free")
+
+
+@dataclass(frozen=True)
+class StepInside:
+    attention: dict[int, mx.array]  # layer -> (heads, S) weights of the last query over the S cached positions
+    lens: list[mx.array]  # per layer: next-token probabilities (vocab,) read from that layer's output
+    logits: mx.array  # the model's own next-token logits (vocab,)
+
+
+def explicit_attention(q: mx.array, keys: mx.array, scale: float) -> mx.array:
+    """softmax(q k^T * scale) for the last query row; q (1, nh, L, hd), keys (1, nkv, S, hd) -> (nh, S)."""
+    n_heads, n_kv = q.shape[1], keys.shape[1]
+    k = mx.repeat(keys, n_heads // n_kv, axis=1)  # (1, nh, S, hd): plain, no fused kernel
+    scores = (q[:, :, -1:, :].astype(mx.float32) * scale) @ k.astype(mx.float32).swapaxes(-1, -2)
+    return mx.softmax(scores, axis=-1, precise=True)[0, :, 0, :]  # last query sees every cached key
+
+
+def step_inside(model, cache, ids: list[int], layers: Optional[list[int]] = None) -> StepInside:
+    """Feed `ids` (the last of them is the step looked at) and capture what happens inside."""
+    layers = list(range(model.config.num_hidden_layers)) if layers is None else layers
+    attention: dict[int, mx.array] = {}
+    originals = {}
+    for i in layers:
+        layer_cache = cache.layers[i]
+        originals[i] = layer_cache.update_and_attend
+
+        def recorder(q, k, v, scale, mask, i=i, layer_cache=layer_cache, original=originals[i]):
+            out = original(q, k, v, scale, mask)
+            end = cache.length + k.shape[2]
+            keys, _ = layer_cache.stored(end)
+            attention[i] = explicit_attention(q, keys, scale)
+            return out
+
+        layer_cache.update_and_attend = recorder
+    residuals: list[mx.array] = []
+    try:
+        if len(ids) > 1:
+            prefill(model, cache, ids[:-1])
+        h = model.hidden_states(mx.array([ids[-1:]]), cache, collect=residuals)
+    finally:
+        for i in layers:
+            del cache.layers[i].update_and_attend
+    logits = model.head(h)[0, -1]
+    lens = [mx.softmax(model.head(r)[0, -1].astype(mx.float32), axis=-1) for r in residuals]
+    return StepInside(attention, lens, logits)
+
+
+def cache_grid(history_len: int, cache: KVCache, new_tokens: int, buckets: int = 0) -> list[str]:
+    """The state of every token of the conversation so far, oldest first (bucketed if asked).
+
+    Every layer holds the same positions (eviction drops a block from all at
+    once), so one row stands for all; a view draws it once per layer.
+    """
+    keep, gone, last = cache.keep, cache.evicted_total, cache.last_evicted
+    states = []
+    for t in range(history_len):
+        if t < min(keep, history_len):
+            states.append("sink")
+        elif t < keep + gone:
+            states.append("evicted_last" if t >= keep + gone - last else "evicted")
+        elif t >= history_len - new_tokens:
+            states.append("new")
+        else:
+            states.append("held")
+    if buckets and len(states) > buckets:
+        # Each bucket shows its most telling state (new > evicted_last > sink > held > evicted).
+        rank = {s: r for r, s in enumerate(("evicted", "held", "sink", "evicted_last", "new"))}
+        size = -(-len(states) // buckets)
+        states = [max(states[i : i + size], key=rank.__getitem__) for i in range(0, len(states), size)]
+    return states
+
+
+def fresh_cache(loaded, capacity: int) -> KVCache:
+    return KVCache(loaded.config, capacity, loaded.model.rope.shift, dtype=compute_dtype(loaded.model))
+
+
+def _top(tokenizer, probs: mx.array, k: int) -> list:
+    ids = mx.argsort(-probs)[:k].tolist()
+    return [[i, tokenizer.piece(i), probs[i].item()] for i in ids]
+
+
+def inspect_prompt(loaded, prompt: str, system: Optional[str] = None, layer: Optional[int] = None,
+                   capacity: int = 2048) -> dict:
+    """The `inspect` command's data: the last prompt position, then the first generated token."""
+    from .chat_template import Message, encode_conversation
+
+    tok, model = loaded.tokenizer, loaded.model
+    messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
+    ids, _ = encode_conversation(loaded.template, tok, messages, add_generation_prompt=True)
+    cache = fresh_cache(loaded, capacity)
+    steps = []
+    feed = ids
+    history = 0
+    for _ in range(2):
+        inside = step_inside(model, cache, feed)
+        history += len(feed)
+        probs = mx.softmax(inside.logits.astype(mx.float32), axis=-1)
+        step = {
+            "position": history - 1,
+            "token": [ids[-1] if not steps else feed[-1], tok.piece(ids[-1] if not steps else feed[-1])],
+            "attention": [inside.attention[i].mean(axis=0).tolist() for i in sorted(inside.attention)],
+            "logit_lens": [_top(tok, p, 5) for p in inside.lens],
+            "top_k": _top(tok, probs, 10),
+            "cache": {"grid": cache_grid(history, cache, len(feed)), "state": cache.state().as_dict()},
+        }
+        if layer is not None:
+            step["attention_heads"] = {"layer": layer, "weights": inside.attention[layer].tolist()}
+        steps.append(step)
+        feed = [int(mx.argmax(probs).item())]
+    first, generated = steps
+    return {
+        "tokens": {"ids": ids, "pieces": [tok.piece(i) for i in ids]},
+        "attention": first["attention"],
+        "logit_lens": first["logit_lens"],
+        "top_k": first["top_k"],
+        "cache": first["cache"],
+        **({"attention_heads": first["attention_heads"]} if layer is not None else {}),
+        "first_generated": generated,
+    }
