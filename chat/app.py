@@ -20,6 +20,7 @@ from .screens.conversations import ConversationsScreen
 from .screens.help import HelpScreen
 from .store import StoreError
 from .screens.model_info import ModelInfoScreen
+from .widgets.cache_grid_panel import CacheGridPanel
 from .widgets.cache_panel import CachePanel
 from .widgets.decode_panel import DecodePanel
 from .widgets.prefill_panel import PrefillPanel
@@ -47,10 +48,12 @@ class GlasschatApp(App):
         Binding("ctrl+y", "copy_last_reply", "Copy reply"),
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
-        Binding("f2", "toggle_panel('prefill')", "Prefill", show=False),
-        Binding("f3", "toggle_panel('decode')", "Decode", show=False),
-        Binding("f4", "toggle_panel('cache')", "Cache", show=False),
-        Binding("f5", "toggle_panel('topk')", "Top-k", show=False),
+        Binding("f2", "toggle_panel('prefill')", "Prefill", show=False, priority=True),
+        Binding("f3", "toggle_panel('decode')", "Decode", show=False, priority=True),
+        Binding("f4", "toggle_panel('cache')", "Cache", show=False, priority=True),
+        Binding("f5", "toggle_panel('topk')", "Top-k", show=False, priority=True),
+        # priority: the prompt box (a TextArea) binds F6 to "select line".
+        Binding("f6", "toggle_panel('grid')", "Cache grid", show=False, priority=True),
         Binding("ctrl+t", "toggle_ids", "Token ids", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
@@ -69,11 +72,14 @@ class GlasschatApp(App):
         self.reply: Optional[AssistantMessage] = None
         self.last_prefill_tok_s = 0.0
         self.last_decode_tok_s = 0.0
+        self._last_cache_tokens = 0
         # Kept as attributes: the per-token handlers touch them without a DOM query.
         self.prefill_panel = PrefillPanel(id="prefill")
         self.decode_panel = DecodePanel(id="decode")
         self.cache_panel = CachePanel(id="cache")
         self.topk_panel = TopKPanel(id="topk")
+        self.grid_panel = CacheGridPanel(id="grid")
+        self.grid_panel.display = False  # F6: an extra view, off by default
 
     # --- layout --------------------------------------------------------------
 
@@ -88,6 +94,7 @@ class GlasschatApp(App):
                 yield self.prefill_panel
                 yield self.decode_panel
                 yield self.cache_panel
+                yield self.grid_panel
                 yield self.topk_panel
         yield Footer()
 
@@ -142,6 +149,15 @@ class GlasschatApp(App):
             self.query_one(StatusLine).set_queued(len(self.queue))
         else:
             self._send(text, bubble)
+
+    def on_text_area_changed(self, event) -> None:
+        """The prompt box counts its tokens as you type (the tokenizer is Rust, not MLX)."""
+        loaded = getattr(self.bridge.engine, "loaded", None)
+        prompt = self.query_one(PromptInput)
+        if loaded is None or event.text_area is not prompt:
+            return
+        text = prompt.text
+        prompt.border_subtitle = f"{len(loaded.tokenizer.encode_text(text))} tokens" if text else None
 
     def _send(self, text: str, bubble: UserMessage) -> None:
         bubble.mark_sent()
@@ -241,7 +257,8 @@ class GlasschatApp(App):
                             lambda: settings_forms.edit_sampling(self))
         yield SystemCommand("Cache size", "KV cache capacity and sink (starts a new conversation)",
                             lambda: settings_forms.edit_cache(self))
-        for name, label in (("prefill", "Prefill"), ("decode", "Decode"), ("cache", "KV cache"), ("topk", "Next token")):
+        for name, label in (("prefill", "Prefill"), ("decode", "Decode"), ("cache", "KV cache"), ("topk", "Next token"),
+                            ("grid", "KV cache grid")):
             yield SystemCommand(f"Show/hide the {label} panel", "Toggle a side panel",
                                 lambda name=name: self.action_toggle_panel(name))
         yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
@@ -262,6 +279,8 @@ class GlasschatApp(App):
             self.decode_panel.show(event)
         if self.cache_panel.display:
             self.cache_panel.show(event.cache)
+        if self.grid_panel.display:
+            self.grid_panel.show(event.cache, new_tokens=1)
         self.last_decode_tok_s = event.live_tok_s
         self._refresh_summary(event.cache)
 
@@ -279,6 +298,8 @@ class GlasschatApp(App):
             self.sub_title = f"{event.info['architecture']} · {event.info['parameters'] / 1e6:.0f}M · {event.info['weight_dtype']} · {event.info['backend']}"
             self.topk_panel.distribution = event.distribution
             self.cache_panel.show(event.cache)
+            self.grid_panel.layer_count = event.info["layers"]
+            self.grid_panel.show(event.cache, new_tokens=0)
             status.set_state("ready")
             self._send_next_queued()
         elif isinstance(event, ModelFailed):
@@ -286,6 +307,7 @@ class GlasschatApp(App):
             status.set_state("no model loaded")
             await transcript.add(Notice(event.message, "error"))
         elif isinstance(event, TurnStarted):
+            self._last_cache_tokens = event.reused_tokens
             status.set_state("reading the prompt…")
             self.prefill_panel.show(event)
             self.decode_panel.show(event)
@@ -299,6 +321,9 @@ class GlasschatApp(App):
             if self.prefill_panel.display:
                 self.prefill_panel.show(event)
             self.cache_panel.show(event.cache)
+            if self.grid_panel.display:
+                self.grid_panel.show(event.cache, new_tokens=event.cache.tokens - self._last_cache_tokens)
+            self._last_cache_tokens = event.cache.tokens
         elif isinstance(event, HistoryRestored):
             self.cache_panel.show(event.cache)
             await transcript.add(Notice(f"Restored {event.messages} messages: {event.tokens} tokens prefilled "

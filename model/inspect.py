@@ -12,11 +12,11 @@ from typing import Optional
 
 import mlx.core as mx
 
+from .cache_grid import grid_cells
 from .generate import prefill
 from .kv_cache import KVCache
 from .kv_factory import compute_dtype
 
-CELL_STATES = ("sink", "held", "evicted", "evicted_last", "new", "free")
 
 
 @dataclass(frozen=True)
@@ -65,28 +65,9 @@ def step_inside(model, cache, ids: list[int], layers: Optional[list[int]] = None
 
 
 def cache_grid(history_len: int, cache: KVCache, new_tokens: int, buckets: int = 0) -> list[str]:
-    """The state of every token of the conversation so far, oldest first (bucketed if asked).
-
-    Every layer holds the same positions (eviction drops a block from all at
-    once), so one row stands for all; a view draws it once per layer.
-    """
-    keep, gone, last = cache.keep, cache.evicted_total, cache.last_evicted
-    states = []
-    for t in range(history_len):
-        if t < min(keep, history_len):
-            states.append("sink")
-        elif t < keep + gone:
-            states.append("evicted_last" if t >= keep + gone - last else "evicted")
-        elif t >= history_len - new_tokens:
-            states.append("new")
-        else:
-            states.append("held")
-    if buckets and len(states) > buckets:
-        # Each bucket shows its most telling state (new > evicted_last > sink > held > evicted).
-        rank = {s: r for r, s in enumerate(("evicted", "held", "sink", "evicted_last", "new"))}
-        size = -(-len(states) // buckets)
-        states = [max(states[i : i + size], key=rank.__getitem__) for i in range(0, len(states), size)]
-    return states
+    """The state of every token of the conversation so far, oldest first (bucketed if asked)."""
+    return grid_cells(history_len, min(cache.keep, history_len), cache.evicted_total, cache.last_evicted,
+                      new_tokens, buckets=buckets)
 
 
 def fresh_cache(loaded, capacity: int) -> KVCache:

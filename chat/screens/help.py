@@ -17,8 +17,9 @@ HELP = """\
 | Shift+Enter, Ctrl+J | new line in the message |
 | Esc | stop the reply (the partial reply is kept) |
 | Ctrl+N | new conversation (clears the KV cache) |
+| Ctrl+O | saved conversations: open, rename, delete, export |
 | Ctrl+P | command palette: system prompt, sampling, cache size, panels, model info |
-| F2 / F3 / F4 / F5 | show or hide the Prefill / Decode / KV cache / Next token panel |
+| F2 / F3 / F4 / F5 / F6 | show or hide the Prefill / Decode / KV cache / Next token / KV cache grid panel |
 | Ctrl+T | show token ids in the Next token panel |
 | Ctrl+Y | copy the last reply (or focus a message and press c) |
 | F1, ? | this help |
