@@ -150,14 +150,30 @@ class GlasschatApp(App):
         else:
             self._send(text, bubble)
 
+    def _tokenizer(self):
+        loaded = getattr(self.bridge.engine, "loaded", None)
+        return loaded.tokenizer if loaded is not None else None
+
+    def tokens_of_text(self, text: str):
+        """(ids, pieces) of a user message as the model reads it; None before the model loads."""
+        tok = self._tokenizer()
+        if tok is None:
+            return None
+        ids = tok.encode_text(tok.readable(text))
+        return ids, [tok.piece(i) for i in ids]
+
+    def tokens_of_ids(self, ids: list[int]):
+        tok = self._tokenizer()
+        return (ids, [tok.piece(i) for i in ids]) if tok is not None else None
+
     def on_text_area_changed(self, event) -> None:
         """The prompt box counts its tokens as you type (the tokenizer is Rust, not MLX)."""
-        loaded = getattr(self.bridge.engine, "loaded", None)
+        tok = self._tokenizer()
         prompt = self.query_one(PromptInput)
-        if loaded is None or event.text_area is not prompt:
+        if tok is None or event.text_area is not prompt:
             return
         text = prompt.text
-        prompt.border_subtitle = f"{len(loaded.tokenizer.encode_text(text))} tokens" if text else None
+        prompt.border_subtitle = f"{len(tok.encode_text(text))} tokens" if text else None
 
     def _send(self, text: str, bubble: UserMessage) -> None:
         bubble.mark_sent()
@@ -215,7 +231,7 @@ class GlasschatApp(App):
             if m.role == "user":
                 await transcript.add(UserMessage(m.content))
             elif m.role == "assistant":
-                reply = AssistantMessage(m.content)
+                reply = AssistantMessage(m.content, tuple(m.token_ids or ()))
                 await transcript.add(reply)
                 if m.status == "cancelled":
                     reply.add_class("cancelled")
@@ -342,6 +358,7 @@ class GlasschatApp(App):
             if self.recorder is not None:
                 self._save(self.recorder.reply_ended, event, list(event.reply_ids))
             if self.reply is not None:
+                self.reply.token_ids = event.reply_ids
                 await self.reply.finish(event.text, event.stats.stop_reason)
             self.reply = None
             self.decode_panel.show(event)

@@ -91,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="64,512,2048", help="prompt lengths for prefill")
     bench.add_argument("--decode-tokens", type=int, default=256)
     bench.add_argument("--repeats", type=int, default=1)
+    bench.add_argument("--budget", type=float, default=180.0,
+                       help="skip a measurement the rates so far say would take longer (seconds)")
     bench.add_argument("--show-top", type=int, default=10, help="top-k computed per token, as the UI does")
     bench.add_argument("--skip-extras-check", action="store_true")
+    bench.add_argument("--ui", action="store_true",
+                       help="instead: decode through the Textual app (headless) against the engine alone")
     bench.add_argument("--eviction-tokens", type=int, default=600,
                        help="decode this many tokens in a 256-token cache to time evictions (0 skips)")
     return parser
@@ -116,6 +120,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             from .commands import export_command, history_command
             return history_command(args) if args.command == "history" else export_command(args)
         if args.command == "bench":
+            if args.ui:
+                from .ui_bench import run as run_ui
+                return run_ui(args)
             from model.bench import run
             return run(args)
         if args.command == "replay":

@@ -160,42 +160,39 @@ class Store:
 
     # --- messages ----------------------------------------------------------------
 
-    def add_message(self, conversation_id: int, role: str, content: str, token_ids=None, status="complete") -> int:
+    def _append(self, conversation_id: int, role: str, content: str, token_ids, status: str) -> int:
+        """Insert a message after the last one; call inside a transaction."""
         now = time.time()
+        position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?",
+                                   (conversation_id,)).fetchone()[0]
+        cur = self.db.execute(
+            "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, position, role, content, json.dumps(token_ids) if token_ids is not None else None,
+             status, now))
+        self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+        if role == "user" and position <= 1:
+            # The first message names the conversation until the user renames it.
+            self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
+                            (_title_from(content), conversation_id))
+        return cur.lastrowid
+
+    def add_message(self, conversation_id: int, role: str, content: str, token_ids=None, status="complete") -> int:
         try:
             with self.transaction():
-                position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages "
-                                           "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
-                cur = self.db.execute(
-                    "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (conversation_id, position, role, content, json.dumps(token_ids) if token_ids is not None else None,
-                     status, now))
-                self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-                if role == "user" and position <= 1:
-                    # The first message names the conversation until the user renames it.
-                    self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
-                                    (_title_from(content), conversation_id))
-                return cur.lastrowid
+                return self._append(conversation_id, role, content, token_ids, status)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
 
     def add_reply(self, conversation_id: int, content: str, token_ids: list[int], status: str,
                   stats: dict, cache: dict) -> int:
         """The reply and its turn's numbers, in one transaction: both or neither."""
-        now = time.time()
         try:
             with self.transaction():
-                position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages "
-                                           "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
-                cur = self.db.execute(
-                    "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
-                    "VALUES (?, ?, 'assistant', ?, ?, ?, ?)",
-                    (conversation_id, position, content, json.dumps(token_ids), status, now))
+                message_id = self._append(conversation_id, "assistant", content, token_ids, status)
                 self.db.execute("INSERT INTO turn_stats (message_id, stats, cache) VALUES (?, ?, ?)",
-                                (cur.lastrowid, json.dumps(stats), json.dumps(cache)))
-                self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-                return cur.lastrowid
+                                (message_id, json.dumps(stats), json.dumps(cache)))
+                return message_id
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
 

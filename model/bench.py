@@ -57,15 +57,29 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log) -> EngineResult:
+def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log, budget_s) -> EngineResult:
+    """Each measurement is skipped when the rates seen so far say it would take over `budget_s`."""
     result = EngineResult(engine.name, layout)
     mx.reset_peak_memory()
+    start = time.perf_counter()
     engine.time_to_first_token(prompt_ids(tokenizer, 16))  # warm-up: kernels, allocator, compile
+    rate = 16 / (time.perf_counter() - start)
+    skipped = []
     for n in sizes:
+        if n / rate > budget_s:
+            skipped.append(f"prefill {n} (~{n / rate:.0f} s)")
+            log(f"  {engine.name}: prefill {n:5d} tokens  skipped: ~{n / rate:.0f} s at {rate:.1f} tok/s")
+            continue
         times = [engine.time_to_first_token(prompt_ids(tokenizer, n)) for _ in range(repeats)]
-        result.prefill_tok_s[n] = n / statistics.median(times)
+        result.prefill_tok_s[n] = rate = n / statistics.median(times)
         log(f"  {engine.name}: prefill {n:5d} tokens  {result.prefill_tok_s[n]:8.1f} tok/s")
     result.ttft_s = statistics.median(engine.time_to_first_token(prompt_ids(tokenizer, 64)) for _ in range(repeats))
+    probe = engine.decode_times(prompt_ids(tokenizer, 64), 4)
+    step_s = (probe[-1] - probe[0]) / max(len(probe) - 1, 1)
+    if decode_tokens * step_s > budget_s:
+        decode_tokens = max(8, int(budget_s / step_s))
+        skipped.append(f"decode cut to {decode_tokens} tokens")
+    result.note = "; ".join(skipped)
     times = engine.decode_times(prompt_ids(tokenizer, 64), decode_tokens)
     result.decode_tokens = len(times)
     result.decode_tok_s = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
@@ -127,8 +141,8 @@ def run(args) -> int:
         ours = OurEngine(args.model, layout, top_k=args.show_top)
         first = first or ours
         results.append(measure(ours, ours.loaded.layout, ours.loaded.tokenizer, sizes, args.decode_tokens,
-                               args.repeats, log))
-        results[-1].note = ours.info()["weight_dtype"]
+                               args.repeats, log, args.budget))
+        results[-1].note = "; ".join(n for n in (ours.info()["weight_dtype"], results[-1].note) if n)
         if layout == "float32" and not args.skip_extras_check:
             plain = OurEngine.__new__(OurEngine)
             plain.__dict__.update(ours.__dict__, top_k=0, name=f"glasschat ({ours.loaded.layout}, no top-k)")
@@ -150,11 +164,11 @@ def run(args) -> int:
         if not quantized:
             continue
         peer = MlxLmEngine(first, quantized == "quantized")
-        results.append(measure(peer, quantized, tokenizer, sizes, args.decode_tokens, args.repeats, log))
+        results.append(measure(peer, quantized, tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget))
     llama_cpp = "not installed (pip install 'glasschat[llamacpp]')"
     if llama_cpp_available():
         peer = LlamaCppEngine(first.loaded.path, threads=os.cpu_count() or 1)
-        results.append(measure(peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log))
+        results.append(measure(peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget))
         llama_cpp = "measured"
     else:
         log(f"llama.cpp: {llama_cpp}")
@@ -183,7 +197,7 @@ def print_table(report: dict) -> None:
     for e in engines:
         pf = " ".join(f"{e['prefill_tok_s'].get(n, float('nan')):8.1f}" for n in sizes)
         print(f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {e['ttft_s']:7.3f} "
-              f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}")
+              f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}  {e['note']}")
     print("\nratios (ours / peer; >1 is faster)")
     for r in report["ratios"]:
         parts = [f"decode {r['decode']:.2f}x" if r["decode"] else "decode –"]

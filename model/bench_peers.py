@@ -64,11 +64,15 @@ class MlxLmEngine:
             attention_bias=c.attention_bias, rope_theta=c.rope_theta, rope_traditional=c.rope_traditional,
             rope_scaling=c.rope_scaling, tie_word_embeddings=c.tie_word_embeddings)
         self.model = llama.Model(args)
-        source = load_model(ours.loaded.path, "quantized" if quantized else "float32").model
+        # Unfused, so the names are the checkpoint's (and mlx-lm's) own.
+        source = load_model(ours.loaded.path, "quantized" if quantized else "float32", fuse=False).model
         from mlx.utils import tree_flatten
 
         weights = dict(tree_flatten(source.parameters()))
         if quantized:
+            # As mlx-lm itself loads the file: float16 scales (ours become float32 on CPU).
+            weights = {k: v.astype(mx.float16) if k.endswith((".scales", ".biases")) else v
+                       for k, v in weights.items()}
             groups = {name[: -len(".scales")] for name in weights if name.endswith(".scales")}
 
             def predicate(path, module):
@@ -78,7 +82,7 @@ class MlxLmEngine:
                 return {"group_size": 32, "bits": packed.shape[-1] * 32 // (scales.shape[-1] * 32)}
 
             nn.quantize(self.model, class_predicate=predicate)
-        self.model.load_weights(list(weights.items()), strict=False)
+        self.model.load_weights(list(weights.items()), strict=True)
         mx.eval(self.model.parameters())
         self.name = f"mlx-lm ({'quantized' if quantized else 'float32'})"
 

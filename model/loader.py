@@ -58,12 +58,16 @@ class LoadedModel:
 Progress = Callable[[str], None]
 
 
-def load_model(source: Optional[str] = None, layout: str = "auto", progress: Progress = lambda _: None) -> LoadedModel:
+def load_model(source: Optional[str] = None, layout: str = "auto", progress: Progress = lambda _: None,
+               fuse: bool = True) -> LoadedModel:
+    """`fuse=False` keeps q/k/v and gate/up separate, with checkpoint names (for peers and tests)."""
     path = resolve_source(source, progress)
     if path.is_dir():
         loaded = _load_folder(path, layout, progress)
     else:
         loaded = _load_gguf(path, layout, progress)
+    if fuse:
+        fuse_projections(loaded.model)
     loaded.source = source or "default (SmolLM2-135M-Instruct Q4_1)"
     return loaded
 
@@ -125,7 +129,6 @@ def _load_gguf(path: Path, layout: str, progress: Progress) -> LoadedModel:
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
     model = Transformer(config)
     used = apply_weights(model, weights, _GGUF_GROUP_SIZE, layout)
-    fuse_projections(model)
     template = _template(meta.get("tokenizer.chat_template"), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 
@@ -150,7 +153,6 @@ def _load_folder(path: Path, layout: str, progress: Progress) -> LoadedModel:
     group_size = (raw.get("quantization") or {}).get("group_size", 64)
     model = Transformer(config)
     used = apply_weights(model, weights, group_size, layout)
-    fuse_projections(model)
     template = _template(_folder_template(path), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 

@@ -95,6 +95,12 @@ def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: in
         weights = dequantize(weights, groups, getattr(mx, layout))
     elif groups:
         nn.quantize(model, class_predicate=lambda path, _m: groups.get(path, False))
+    if groups and layout not in ("float32", "float16", "bfloat16") and mx.default_device() == mx.cpu:
+        # On CPU a quantized matmul whose activations and scales are both
+        # float16 runs ~40x slower than when either is float32 (measured:
+        # 2.5 s vs 58 ms for 63 tokens through one 576x1536 layer). float32
+        # scales make the activations float32 too, at +1/16 of the 4-bit size.
+        weights = {k: v.astype(mx.float32) if k.endswith((".scales", ".biases")) else v for k, v in weights.items()}
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as exc:

@@ -158,3 +158,38 @@ async def test_narrow_screen_collapses_the_panels():
         await wait_for(pilot, lambda: app.ready)
         assert app.screen.has_class("narrow")
         assert not app.query_one("#sidebar").display or app.query_one("#sidebar").region.width == 0
+
+
+@pytest.mark.asyncio
+async def test_token_chips_are_the_tokenizer_output(default_model, golden_tokenize):
+    from chat.widgets.token_chips import TokenChips
+
+    tok = default_model.tokenizer
+    case = golden_tokenize[0]  # "The cat sat on the unbelievable mat."
+    app, holder = fake_app(tokenizer=tok)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await send(pilot, case["text"])
+        await wait_for(pilot, lambda: not app.busy)
+        bubble = app.query_one(UserMessage)
+        bubble.focus()
+        await pilot.press("t")
+        chips = app.query_one(TokenChips)
+        assert chips.ids == case["ids"] == tok.encode_text(case["text"])
+        shown = text_of(chips)
+        assert all(str(i) in shown for i in case["ids"])
+        for tid in case["ids"]:
+            assert visible_token(tok.piece(tid)) in shown
+        assert "·unbelie vable" in shown  # how this vocabulary really splits the long word
+        await pilot.press("t")
+        await pilot.pause(0.05)
+        assert not app.query(TokenChips)
+        # The prompt box counts tokens as the user types.
+        await send_text_only(pilot, case["text"])
+        assert app.query_one(PromptInput).border_subtitle == f"{len(case['ids'])} tokens"
+
+
+async def send_text_only(pilot, text):
+    await pilot.click(PromptInput)
+    pilot.app.query_one(PromptInput).insert(text)
+    await pilot.pause(0.05)

@@ -1,6 +1,7 @@
 """Helpers for Pilot tests: build the app on a fake engine, wait for conditions, read panels as text."""
 
 import asyncio
+from types import SimpleNamespace
 
 from textual.geometry import Region
 
@@ -10,11 +11,14 @@ from model.engine import EngineOptions
 from fake_engine import FakeEngine
 
 
-def fake_app(delay=0.0, **options):
+def fake_app(delay=0.0, tokenizer=None, **options):
+    """The app on a FakeEngine; pass a real tokenizer for views that show tokens."""
     holder = {}
 
     def factory(opts, emit):
         holder["engine"] = FakeEngine(opts, emit, delay=delay)
+        if tokenizer is not None:
+            holder["engine"].loaded = SimpleNamespace(tokenizer=tokenizer)
         return holder["engine"]
 
     app = GlasschatApp(EngineOptions(**options), engine_factory=factory)

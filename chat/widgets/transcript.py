@@ -9,6 +9,8 @@ scrolls up to read; scrolling back to the end re-attaches it.
 from textual.containers import VerticalScroll
 from textual.widgets import Markdown, Static
 
+from .token_chips import TokenChips
+
 
 class UserMessage(Static, can_focus=True):
     DEFAULT_CSS = """
@@ -21,7 +23,7 @@ class UserMessage(Static, can_focus=True):
     UserMessage.queued { border-left: thick $warning; color: $text-muted; }
     UserMessage:focus { background: $accent 20%; }
     """
-    BINDINGS = [("c", "copy", "Copy")]
+    BINDINGS = [("c", "copy", "Copy"), ("t", "tokens", "Tokens")]
 
     def __init__(self, text: str, queued: bool = False):
         # Plain text: what a user types is never read as markup.
@@ -37,6 +39,9 @@ class UserMessage(Static, can_focus=True):
         self.app.copy_to_clipboard(self.text)
         self.notify("Message copied to the clipboard.")
 
+    async def action_tokens(self) -> None:
+        await toggle_chips(self, self.app.tokens_of_text(self.text))
+
 
 class AssistantMessage(Markdown, can_focus=True):
     DEFAULT_CSS = """
@@ -50,12 +55,16 @@ class AssistantMessage(Markdown, can_focus=True):
     AssistantMessage > *:last-child { margin-bottom: 0; }
     AssistantMessage:focus { background: $success 10%; }
     """
-    BINDINGS = [("c", "copy", "Copy")]
+    BINDINGS = [("c", "copy", "Copy"), ("t", "tokens", "Tokens")]
 
-    def __init__(self, text: str = ""):
+    def __init__(self, text: str = "", token_ids: tuple = ()):
         super().__init__(text)
         self.text = text
+        self.token_ids = token_ids  # the reply as sampled, once it has ended
         self.stream = None
+
+    async def action_tokens(self) -> None:
+        await toggle_chips(self, self.app.tokens_of_ids(list(self.token_ids)))
 
     async def add(self, fragment: str) -> None:
         if self.stream is None:
@@ -78,6 +87,20 @@ class AssistantMessage(Markdown, can_focus=True):
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.text)
         self.notify("Reply copied to the clipboard.")
+
+
+async def toggle_chips(message, tokens) -> None:
+    """Show the message's tokens under it, or hide them again."""
+    siblings = list(message.parent.children)
+    index = siblings.index(message)
+    following = siblings[index + 1] if index + 1 < len(siblings) else None
+    if isinstance(following, TokenChips):
+        await following.remove()
+        return
+    if tokens is None:
+        message.notify("Tokens can be shown once the model has loaded.")
+        return
+    await message.parent.mount(TokenChips(*tokens), after=message)
 
 
 class Notice(Static):
