@@ -29,6 +29,7 @@ from .widgets.status_line import StatusLine
 from .widgets.topk_panel import TopKPanel
 from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage
 
+PANEL_HZ = 8  # panel redraws per second during decode, at most
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 PANELS = {"prefill": PrefillPanel, "decode": DecodePanel, "cache": CachePanel, "topk": TopKPanel}
 
@@ -73,6 +74,8 @@ class GlasschatApp(App):
         self.last_prefill_tok_s = 0.0
         self.last_decode_tok_s = 0.0
         self._last_cache_tokens = 0
+        self._pending_step = None
+        self._step_timer_armed = False
         # Kept as attributes: the per-token handlers touch them without a DOM query.
         self.prefill_panel = PrefillPanel(id="prefill")
         self.decode_panel = DecodePanel(id="decode")
@@ -285,9 +288,21 @@ class GlasschatApp(App):
     # --- the engine's side -----------------------------------------------------
 
     def on_step_stats(self, message: StepStats) -> None:
-        event = message.event
-        if not self.topk_panel.is_attached:
-            return  # the app is closing
+        # Panels redraw at most PANEL_HZ times a second: the UI shares the CPU
+        # (and the GIL) with the engine, and a newer step supersedes an older
+        # one that was never drawn, as `StepStats.can_replace` allows.
+        self._pending_step = message.event
+        if self.decode_panel.display:
+            self.decode_panel.record(message.event)
+        if not self._step_timer_armed:
+            self._step_timer_armed = True
+            self.set_timer(1.0 / PANEL_HZ, self._draw_step)
+
+    def _draw_step(self) -> None:
+        self._step_timer_armed = False
+        event, self._pending_step = self._pending_step, None
+        if event is None or not self.topk_panel.is_attached:
+            return  # nothing new, or the app is closing
         # A hidden panel costs nothing: it is not redrawn.
         if self.topk_panel.display:
             self.topk_panel.show(event)
@@ -355,6 +370,7 @@ class GlasschatApp(App):
             if event.text and self.reply is not None:
                 await self.reply.add(event.text)
         elif isinstance(event, TurnEnded):
+            self._draw_step()  # the last step's numbers, before the final ones
             if self.recorder is not None:
                 self._save(self.recorder.reply_ended, event, list(event.reply_ids))
             if self.reply is not None:

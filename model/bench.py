@@ -195,7 +195,8 @@ def print_table(report: dict) -> None:
     print("\nprefill and decode in tok/s; ttft in s; memory in MB")
     print(head)
     for e in engines:
-        pf = " ".join(f"{e['prefill_tok_s'].get(n, float('nan')):8.1f}" for n in sizes)
+        # JSON turns the int keys into strings; accept both.
+        pf = " ".join(f"{e['prefill_tok_s'].get(n, e['prefill_tok_s'].get(str(n), float('nan'))):8.1f}" for n in sizes)
         print(f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {e['ttft_s']:7.3f} "
               f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}  {e['note']}")
     print("\nratios (ours / peer; >1 is faster)")

@@ -6,6 +6,7 @@ settings) and receive events through `emit`, which runs on this thread:
 the UI wraps each event in a Textual message, the CLI puts it on a queue.
 """
 
+import gc
 import os
 import queue
 import threading
@@ -119,6 +120,10 @@ class Engine:
         try:
             self._serve()
         finally:
+            # Free the model and cache here, on the thread that made them, so a
+            # closed engine holds no memory while its thread is parked.
+            self.loaded = self.conversation = self._key = None
+            gc.collect()
             mx.synchronize()
             self._stopped.set()
             # Park instead of returning. When a thread that ran MLX work

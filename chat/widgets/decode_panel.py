@@ -39,6 +39,11 @@ class DecodePanel(Vertical):
         self.border_title = "Decode"
         self._render_numbers()
 
+    def record(self, step: TokenGenerated) -> None:
+        """Every step's live rate goes into the chart, drawn or not (cheap: an append)."""
+        if step.live_tok_s:
+            self.rates.append(step.live_tok_s)
+
     def show(self, event) -> None:
         if isinstance(event, TurnStarted):
             self.rates, self.generated, self.elapsed, self.live, self.final = [], 0, 0.0, 0.0, 0.0
@@ -46,8 +51,6 @@ class DecodePanel(Vertical):
             self.generated = event.index + 1
             self.elapsed = event.elapsed_s
             self.live = event.live_tok_s
-            if event.live_tok_s:
-                self.rates.append(event.live_tok_s)
         elif isinstance(event, TurnEnded):
             self.final = event.stats.decode_tok_s
             self.generated = event.stats.generated_tokens
