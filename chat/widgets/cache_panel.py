@@ -35,8 +35,9 @@ class CachePanel(Panel):
         s = self.state
         if s is None:
             return [Text("waiting for the model…", style="dim")]
-        sink = round(BAR_WIDTH * s.sink_tokens / s.capacity)
-        held = round(BAR_WIDTH * s.tokens / s.capacity)
+        # At least one cell for anything present, so a small sink still shows.
+        sink = max(1, round(BAR_WIDTH * s.sink_tokens / s.capacity)) if s.sink_tokens else 0
+        held = max(sink + 1, round(BAR_WIDTH * s.tokens / s.capacity)) if s.tokens > s.sink_tokens else sink
         cells = Text.assemble(("█" * sink, "magenta"), ("█" * max(held - sink, 0), "green"),
                               ("░" * (BAR_WIDTH - max(held, sink)), "dim"))
         lines = [
