@@ -30,6 +30,7 @@ from .widgets.topk_panel import TopKPanel
 from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage
 
 PANEL_HZ = 8  # panel redraws per second during decode, at most
+TEXT_HZ = 8  # reply text appends per second, at most
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 PANELS = {"prefill": PrefillPanel, "decode": DecodePanel, "cache": CachePanel, "topk": TopKPanel}
 
@@ -76,6 +77,8 @@ class GlasschatApp(App):
         self._last_cache_tokens = 0
         self._pending_step = None
         self._step_timer_armed = False
+        self._pending_text = ""
+        self._text_timer_armed = False
         # Kept as attributes: the per-token handlers touch them without a DOM query.
         self.prefill_panel = PrefillPanel(id="prefill")
         self.decode_panel = DecodePanel(id="decode")
@@ -298,6 +301,12 @@ class GlasschatApp(App):
             self._step_timer_armed = True
             self.set_timer(1.0 / PANEL_HZ, self._draw_step)
 
+    async def _flush_text(self) -> None:
+        self._text_timer_armed = False
+        text, self._pending_text = self._pending_text, ""
+        if text and self.reply is not None and self.reply.is_attached:
+            await self.reply.add(text)
+
     def _draw_step(self) -> None:
         self._step_timer_armed = False
         event, self._pending_step = self._pending_step, None
@@ -367,10 +376,15 @@ class GlasschatApp(App):
             self.prefill_panel.show(event)
             self.last_prefill_tok_s = event.stats.prefill_tok_s
         elif isinstance(event, TokenGenerated):
+            # Text is batched too (TEXT_HZ): each Markdown append costs a parse and a layout.
             if event.text and self.reply is not None:
-                await self.reply.add(event.text)
+                self._pending_text += event.text
+                if not self._text_timer_armed:
+                    self._text_timer_armed = True
+                    self.set_timer(1.0 / TEXT_HZ, self._flush_text)
         elif isinstance(event, TurnEnded):
             self._draw_step()  # the last step's numbers, before the final ones
+            await self._flush_text()
             if self.recorder is not None:
                 self._save(self.recorder.reply_ended, event, list(event.reply_ids))
             if self.reply is not None:
@@ -386,6 +400,7 @@ class GlasschatApp(App):
             self.busy = False
             self._send_next_queued()
         elif isinstance(event, TurnFailed):
+            await self._flush_text()
             if self.reply is not None:
                 await self.reply.finish(self.reply.text, "cancelled")
                 self.reply = None
