@@ -1,5 +1,6 @@
 """The Textual app: composition and routing only. Widgets draw; the engine thread computes."""
 
+import sys
 from dataclasses import replace
 from typing import Iterable, Optional
 
@@ -29,8 +30,8 @@ from .widgets.status_line import StatusLine
 from .widgets.topk_panel import TopKPanel
 from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage
 
-PANEL_HZ = 8  # panel redraws per second during decode, at most
-TEXT_HZ = 8  # reply text appends per second, at most
+PANEL_HZ = 5  # panel redraws per second during decode, at most
+TEXT_HZ = 5  # reply text appends per second, at most
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 PANELS = {"prefill": PrefillPanel, "decode": DecodePanel, "cache": CachePanel, "topk": TopKPanel}
 
@@ -105,6 +106,9 @@ class GlasschatApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The engine thread needs the GIL briefly per token to queue the next
+        # step; a shorter switch interval stops a long redraw from holding it.
+        sys.setswitchinterval(0.001)
         self.sub_title = "loading the model…"
         self.query_one(PromptInput).focus()
         self._apply_width(self.size.width)
