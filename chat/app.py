@@ -30,8 +30,7 @@ from .widgets.status_line import StatusLine
 from .widgets.topk_panel import TopKPanel
 from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage
 
-PANEL_HZ = 5  # panel redraws per second during decode, at most
-TEXT_HZ = 5  # reply text appends per second, at most
+DRAW_HZ = 5  # redraws per second during decode, at most: reply text and panels together
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 PANELS = {"prefill": PrefillPanel, "decode": DecodePanel, "cache": CachePanel, "topk": TopKPanel}
 
@@ -69,7 +68,8 @@ class GlasschatApp(App):
         self.store_problem = store_problem
         self.bridge = EngineBridge(self, options, engine_factory) if engine_factory else EngineBridge(self, options)
         self.ready = False
-        self.busy = False
+        self._busy = False
+        self._blink = True  # the prompt cursor's blink setting, kept while a reply pauses it
         self.queue: list[tuple[str, UserMessage]] = []
         self.model_info: dict = {}
         self.reply: Optional[AssistantMessage] = None
@@ -77,9 +77,8 @@ class GlasschatApp(App):
         self.last_decode_tok_s = 0.0
         self._last_cache_tokens = 0
         self._pending_step = None
-        self._step_timer_armed = False
         self._pending_text = ""
-        self._text_timer_armed = False
+        self._draw_armed = False
         # Kept as attributes: the per-token handlers touch them without a DOM query.
         self.prefill_panel = PrefillPanel(id="prefill")
         self.decode_panel = DecodePanel(id="decode")
@@ -87,6 +86,23 @@ class GlasschatApp(App):
         self.topk_panel = TopKPanel(id="topk")
         self.grid_panel = CacheGridPanel(id="grid")
         self.grid_panel.display = False  # F6: an extra view, off by default
+
+    @property
+    def busy(self) -> bool:
+        """A reply (or a cache rebuild) is running."""
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        # The blinking cursor repaints the screen twice a second; while the
+        # engine decodes, every repaint takes CPU from it. It blinks again after.
+        if self.is_running and value != self._busy:
+            prompt = self.query_one(PromptInput)
+            if value:
+                self._blink, prompt.cursor_blink = prompt.cursor_blink, False
+            else:
+                prompt.cursor_blink = self._blink
+        self._busy = value
 
     # --- layout --------------------------------------------------------------
 
@@ -295,24 +311,33 @@ class GlasschatApp(App):
     # --- the engine's side -----------------------------------------------------
 
     def on_step_stats(self, message: StepStats) -> None:
-        # Panels redraw at most PANEL_HZ times a second: the UI shares the CPU
-        # (and the GIL) with the engine, and a newer step supersedes an older
-        # one that was never drawn, as `StepStats.can_replace` allows.
+        # A newer step supersedes an older one that was never drawn, as
+        # `StepStats.can_replace` allows; the chart keeps every step's rate.
         self._pending_step = message.event
         if self.decode_panel.display:
             self.decode_panel.record(message.event)
-        if not self._step_timer_armed:
-            self._step_timer_armed = True
-            self.set_timer(1.0 / PANEL_HZ, self._draw_step)
+        self._arm_draw()
+
+    def _arm_draw(self) -> None:
+        # Reply text and panels are drawn together, at most DRAW_HZ times a
+        # second: the UI shares two cores and the GIL with the engine, and
+        # each Markdown append and each layout pass costs tens of ms.
+        if not self._draw_armed:
+            self._draw_armed = True
+            self.set_timer(1.0 / DRAW_HZ, self._draw)
+
+    async def _draw(self) -> None:
+        self._draw_armed = False
+        with self.batch_update():  # one screen update for text and panels
+            self._draw_step()
+            await self._flush_text()
 
     async def _flush_text(self) -> None:
-        self._text_timer_armed = False
         text, self._pending_text = self._pending_text, ""
         if text and self.reply is not None and self.reply.is_attached:
             await self.reply.add(text)
 
     def _draw_step(self) -> None:
-        self._step_timer_armed = False
         event, self._pending_step = self._pending_step, None
         if event is None or not self.topk_panel.is_attached:
             return  # nothing new, or the app is closing
@@ -380,12 +405,10 @@ class GlasschatApp(App):
             self.prefill_panel.show(event)
             self.last_prefill_tok_s = event.stats.prefill_tok_s
         elif isinstance(event, TokenGenerated):
-            # Text is batched too (TEXT_HZ): each Markdown append costs a parse and a layout.
+            # Text is batched with the panels (DRAW_HZ): each Markdown append costs a parse and a layout.
             if event.text and self.reply is not None:
                 self._pending_text += event.text
-                if not self._text_timer_armed:
-                    self._text_timer_armed = True
-                    self.set_timer(1.0 / TEXT_HZ, self._flush_text)
+                self._arm_draw()
         elif isinstance(event, TurnEnded):
             self._draw_step()  # the last step's numbers, before the final ones
             await self._flush_text()

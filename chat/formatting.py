@@ -1,5 +1,7 @@
 """How numbers and tokens are written on screen. Pure functions, shared by every panel."""
 
+from rich.cells import cell_len, set_cell_size
+
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 
 
@@ -14,6 +16,13 @@ def visible_token(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out) or "∅"
+
+
+def fit(text: str, width: int) -> str:
+    """`text` cut (with an ellipsis) or padded to exactly `width` cells."""
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width)
 
 
 def human_bytes(n: int) -> str:

@@ -29,10 +29,13 @@ class DecodePanel(Vertical):
         self.elapsed = 0.0
         self.live = 0.0
         self.final = 0.0
+        # Kept, not queried: a late redraw while the app closes must not fail.
+        self.numbers = Static(id="decode-numbers")
+        self.chart = Sparkline([], summary_function=max, id="decode-chart")
 
     def compose(self) -> ComposeResult:
-        yield Static(id="decode-numbers")
-        yield Sparkline([], summary_function=max, id="decode-chart")
+        yield self.numbers
+        yield self.chart
         yield Static("Writing: one forward pass per token.", classes="caption")
 
     def on_mount(self) -> None:
@@ -55,12 +58,13 @@ class DecodePanel(Vertical):
             self.final = event.stats.decode_tok_s
             self.generated = event.stats.generated_tokens
         self._render_numbers()
-        self.query_one("#decode-chart", Sparkline).data = self.rates[-120:] or [0.0]
+        self.chart.data = self.rates[-120:] or [0.0]
 
     def _render_numbers(self) -> None:
         headline = self.final or self.live
         label = "reply " if self.final else "live "
-        self.query_one("#decode-numbers", Static).update(Text.assemble(
+        # One row, always: no layout pass needed.
+        self.numbers.update(Text.assemble(
             (label, "dim"), (rate(headline), "bold green"), ("  tokens ", "dim"), (str(self.generated), "bold"),
             ("  ", ""), (seconds(self.elapsed) if self.elapsed else "–", "bold"),
-        ))
+        ), layout=False)

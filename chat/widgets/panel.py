@@ -1,8 +1,16 @@
 """The frame every side panel shares: a titled border and a one-line caption that teaches."""
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
+
+
+def _rows(item, width: int) -> int:
+    """Screen rows a body line takes at `width` (a Text wraps; anything else is assumed one row per line)."""
+    if isinstance(item, Text):
+        return sum(max(1, -(-cell_len(line) // width)) for line in item.plain.split("\n"))
+    return getattr(item, "row_count", 1)
 
 
 class Panel(Static):
@@ -23,9 +31,16 @@ class Panel(Static):
         self.border_title = self.TITLE
         self.refresh_body()
 
+    _shape: tuple = ()
+
     def refresh_body(self) -> None:
         lines = self.body()
-        self.update(Group(*lines, Text(self.CAPTION, style="italic dim")))
+        # A layout pass reflows the whole screen (tens of ms); a redraw whose
+        # row count is unchanged only needs its own region repainted.
+        width = self.content_size.width
+        shape = (width, *(_rows(line, width) for line in lines)) if width else ()
+        self.update(Group(*lines, Text(self.CAPTION, style="italic dim")), layout=not shape or shape != self._shape)
+        self._shape = shape
 
     def body(self) -> list:
         return []

@@ -40,4 +40,4 @@ class StatusLine(Static):
             text.append(f"  · {self.queued} queued", style="yellow")
         if self.summary and self.has_class("with-summary"):
             text.append("  │ " + self.summary, style="dim")
-        self.update(text)
+        self.update(text, layout=False)  # height: 1, always

@@ -1,11 +1,10 @@
 """The next-token distribution at each step: the top candidates, their probabilities, the pick."""
 
-from rich.table import Table
 from rich.text import Text
 
 from model.events import TokenGenerated
 
-from ..formatting import bar, visible_token
+from ..formatting import bar, fit, visible_token
 from .panel import Panel
 
 TOKEN_WIDTH = 12
@@ -34,23 +33,18 @@ class TopKPanel(Panel):
         header = Text(self.distribution, style="dim")
         if self.step is None or not self.step.top_k:
             return [header, Text("waiting for the first token…", style="dim")]
-        table = Table.grid(padding=(0, 1))
-        table.add_column(width=1)
-        table.add_column(width=TOKEN_WIDTH, no_wrap=True, overflow="ellipsis")
-        if self.show_ids:
-            table.add_column(justify="right", style="dim")
-        table.add_column(width=BAR_WIDTH)
-        table.add_column(justify="right")
-        for cand in self.step.top_k:
-            picked = cand.id == self.step.token_id
-            row = [Text("▶" if picked else " ", style="bold yellow"),
-                   Text(visible_token(cand.text), style="bold yellow" if picked else "")]
-            if self.show_ids:
-                row.append(str(cand.id))
-            row += [Text(bar(cand.prob, BAR_WIDTH), style="yellow" if picked else "blue"),
-                    f"{cand.prob * 100:5.1f}%"]
-            table.add_row(*row)
+        # Plain Text rows with fixed-width fields: a Rich Table costs several
+        # times as much to render, and this panel redraws during every reply.
+        rows = [self._row(c.id, visible_token(c.text), c.prob, c.id == self.step.token_id) for c in self.step.top_k]
         if all(c.id != self.step.token_id for c in self.step.top_k):
-            table.add_row(Text("▶", style="bold yellow"), Text(f"(id {self.step.token_id})", style="yellow"),
-                          *([""] if self.show_ids else []), "", f"{self.step.prob * 100:5.1f}%")
-        return [header, table]
+            rows.append(self._row(self.step.token_id, f"(id {self.step.token_id})", self.step.prob, True, bar_shown=False))
+        return [header, *rows]
+
+    def _row(self, token_id: int, token: str, prob: float, picked: bool, bar_shown: bool = True) -> Text:
+        style = "bold yellow" if picked else ""
+        row = Text.assemble(("▶ " if picked else "  ", "bold yellow"), (fit(token, TOKEN_WIDTH), style), " ")
+        if self.show_ids:
+            row.append(f"{token_id:>6} ", "dim")
+        row.append(bar(prob, BAR_WIDTH) if bar_shown else " " * BAR_WIDTH, "yellow" if picked else "blue")
+        row.append(f" {prob * 100:5.1f}%")
+        return row

@@ -1,8 +1,9 @@
 """The conversation: user messages, replies streamed in as Markdown, and notices.
 
-Replies go through Textual's `MarkdownStream`, which batches fragments and
-appends them to the document instead of re-parsing the whole message per
-token. The transcript is anchored to the bottom and lets go when the user
+Replies grow with `Markdown.append`, which parses only the new lines and
+updates the last block instead of re-parsing the whole message per token
+(what `MarkdownStream` does too; the app already batches fragments, and
+appending directly keeps each batch in the app's own screen update). The transcript is anchored to the bottom and lets go when the user
 scrolls up to read; scrolling back to the end re-attaches it.
 """
 
@@ -61,20 +62,15 @@ class AssistantMessage(Markdown, can_focus=True):
         super().__init__(text)
         self.text = text
         self.token_ids = token_ids  # the reply as sampled, once it has ended
-        self.stream = None
 
     async def action_tokens(self) -> None:
         await toggle_chips(self, self.app.tokens_of_ids(list(self.token_ids)))
 
     async def add(self, fragment: str) -> None:
-        if self.stream is None:
-            self.stream = Markdown.get_stream(self)
         self.text += fragment
-        await self.stream.write(fragment)
+        await self.append(fragment)
 
     async def finish(self, text: str, stop_reason: str) -> None:
-        if self.stream is not None:
-            await self.stream.stop()
         self.text = text
         if stop_reason == "cancelled":
             self.add_class("cancelled")
