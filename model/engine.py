@@ -20,13 +20,17 @@ from .conversation import Conversation
 from .detokenizer import StreamingDetokenizer
 from .errors import ModelError
 from .chat_template import encode_conversation
-from .events import (ConversationReset, Event, HistoryRestored, ModelFailed, ModelLoading, ModelReady, PrefillDone,
-                     PrefillProgress, TokenGenerated, TopToken, TurnEnded, TurnFailed, TurnStarted)
+from .events import (AttendedToken, ConversationReset, Event, HistoryRestored, InsideStep, ModelFailed, ModelLoading,
+                     ModelReady, PrefillDone, PrefillProgress, TokenGenerated, TopToken, TurnEnded, TurnFailed,
+                     TurnStarted)
 from .generate import PREFILL_CHUNK, Cancelled, decode, prefill, warm_up
 from .kv_factory import make_cache
 from .loader import LoadedModel, load_model
 from .settings import CacheSettings, SamplingSettings
 from .stats import TurnClock
+from .watch import Inside, StepWatcher, Watch, read_inside
+
+MOST_ATTENDED = 8  # positions named in an InsideStep
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<|end_of_text|>", "</s>",
                       "<end_of_turn>")
@@ -80,6 +84,7 @@ class Engine:
         self.conversation: Optional[Conversation] = None
         self._turn = 0
         self._key = None
+        self.watch = Watch()  # what the open views want from decode steps; read at every step
 
     # --- called from any thread ------------------------------------------
 
@@ -100,6 +105,10 @@ class Engine:
     def restore(self, system: Optional[str], messages: list) -> None:
         """Start over on a saved conversation: its history is prefilled into a fresh cache."""
         self._requests.put(_Restore(system, tuple(messages)))
+
+    def set_watch(self, watch: Watch) -> None:
+        """Open or close the inside views; takes effect at the next decode step, even mid-reply."""
+        self.watch = watch  # one reference swap: the engine thread reads it whole
 
     def set_sampling(self, settings: SamplingSettings) -> None:
         self.update(sampling=settings)
@@ -218,6 +227,21 @@ class Engine:
         self._new_key()
         self.emit(ConversationReset(self.conversation.cache.state(), system))
 
+    def _inside_event(self, turn: int, index: int, inside: Inside, fed: list[int]) -> InsideStep:
+        tok = self.loaded.tokenizer
+        most = ()
+        if inside.attention:
+            # The cache holds the pinned sink, then everything after what was evicted.
+            held = fed[:inside.sink] + fed[inside.sink + inside.evicted_total:]
+            heads = len(inside.attention)
+            mean = [sum(col) / heads for col in zip(*inside.attention)]
+            order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
+            if len(held) == len(mean):
+                most = tuple(AttendedToken(p, tok.piece(held[p]), mean[p]) for p in order)
+        lens = tuple(tuple(TopToken(i, tok.piece(i), p) for i, p in zip(ids, probs))
+                     for ids, probs in zip(inside.lens_ids, inside.lens_probs))
+        return InsideStep(turn, index, inside.layer, inside.attention, inside.sink, most, lens)
+
     def answer(self, user_text: str) -> None:
         """Run one turn, emitting its events (on the engine thread, or in a script without one)."""
         self._turn += 1
@@ -257,8 +281,10 @@ class Engine:
             logits = prefill(self.loaded.model, conv.cache, prompt.ids, opts.prefill_chunk, on_chunk,
                              self._cancel.is_set)
             self._key, turn_key = mx.random.split(self._key)
+            watcher = StepWatcher(self.loaded.model, conv.cache, lambda: self.watch)
             steps = decode(self.loaded.model, conv.cache, logits, opts.sampling, opts.max_tokens,
-                           key=turn_key, recent_ids=conv.held_ids(), top_k=opts.top_k_shown)
+                           key=turn_key, recent_ids=conv.held_ids(), top_k=opts.top_k_shown,
+                           forward=watcher.forward)
             for step in steps:
                 clock.token_ready()
                 if not generated:
@@ -270,6 +296,10 @@ class Engine:
                     turn, len(generated) - 1, step.token_id, text, step.prob,
                     tuple(TopToken(i, tok.piece(i), p) for i, p in zip(step.top_ids, step.top_probs)),
                     clock.live_tok_s(), clock.elapsed_s(), conv.cache.state()))
+                if step.inside is not None:
+                    # The forward pass that predicted this token consumed the ones before it.
+                    self.emit(self._inside_event(turn, len(generated) - 1, read_inside(step.inside),
+                                                 conv.history + generated[:-1]))
                 if is_stop:
                     stop_reason = "stop"
                     break

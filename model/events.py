@@ -80,6 +80,28 @@ class TokenGenerated(Event):
 
 
 @dataclass(frozen=True)
+class AttendedToken:
+    position: int  # in the cache, oldest first
+    text: str  # readable piece
+    weight: float  # attention, averaged over the heads
+
+
+@dataclass(frozen=True)
+class InsideStep(Event):
+    """A watched decode step (only while the attention or logit-lens view is open; see model.watch).
+
+    `index` is the generated token this forward pass predicted: its attention
+    is the query of the token before it, over every cached position."""
+    turn: int
+    index: int
+    layer: Optional[int]  # attention layer; None when the attention view is closed
+    attention: tuple[tuple[float, ...], ...]  # per head: weights over the cache's positions, oldest first
+    sink: int  # the first `sink` positions are the pinned system prompt
+    most_attended: tuple[AttendedToken, ...]  # by head-averaged weight, highest first
+    lens: tuple[tuple[TopToken, ...], ...]  # per layer, bottom to top: its top tokens; () when the lens view is closed
+
+
+@dataclass(frozen=True)
 class TurnEnded(Event):
     """The reply is complete (or stopped); `stats` holds the turn's final numbers."""
     turn: int

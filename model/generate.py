@@ -8,7 +8,7 @@ and `decode` rolls the cache back by one so it holds exactly what was shown.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import mlx.core as mx
 
@@ -28,6 +28,7 @@ class Step:
     prob: float  # of the sampled token, under the sampling distribution
     top_ids: tuple[int, ...]
     top_probs: tuple[float, ...]
+    inside: Optional[dict] = None  # evaluated extras from a watched forward pass (see model.watch)
 
 
 def prefill(model, cache, ids: list[int], chunk_size: int = PREFILL_CHUNK,
@@ -62,9 +63,23 @@ def sample_step(logits, settings: SamplingSettings, key, recent, k: int):
     return token, prob, top_ids, top_probs
 
 
+Forward = Callable[[mx.array], tuple[mx.array, Optional[dict[str, Any]]]]
+
+
+def _lazy(extras: Optional[dict]) -> list:
+    return [v for v in (extras or {}).values() if isinstance(v, mx.array)]
+
+
 def decode(model, cache, first_logits: mx.array, settings: SamplingSettings, max_tokens: int,
-           key: Optional[mx.array] = None, recent_ids: Optional[list[int]] = None, top_k: int = 10) -> Iterator[Step]:
-    """Yield generated tokens until the consumer stops or `max_tokens` is reached."""
+           key: Optional[mx.array] = None, recent_ids: Optional[list[int]] = None, top_k: int = 10,
+           forward: Optional[Forward] = None) -> Iterator[Step]:
+    """Yield generated tokens until the consumer stops or `max_tokens` is reached.
+
+    `forward(tokens) -> (logits, extras)` replaces the plain forward pass (a
+    watched step returns extras: lazy arrays evaluated with the step)."""
+    if forward is None:
+        def forward(tokens):
+            return model(tokens, cache)[0, -1], None
     window = settings.repetition_window
     recent = mx.array((recent_ids or [])[-window:], dtype=mx.int32)
     use_recent = settings.repetition_penalty != 1.0
@@ -76,8 +91,8 @@ def decode(model, cache, first_logits: mx.array, settings: SamplingSettings, max
         key, sub = mx.random.split(key)
         return sub
 
-    current = sample_step(first_logits, settings, keys(), recent, top_k)
-    mx.async_eval(*current)
+    current = (*sample_step(first_logits, settings, keys(), recent, top_k), None)
+    mx.async_eval(*current[:4])
     fed_ahead = False
     try:
         for n in range(max_tokens):
@@ -86,12 +101,12 @@ def decode(model, cache, first_logits: mx.array, settings: SamplingSettings, max
                 token = current[0]
                 if use_recent:
                     recent = mx.concatenate([recent, token[None].astype(mx.int32)])[-window:]
-                logits = model(token.reshape(1, 1), cache)[0, -1]
+                logits, extras = forward(token.reshape(1, 1))
                 fed_ahead = True
-                upcoming = sample_step(logits, settings, keys(), recent, top_k)
-                mx.async_eval(*upcoming)
-            token, prob, top_ids, top_probs = current
-            yield Step(token.item(), prob.item(), tuple(top_ids.tolist()), tuple(top_probs.tolist()))
+                upcoming = (*sample_step(logits, settings, keys(), recent, top_k), extras)
+                mx.async_eval(*upcoming[:4], *_lazy(extras))
+            token, prob, top_ids, top_probs, extras = current
+            yield Step(token.item(), prob.item(), tuple(top_ids.tolist()), tuple(top_probs.tolist()), extras)
             if fed_ahead:
                 current = upcoming
     finally:
