@@ -10,8 +10,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header
 
 from model.engine import EngineOptions
-from model.events import (ConversationReset, HistoryRestored, ModelFailed, ModelLoading, ModelReady, PrefillDone,
-                          PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted)
+from model.events import (ConversationReset, HistoryRestored, InsideStep, ModelFailed, ModelLoading, ModelReady,
+                          PrefillDone, PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted)
+from model.watch import Watch
 
 from . import settings_forms
 from .bridge import EngineBridge, EngineFactory
@@ -21,18 +22,21 @@ from .screens.conversations import ConversationsScreen
 from .screens.help import HelpScreen
 from .store import StoreError
 from .screens.model_info import ModelInfoScreen
+from .widgets.attention_panel import AttentionPanel
 from .widgets.cache_grid_panel import CacheGridPanel
 from .widgets.cache_panel import CachePanel
+from .widgets.confidence import SampledStep
 from .widgets.decode_panel import DecodePanel
+from .widgets.lens_panel import LensPanel
 from .widgets.prefill_panel import PrefillPanel
 from .widgets.prompt_input import PromptInput
 from .widgets.status_line import StatusLine
 from .widgets.topk_panel import TopKPanel
-from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage
+from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage, show_confidence
 
 DRAW_HZ = 5  # redraws per second during decode, at most: reply text and panels together
 NARROW = 110  # below this many columns the panels give way to a one-line summary
-PANELS = {"prefill": PrefillPanel, "decode": DecodePanel, "cache": CachePanel, "topk": TopKPanel}
+VIEWS = ("prefill", "decode", "cache", "topk", "grid", "attention", "lens", "confidence")  # each can be toggled
 
 
 class GlasschatApp(App):
@@ -56,6 +60,9 @@ class GlasschatApp(App):
         Binding("f5", "toggle_panel('topk')", "Top-k", show=False, priority=True),
         # priority: the prompt box (a TextArea) binds F6 to "select line".
         Binding("f6", "toggle_panel('grid')", "Cache grid", show=False, priority=True),
+        Binding("f7", "toggle_panel('attention')", "Attention", show=False, priority=True),
+        Binding("f8", "toggle_panel('lens')", "Logit lens", show=False, priority=True),
+        Binding("f9", "toggle_confidence", "Confidence", show=False, priority=True),
         Binding("ctrl+t", "toggle_ids", "Token ids", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
@@ -77,6 +84,8 @@ class GlasschatApp(App):
         self.last_decode_tok_s = 0.0
         self._last_cache_tokens = 0
         self._pending_step = None
+        self._pending_inside: Optional[InsideStep] = None
+        self.confidence = False  # replies tinted by the probability of each token (F9)
         self._pending_text = ""
         self._draw_armed = False
         # Kept as attributes: the per-token handlers touch them without a DOM query.
@@ -85,7 +94,12 @@ class GlasschatApp(App):
         self.cache_panel = CachePanel(id="cache")
         self.topk_panel = TopKPanel(id="topk")
         self.grid_panel = CacheGridPanel(id="grid")
-        self.grid_panel.display = False  # F6: an extra view, off by default
+        self.attention_panel = AttentionPanel(id="attention")
+        self.lens_panel = LensPanel(id="lens")
+        # The extra views are off by default; the attention and lens views cost
+        # engine work while open (a watched step every 0.2 s).
+        for view in (self.grid_panel, self.attention_panel, self.lens_panel):
+            view.display = False
 
     @property
     def busy(self) -> bool:
@@ -119,6 +133,8 @@ class GlasschatApp(App):
                 yield self.cache_panel
                 yield self.grid_panel
                 yield self.topk_panel
+                yield self.attention_panel
+                yield self.lens_panel
         yield Footer()
 
     def on_mount(self) -> None:
@@ -283,6 +299,27 @@ class GlasschatApp(App):
             # A hidden top-k panel costs nothing per token: the engine stops computing it.
             self.bridge.update(top_k_shown=self.options.top_k_shown if panel.display else 0)
 
+        elif name in ("attention", "lens"):
+            self._update_watch()
+            if panel.display and name == "attention":
+                panel.focus()  # so ←/→ pick the layer at once
+
+    def _update_watch(self) -> None:
+        """Tell the engine which inside views are open; closed ones cost it nothing."""
+        attention = self.attention_panel.attention_layer if self.attention_panel.display else None
+        self.bridge.set_watch(Watch(attention_layer=attention, lens=self.lens_panel.display))
+
+    def on_attention_panel_layer_changed(self, _message) -> None:
+        self._update_watch()
+
+    async def action_toggle_confidence(self) -> None:
+        self.confidence = not self.confidence
+        replies = list(self.query(AssistantMessage))
+        for reply in replies:
+            await show_confidence(reply, self.confidence)
+        if self.confidence and any(not r.steps for r in replies):
+            self.notify("Replies from a saved chat have no recorded probabilities; they stay as text.")
+
     def action_toggle_ids(self) -> None:
         self.topk_panel.toggle_ids()
 
@@ -300,9 +337,11 @@ class GlasschatApp(App):
         yield SystemCommand("Cache size", "KV cache capacity and sink (starts a new conversation)",
                             lambda: settings_forms.edit_cache(self))
         for name, label in (("prefill", "Prefill"), ("decode", "Decode"), ("cache", "KV cache"), ("topk", "Next token"),
-                            ("grid", "KV cache grid")):
+                            ("grid", "KV cache grid"), ("attention", "Attention"), ("lens", "Logit lens")):
             yield SystemCommand(f"Show/hide the {label} panel", "Toggle a side panel",
                                 lambda name=name: self.action_toggle_panel(name))
+        yield SystemCommand("Confidence colouring", "Tint each reply token by its probability; ←/→ shows its top-k",
+                            self.action_toggle_confidence)
         yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
         yield SystemCommand("Model info", "Architecture, layers, heads, parameters, weights, backend",
                             self.action_model_info)
@@ -352,6 +391,14 @@ class GlasschatApp(App):
             self.grid_panel.show(event.cache, new_tokens=1)
         self.last_decode_tok_s = event.live_tok_s
         self._refresh_summary(event.cache)
+        inside, self._pending_inside = self._pending_inside, None
+        if inside is not None:
+            if self.attention_panel.display:
+                self.attention_panel.show(inside)
+            if self.lens_panel.display:
+                self.lens_panel.show(inside)
+        if self.reply is not None and self.reply.twin is not None:
+            self.reply.twin.redraw()
 
     async def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -368,6 +415,7 @@ class GlasschatApp(App):
             self.topk_panel.distribution = event.distribution
             self.cache_panel.show(event.cache)
             self.grid_panel.layer_count = event.info["layers"]
+            self.attention_panel.set_layers(event.info["layers"])
             self.grid_panel.show(event.cache, new_tokens=0)
             status.set_state("ready")
             self._send_next_queued()
@@ -384,6 +432,8 @@ class GlasschatApp(App):
                 await transcript.add(Notice(event.note, "warning"))
             self.reply = AssistantMessage()
             await transcript.add(self.reply)
+            if self.confidence:  # the twin shares the reply's step list, so it fills as the reply streams
+                await show_confidence(self.reply, True, live=True)
         elif isinstance(event, PrefillProgress):
             if event.turn == 0:  # rebuilding a saved conversation's cache
                 status.set_state(f"rebuilding the KV cache: {event.done}/{event.total} tokens")
@@ -404,7 +454,12 @@ class GlasschatApp(App):
             status.set_state("writing the reply…  (Esc stops)")
             self.prefill_panel.show(event)
             self.last_prefill_tok_s = event.stats.prefill_tok_s
+        elif isinstance(event, InsideStep):
+            self._pending_inside = event
+            self._arm_draw()
         elif isinstance(event, TokenGenerated):
+            if self.reply is not None:  # an append: the confidence view draws from it when shown
+                self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k))
             # Text is batched with the panels (DRAW_HZ): each Markdown append costs a parse and a layout.
             if event.text and self.reply is not None:
                 self._pending_text += event.text
@@ -417,6 +472,8 @@ class GlasschatApp(App):
             if self.reply is not None:
                 self.reply.token_ids = event.reply_ids
                 await self.reply.finish(event.text, event.stats.stop_reason)
+                if self.reply.twin is not None:
+                    self.reply.twin.redraw()
             self.reply = None
             self.decode_panel.show(event)
             self.cache_panel.show(event.cache)

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--skip-extras-check", action="store_true")
     bench.add_argument("--ui", action="store_true",
                        help="instead: decode through the Textual app (headless) against the engine alone")
+    bench.add_argument("--rounds", type=int, default=3, help="with --ui: interleaved runs of each setting (medians)")
     bench.add_argument("--eviction-tokens", type=int, default=600,
                        help="decode this many tokens in a 256-token cache to time evictions (0 skips)")
     return parser

@@ -8,12 +8,15 @@ from model.stats import CacheState, PrefillStats, TurnStats
 
 _TYPES = {cls.__name__: cls for cls in (
     ev.ModelLoading, ev.ModelReady, ev.ModelFailed, ev.TurnStarted, ev.PrefillProgress, ev.PrefillDone,
-    ev.TokenGenerated, ev.TurnEnded, ev.TurnFailed, ev.ConversationReset)}
+    ev.TokenGenerated, ev.TurnEnded, ev.TurnFailed, ev.ConversationReset, ev.InsideStep)}
 _NESTED = {"cache": CacheState, "stats": None}
 
 
 def encode(event) -> dict:
-    return {"type": type(event).__name__, **dataclasses.asdict(event)}
+    data = {"type": type(event).__name__, **dataclasses.asdict(event)}
+    if "attention" in data:  # 6 decimals keep each row's sum within 1e-4 of 1, and the file small
+        data["attention"] = [[round(w, 6) for w in row] for row in data["attention"]]
+    return data
 
 
 def decode(data: dict):
@@ -25,6 +28,12 @@ def decode(data: dict):
         data["stats"] = (PrefillStats if cls is ev.PrefillDone else TurnStats)(**data["stats"])
     if "top_k" in data:
         data["top_k"] = tuple(ev.TopToken(**t) for t in data["top_k"])
+    if "most_attended" in data:
+        data["most_attended"] = tuple(ev.AttendedToken(**a) for a in data["most_attended"])
+    if "lens" in data:
+        data["lens"] = tuple(tuple(ev.TopToken(**t) for t in row) for row in data["lens"])
+    if "attention" in data:
+        data["attention"] = tuple(tuple(row) for row in data["attention"])
     if "token_ids" in data:
         data["token_ids"] = tuple(data["token_ids"])
     return cls(**data)
@@ -32,7 +41,7 @@ def decode(data: dict):
 
 def save(path, load_events, turns) -> None:
     path.write_text(json.dumps({"load": [encode(e) for e in load_events],
-                                "turns": [[encode(e) for e in t] for t in turns]}, ensure_ascii=False, indent=0))
+                                "turns": [[encode(e) for e in t] for t in turns]}, ensure_ascii=False, separators=(",", ":")))
 
 
 def load(path):

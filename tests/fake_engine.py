@@ -6,7 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from model.events import ConversationReset, HistoryRestored, TokenGenerated, TurnEnded, TurnStarted
+from model.events import ConversationReset, HistoryRestored, InsideStep, TokenGenerated, TurnEnded, TurnStarted
+from model.watch import Watch
 
 import event_codec
 
@@ -21,6 +22,8 @@ class FakeEngine:
         self.load_events, self.turns = event_codec.load(recording)
         self.sent: list[str] = []
         self.updates: list[dict] = []
+        self.watch = Watch()
+        self.watches: list[Watch] = []
         self._cancel = threading.Event()
         self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -49,6 +52,10 @@ class FakeEngine:
     def set_sampling(self, settings):
         self.update(sampling=settings)
 
+    def set_watch(self, watch):
+        self.watch = watch
+        self.watches.append(watch)
+
     def update(self, **changes):
         self.updates.append(changes)
 
@@ -75,6 +82,11 @@ class FakeEngine:
         for event in events:
             if isinstance(event, TurnStarted):
                 event = dataclasses.replace(event, user=user)
+            if isinstance(event, InsideStep):
+                # As the engine does: only what the open views ask for.
+                event = self._watched(event)
+                if event is None:
+                    continue
             if isinstance(event, TokenGenerated):
                 if event.index == self.gate_at:
                     self.turn_gate.wait(30)
@@ -86,3 +98,13 @@ class FakeEngine:
                 text += event.text
                 time.sleep(self.delay)
             self.emit(event)
+
+    def _watched(self, event):
+        watch = self.watch
+        if not watch.active:
+            return None
+        if watch.attention_layer is None:
+            event = dataclasses.replace(event, layer=None, attention=(), most_attended=())
+        if not watch.lens:
+            event = dataclasses.replace(event, lens=())
+        return event

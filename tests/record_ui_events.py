@@ -5,6 +5,7 @@ from pathlib import Path
 import model  # noqa: F401
 from model.events import ModelReady, TurnStarted
 from model.settings import CacheSettings
+from model.watch import Watch
 
 import event_codec
 from engine_harness import SyncEngine
@@ -15,6 +16,8 @@ USERS = ["What is the capital of France?", "Write a long story about a dragon wh
 
 def main() -> None:
     run = SyncEngine(max_tokens=160, cache=CacheSettings(max_kv_size=160))
+    # Watched steps for the attention and lens views (the fake engine drops them while those are closed).
+    run.engine.set_watch(Watch(attention_layer=15, lens=True, interval_s=1.0))
     load = [e for e in run.events if isinstance(e, ModelReady)]
     turns = []
     for user in USERS:

@@ -36,3 +36,46 @@ def test_cache_grid_view(snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(140, 50), run_before=two_turns)
+
+
+async def long_reply_with(pilot, keys: list[str], focus_after: str = ""):
+    """Open views with `keys`, then play the recorded long reply (real watched steps from the model)."""
+    app = pilot.app
+    app.query_one("#prompt").cursor_blink = False
+    await wait_for(pilot, lambda: app.ready)
+    engine = app.bridge.engine
+    engine.sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
+    for key in keys:
+        await pilot.press(key)
+    app.query_one("#prompt").focus()
+    app.query_one("#prompt").insert("Tell me a story.")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: len(engine.sent) == 2 and not app.busy)
+    if focus_after:
+        app.query_one(focus_after).focus()
+        await pilot.press("right", "right", "right")
+    await pilot.pause(0.3)
+
+
+def test_attention_view(snap_compare):
+    """F7: layer 15's attention over the cache, head by head, for the last watched step."""
+    app, _ = fake_app()
+
+    async def run(pilot):
+        await pilot.app.query_one("#prefill").remove()  # room for the heads at this size
+        await long_reply_with(pilot, ["f5", "f7", "h"])
+
+    assert snap_compare(app, terminal_size=(140, 45), run_before=run)
+
+
+def test_lens_view(snap_compare):
+    """F8: each layer's top guess for the last watched step."""
+    app, _ = fake_app()
+    assert snap_compare(app, terminal_size=(140, 45), run_before=lambda pilot: long_reply_with(pilot, ["f5", "f8"]))
+
+
+def test_confidence_view(snap_compare):
+    """F9: the reply tinted by each token's sampled probability, the cursor on the third token."""
+    app, _ = fake_app()
+    assert snap_compare(app, terminal_size=(140, 45),
+                        run_before=lambda pilot: long_reply_with(pilot, ["f9"], focus_after="ConfidenceText"))

@@ -10,6 +10,7 @@ scrolls up to read; scrolling back to the end re-attaches it.
 from textual.containers import VerticalScroll
 from textual.widgets import Markdown, Static
 
+from .confidence import ConfidenceText, SampledStep
 from .token_chips import TokenChips
 
 
@@ -62,6 +63,8 @@ class AssistantMessage(Markdown, can_focus=True):
         super().__init__(text)
         self.text = text
         self.token_ids = token_ids  # the reply as sampled, once it has ended
+        self.steps: list[SampledStep] = []  # each generated token with its probability and top-k (live replies only)
+        self.twin: ConfidenceText | None = None  # the tinted view, while confidence colouring is on
 
     async def action_tokens(self) -> None:
         await toggle_chips(self, self.app.tokens_of_ids(list(self.token_ids)))
@@ -83,6 +86,18 @@ class AssistantMessage(Markdown, can_focus=True):
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.text)
         self.notify("Reply copied to the clipboard.")
+
+
+async def show_confidence(reply: AssistantMessage, on: bool, live: bool = False) -> None:
+    """Swap a reply for its confidence-tinted twin, or back (replies without recorded steps stay)."""
+    if on and reply.twin is None and (reply.steps or live):
+        reply.twin = ConfidenceText(reply.steps)
+        await reply.parent.mount(reply.twin, after=reply)
+        reply.display = False
+    elif not on and reply.twin is not None:
+        await reply.twin.remove()
+        reply.twin = None
+        reply.display = True
 
 
 async def toggle_chips(message, tokens) -> None:

@@ -1,0 +1,106 @@
+"""A reply tinted by confidence: each token coloured by the probability it had when it was sampled.
+
+Move the cursor with ←/→ (or hover with the mouse) to see that step's top-k
+again: the candidates the token was drawn from, as the Next token panel
+showed them at the time.
+"""
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.widgets import Static
+
+from model.events import TopToken
+
+from ..formatting import visible_token
+
+# Probability bands, low to high, and their background tints.
+BANDS = ((0.2, "#7a2430", "under 20%"), (0.5, "#7a5a1c", "20–50%"), (0.9, "#3d5f24", "50–90%"),
+         (1.01, "#1f4f36", "90% and up"))
+
+
+def tint(prob: float) -> str:
+    for upper, colour, _ in BANDS:
+        if prob < upper:
+            return colour
+    return BANDS[-1][1]
+
+
+@dataclass(frozen=True)
+class SampledStep:
+    """One generated token as the reply recorded it."""
+    token_id: int
+    text: str  # the text this step completed (may be empty mid-character)
+    prob: float
+    top_k: tuple[TopToken, ...]
+
+
+class ConfidenceText(Static, can_focus=True):
+    DEFAULT_CSS = """
+    ConfidenceText { border-left: thick $success 50%; padding: 0 1; margin: 1 0 0 0; height: auto; }
+    ConfidenceText:focus { background: $success 10%; }
+    """
+    BINDINGS = [
+        Binding("left", "move(-1)", "Previous token", show=False),
+        Binding("right", "move(1)", "Next token", show=False),
+        Binding("home", "move(-100000)", show=False),
+        Binding("end", "move(100000)", show=False),
+    ]
+
+    def __init__(self, steps: list[SampledStep]):
+        super().__init__()
+        self.steps = steps  # shared with the reply: it grows while the reply streams
+        self.cursor = -1  # no step picked yet
+        self.tinted = Text()
+
+    def on_mount(self) -> None:
+        self.redraw()
+
+    def on_focus(self) -> None:
+        if self.cursor < 0 and self.steps:
+            self.cursor = 0
+            self.redraw()
+
+    def action_move(self, delta: int) -> None:
+        if self.steps:
+            self.cursor = min(max(self.cursor + delta, 0), len(self.steps) - 1)
+            self.redraw()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        step = event.style.meta.get("step") if event.style else None
+        if step is not None and step != self.cursor:
+            self.cursor = step
+            self.redraw()
+
+    def redraw(self) -> None:
+        body = Text()
+        for i, s in enumerate(self.steps):
+            if not s.text:
+                continue
+            style = Style(bgcolor=tint(s.prob), meta={"step": i})
+            if i == self.cursor:
+                style += Style(reverse=True)
+            body.append(s.text, style)
+        legend = Text("tint: probability when sampled  ", style="italic dim")
+        for _, colour, label in BANDS:
+            legend.append(f" {label} ", Style(bgcolor=colour))
+            legend.append(" ")
+        self.tinted = body  # kept: what the tint of each token is, for tests and copying
+        self.update(Text("\n").join([body, legend, *self._detail()]))
+
+    def _detail(self) -> list[Text]:
+        if not 0 <= self.cursor < len(self.steps):
+            return [Text("←/→ or the mouse: a token's top-k at the moment it was written", style="dim")]
+        s = self.steps[self.cursor]
+        head = Text.assemble(("token ", "dim"), (f"#{self.cursor + 1} ", "bold"),
+                             (visible_token(s.text) if s.text else f"(id {s.token_id})", "bold yellow"),
+                             ("  sampled at ", "dim"), (f"{s.prob * 100:.1f}%", "bold"))
+        candidates = Text("  ")
+        for t in s.top_k:
+            picked = t.id == s.token_id
+            candidates.append(f"{visible_token(t.text)} {t.prob * 100:.1f}%", "bold yellow" if picked else "")
+            candidates.append("  ")
+        return [head, candidates]

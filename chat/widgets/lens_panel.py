@@ -1,0 +1,53 @@
+"""Logit lens: each layer's best guess for the next token, read through the final norm and the head.
+
+The engine reads every block's output at the new position through the same
+final norm and output head the model uses after its last block (only while
+this panel is open). Early layers guess vaguely; the guess sharpens up the
+stack, and the last row is the model's own prediction.
+"""
+
+from rich.text import Text
+
+from model.events import InsideStep
+
+from ..formatting import bar, fit, visible_token
+from .panel import Panel
+
+ROWS = 10  # layers shown, spread evenly from the first to the last
+BAR_WIDTH = 8
+
+
+def shown_layers(count: int, rows: int = ROWS) -> list[int]:
+    """`rows` layer indices from 0 to count-1, evenly spread, both ends included."""
+    if count <= rows:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (rows - 1)) for i in range(rows)})
+
+
+class LensPanel(Panel):
+    TITLE = "Logit lens"
+    CAPTION = "Each layer's guess, read through the output head."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.step: InsideStep | None = None
+
+    def show(self, step: InsideStep) -> None:
+        if step.lens:
+            self.step = step
+            self.refresh_body()
+
+    def body(self) -> list:
+        if self.step is None:
+            return [Text("shown for the next token written…", style="dim")]
+        lens = self.step.lens
+        final = lens[-1][0]
+        lines = [Text.assemble(("token #", "dim"), (f"{self.step.index + 1}", "bold"), ("  layer: top guess, runner-up", "dim"))]
+        for layer in reversed(shown_layers(len(lens))):
+            best, second = lens[layer][0], lens[layer][1] if len(lens[layer]) > 1 else None
+            agrees = best.id == final.id
+            lines.append(Text.assemble(
+                (f"L{layer:<3}", "dim"), (fit(visible_token(best.text), 11), "bold green" if agrees else ""), " ",
+                (bar(best.prob, BAR_WIDTH), "green" if agrees else "blue"), f" {best.prob * 100:3.0f}% ",
+                (fit(visible_token(second.text), 10) if second else "", "dim")))
+        return lines

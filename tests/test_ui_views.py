@@ -1,0 +1,148 @@
+"""The inside views in the app (attention, logit lens, confidence colouring), over a recorded real conversation.
+
+The recording holds watched steps from the real model (see record_ui_events.py);
+the fake engine sends them only while a view asks, as the engine does.
+"""
+
+import dataclasses
+
+import pytest
+from rich.style import Style
+
+from chat.formatting import visible_token
+from chat.widgets.attention_panel import AttentionPanel, buckets
+from chat.widgets.confidence import ConfidenceText, tint
+from chat.widgets.lens_panel import LensPanel, shown_layers
+from chat.widgets.transcript import AssistantMessage
+from model.events import InsideStep, TokenGenerated
+from model.watch import Watch
+
+from ui_helpers import fake_app, text_of, wait_for
+from test_ui import send
+
+STORY = "Tell me a story."
+
+
+async def long_turn(pilot, holder):
+    """Play the recorded long reply (the second recorded turn)."""
+    app = pilot.app
+    await wait_for(pilot, lambda: app.ready)
+    holder["engine"].sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
+    await send(pilot, STORY)
+    await wait_for(pilot, lambda: not app.busy and app.query(AssistantMessage))
+    await pilot.pause(0.1)  # the last draw's layout pass
+    return [e for e in holder["engine"].turns[1]]
+
+
+@pytest.mark.asyncio
+async def test_closed_views_ask_the_engine_for_nothing():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await long_turn(pilot, holder)
+        engine = holder["engine"]
+        assert not engine.watch.active
+        assert not app.attention_panel.display and not app.lens_panel.display
+        assert app.attention_panel.step is None and app.lens_panel.step is None
+
+
+@pytest.mark.asyncio
+async def test_attention_panel_shows_the_events_numbers_and_picks_layers():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 60)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await pilot.press("f7")
+        engine = holder["engine"]
+        assert engine.watch == Watch(attention_layer=app.attention_panel.attention_layer, lens=False)
+        assert app.attention_panel.attention_layer == 30 // 2
+        events = await long_turn(pilot, holder)
+        last = [e for e in events if isinstance(e, InsideStep)][-1]
+        panel = app.query_one(AttentionPanel)
+        assert panel.step == dataclasses.replace(last, lens=())  # the lens view is closed
+        text = text_of(panel)
+        assert f"token #{last.index + 1} · {len(last.attention[0])} positions" in text
+        for a in last.most_attended[:5]:
+            assert f"{a.weight * 100:5.1f}% {visible_token(a.text)}" in text
+        # Heads: one strip per head under the mean (keys go to the panel once it has focus).
+        panel.focus()
+        await pilot.press("h")
+        await pilot.pause(0.1)
+        text = text_of(panel)
+        assert all(f"h{i} " in text for i in range(len(last.attention)))
+        # ←/→ choose the layer the engine watches.
+        await pilot.press("right")
+        assert engine.watch.attention_layer == 16 and panel.attention_layer == 16
+        await pilot.press("left", "left")
+        assert engine.watch.attention_layer == 14
+        await pilot.press("f7")
+        assert not engine.watch.active
+
+
+def test_buckets_keep_the_attention_mass():
+    weights = [0.5, 0.1, 0.1, 0.1, 0.2]
+    assert sum(buckets(weights, 2)) == pytest.approx(1.0)
+    assert buckets(weights, 10) == weights  # never more buckets than positions
+
+
+@pytest.mark.asyncio
+async def test_lens_panel_shows_each_layers_top_guess():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 60)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await pilot.press("f8")
+        assert holder["engine"].watch == Watch(attention_layer=None, lens=True)
+        events = await long_turn(pilot, holder)
+        last = [e for e in events if isinstance(e, InsideStep)][-1]
+        text = text_of(app.query_one(LensPanel))
+        rows = shown_layers(len(last.lens))
+        assert rows[0] == 0 and rows[-1] == len(last.lens) - 1
+        for layer in rows:
+            best = last.lens[layer][0]
+            assert f"L{layer:<3}" in text and f"{best.prob * 100:3.0f}%" in text
+        assert visible_token(last.lens[-1][0].text)[:11] in text
+        # The attention view stayed closed: the engine sent no attention.
+        assert app.lens_panel.step.attention == ()
+
+
+@pytest.mark.asyncio
+async def test_confidence_colouring_tints_each_token_by_its_sampled_probability():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        events = await long_turn(pilot, holder)
+        steps = [e for e in events if isinstance(e, TokenGenerated)]
+        await pilot.press("f9")
+        view = app.query_one(ConfidenceText)
+        reply = app.query_one(AssistantMessage)
+        assert not reply.display and reply.twin is view
+        assert view.tinted.plain == "".join(s.text for s in steps)  # the reply, token by token
+        # Each token's span carries its step and the tint of its probability.
+        spans = [span for span in view.tinted.spans if isinstance(span.style, Style) and span.style.meta]
+        assert [span.style.meta["step"] for span in spans] == [i for i, s in enumerate(steps) if s.text]
+        for span in spans:
+            step = steps[span.style.meta["step"]]
+            assert span.style.bgcolor.name == tint(step.prob)
+        # A cursor shows a step's top-k again.
+        view.focus()
+        await pilot.press("right", "right")
+        await pilot.pause(0.1)
+        text = text_of(view)
+        chosen = steps[2]
+        assert f"token #3 " in text and f"sampled at {chosen.prob * 100:.1f}%" in text
+        for cand in chosen.top_k[:3]:
+            assert f"{visible_token(cand.text)} {cand.prob * 100:.1f}%" in text
+        # Off again: the Markdown reply comes back.
+        await pilot.press("f9")
+        assert reply.display and not app.query(ConfidenceText)
+
+
+@pytest.mark.asyncio
+async def test_confidence_colouring_fills_in_while_a_reply_streams():
+    app, holder = fake_app(delay=0.01)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        await pilot.press("f9")
+        await send(pilot, "What is the capital of France?")
+        await wait_for(pilot, lambda: not app.busy and app.query(ConfidenceText))
+        steps = [e for e in holder["engine"].turns[0] if isinstance(e, TokenGenerated)]
+        view = app.query_one(ConfidenceText)
+        assert len(view.steps) == len(steps)
+        assert "The capital of France is Paris." in text_of(view)
