@@ -307,7 +307,8 @@ class GlasschatApp(App):
     def _update_watch(self) -> None:
         """Tell the engine which inside views are open; closed ones cost it nothing."""
         attention = self.attention_panel.attention_layer if self.attention_panel.display else None
-        self.bridge.set_watch(Watch(attention_layer=attention, lens=self.lens_panel.display))
+        self.bridge.set_watch(Watch(attention_layer=attention, lens=self.lens_panel.display,
+                                    lens_layers=self.lens_panel.layers_wanted()))
 
     def on_attention_panel_layer_changed(self, _message) -> None:
         self._update_watch()
@@ -416,6 +417,7 @@ class GlasschatApp(App):
             self.cache_panel.show(event.cache)
             self.grid_panel.layer_count = event.info["layers"]
             self.attention_panel.set_layers(event.info["layers"])
+            self.lens_panel.layer_count = event.info["layers"]
             self.grid_panel.show(event.cache, new_tokens=0)
             status.set_state("ready")
             self._send_next_queued()

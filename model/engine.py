@@ -240,7 +240,7 @@ class Engine:
                 most = tuple(AttendedToken(p, tok.piece(held[p]), mean[p]) for p in order)
         lens = tuple(tuple(TopToken(i, tok.piece(i), p) for i, p in zip(ids, probs))
                      for ids, probs in zip(inside.lens_ids, inside.lens_probs))
-        return InsideStep(turn, index, inside.layer, inside.attention, inside.sink, most, lens)
+        return InsideStep(turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers)
 
     def answer(self, user_text: str) -> None:
         """Run one turn, emitting its events (on the engine thread, or in a script without one)."""

@@ -98,7 +98,8 @@ class InsideStep(Event):
     attention: tuple[tuple[float, ...], ...]  # per head: weights over the cache's positions, oldest first
     sink: int  # the first `sink` positions are the pinned system prompt
     most_attended: tuple[AttendedToken, ...]  # by head-averaged weight, highest first
-    lens: tuple[tuple[TopToken, ...], ...]  # per layer, bottom to top: its top tokens; () when the lens view is closed
+    lens: tuple[tuple[TopToken, ...], ...]  # per layer read, bottom to top: its top tokens; () when the lens view is closed
+    lens_layers: tuple[int, ...] = ()  # which layer each `lens` row is (the last layer always included)
 
 
 @dataclass(frozen=True)

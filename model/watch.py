@@ -10,10 +10,11 @@ evaluated together with the step's logits:
   kernel has attended (its output is what the model uses), the same q and
   the cached keys go through an explicit softmax(q k^T * scale), so the
   weights shown are those of the model's own query, recomputed in the open;
-- logit lens: every block's output at the new position goes through the final
-  norm and the output head, as the last block's output does for the real
-  prediction, so the last layer's row is the model's own next-token
-  distribution.
+- logit lens: the chosen blocks' outputs at the new position go through the
+  final norm and the output head together with the last block's output, in
+  the one head call the step makes anyway (the head's weights are read once:
+  on CPU that read is most of the head's cost), so the last layer's row is
+  the model's own next-token distribution.
 """
 
 import time
@@ -23,8 +24,9 @@ from typing import Callable, Optional
 import mlx.core as mx
 
 from .inspect import explicit_attention
+from .sampling import log_softmax
 
-LENS_TOP = 5  # candidates per layer
+LENS_TOP = 3  # candidates per layer (the view shows two)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Watch:
     """What the open views want to see; the default watches nothing."""
     attention_layer: Optional[int] = None  # None: the attention view is closed
     lens: bool = False
+    lens_layers: tuple[int, ...] = ()  # the layers the lens reads; () is every layer
     interval_s: float = 0.2  # at most one watched step per this many seconds
 
     @property
@@ -47,8 +50,9 @@ class Inside:
     positions: int  # S: tokens in the cache when this query attended (itself included)
     evicted_total: int  # the cache's eviction count then, to name the positions' tokens
     sink: int  # the cache's pinned tokens then
-    lens_ids: tuple  # per layer: top LENS_TOP token ids, most likely first; () if not watched
-    lens_probs: tuple  # per layer: their probabilities
+    lens_layers: tuple  # the layers read, bottom to top; () if not watched
+    lens_ids: tuple  # per layer read: top LENS_TOP token ids, most likely first
+    lens_probs: tuple  # per layer read: their probabilities
 
 
 def _attention_hook(cache, layer_index: int, out: dict):
@@ -66,12 +70,21 @@ def _attention_hook(cache, layer_index: int, out: dict):
     return update_and_attend
 
 
-def lens_top(model, residuals: list, k: int = LENS_TOP):
-    """Each block's output at the last position read through the final norm and the head: (ids, probs), lazy."""
-    stacked = mx.concatenate([r[0, -1:, :] for r in residuals], axis=0)  # (layers, d)
-    probs = mx.softmax(model.head(stacked).astype(mx.float32), axis=-1, precise=True)  # (layers, vocab)
-    ids = mx.argpartition(-probs, kth=k - 1, axis=-1)[:, :k]
-    return ids, mx.take_along_axis(probs, ids, axis=-1)
+def top_by_argmax(logprobs: mx.array, k: int):
+    """The k largest per row, best first, by k argmax passes (cheaper than a partition for k <= 3 on CPU)."""
+    ids, values = [], []
+    for _ in range(k):
+        best = mx.argmax(logprobs, axis=-1, keepdims=True)
+        ids.append(best)
+        values.append(mx.take_along_axis(logprobs, best, axis=-1))
+        logprobs = mx.put_along_axis(logprobs, best, mx.array(-mx.inf, logprobs.dtype), axis=-1)
+    return mx.concatenate(ids, axis=-1), mx.exp(mx.concatenate(values, axis=-1))
+
+
+def lens_rows(residuals: list, layers: tuple[int, ...]) -> list[int]:
+    """The layers to read, bottom to top (all of them for `()`), the last always included."""
+    last = len(residuals) - 1
+    return sorted({*(layers or range(last + 1)), last} & set(range(last + 1)))
 
 
 class StepWatcher:
@@ -102,9 +115,16 @@ class StepWatcher:
                 del self.cache.layers[layer].update_and_attend
         out["layer"] = layer
         out["evicted_total"], out["sink"] = self.cache.evicted_total, min(self.cache.keep, self.cache.length)
-        if residuals is not None:
-            out["lens_ids"], out["lens_probs"] = lens_top(self.model, residuals)
-        return self.model.head(h)[0, -1], out
+        if residuals is None:
+            return self.model.head(h)[0, -1], out
+        # One head call for the lens rows and the step's own logits (the last row;
+        # the last layer's output is h itself, so its lens row is that row too).
+        layers = lens_rows(residuals, watch.lens_layers)
+        rows = mx.concatenate([residuals[i][0, -1:, :] for i in layers[:-1]] + [h[0, -1:, :]], axis=0)
+        logits = self.model.head(rows)
+        ids, probs = top_by_argmax(log_softmax(logits.astype(mx.float32)), LENS_TOP)
+        out["lens_layers"], out["lens_ids"], out["lens_probs"] = tuple(layers), ids, probs
+        return logits[-1], out
 
 
 def arrays_of(extras: Optional[dict]) -> list:
@@ -119,15 +139,14 @@ def read_inside(extras: dict) -> Inside:
     attention = extras.get("attention")
     lens_ids, lens_probs = extras.get("lens_ids"), extras.get("lens_probs")
     if lens_ids is not None:
-        order = mx.argsort(-lens_probs, axis=-1)
-        lens_ids = mx.take_along_axis(lens_ids, order, axis=-1).tolist()
-        lens_probs = mx.take_along_axis(lens_probs, order, axis=-1).tolist()
+        lens_ids, lens_probs = lens_ids.tolist(), lens_probs.tolist()
     return Inside(
         layer=extras["layer"],
         attention=tuple(tuple(row) for row in attention.tolist()) if attention is not None else (),
         positions=extras.get("positions", 0),
         evicted_total=extras["evicted_total"],
         sink=extras["sink"],
+        lens_layers=extras.get("lens_layers", ()),
         lens_ids=tuple(tuple(r) for r in lens_ids) if lens_ids is not None else (),
         lens_probs=tuple(tuple(r) for r in lens_probs) if lens_probs is not None else (),
     )

@@ -34,6 +34,8 @@ def decode(data: dict):
         data["lens"] = tuple(tuple(ev.TopToken(**t) for t in row) for row in data["lens"])
     if "attention" in data:
         data["attention"] = tuple(tuple(row) for row in data["attention"])
+    if "lens_layers" in data:
+        data["lens_layers"] = tuple(data["lens_layers"])
     if "token_ids" in data:
         data["token_ids"] = tuple(data["token_ids"])
     return cls(**data)

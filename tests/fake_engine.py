@@ -106,5 +106,8 @@ class FakeEngine:
         if watch.attention_layer is None:
             event = dataclasses.replace(event, layer=None, attention=(), most_attended=())
         if not watch.lens:
-            event = dataclasses.replace(event, lens=())
+            event = dataclasses.replace(event, lens=(), lens_layers=())
+        elif watch.lens_layers:  # recorded with every layer; keep those asked for
+            rows = [(layer, row) for layer, row in zip(event.lens_layers, event.lens) if layer in watch.lens_layers]
+            event = dataclasses.replace(event, lens=tuple(r for _, r in rows), lens_layers=tuple(l for l, _ in rows))
         return event

@@ -15,7 +15,6 @@ from chat.widgets.confidence import ConfidenceText, tint
 from chat.widgets.lens_panel import LensPanel, shown_layers
 from chat.widgets.transcript import AssistantMessage
 from model.events import InsideStep, TokenGenerated
-from model.watch import Watch
 
 from ui_helpers import fake_app, text_of, wait_for
 from test_ui import send
@@ -52,12 +51,12 @@ async def test_attention_panel_shows_the_events_numbers_and_picks_layers():
         await wait_for(pilot, lambda: app.ready)
         await pilot.press("f7")
         engine = holder["engine"]
-        assert engine.watch == Watch(attention_layer=app.attention_panel.attention_layer, lens=False)
+        assert engine.watch.attention_layer == app.attention_panel.attention_layer and not engine.watch.lens
         assert app.attention_panel.attention_layer == 30 // 2
         events = await long_turn(pilot, holder)
         last = [e for e in events if isinstance(e, InsideStep)][-1]
         panel = app.query_one(AttentionPanel)
-        assert panel.step == dataclasses.replace(last, lens=())  # the lens view is closed
+        assert panel.step == dataclasses.replace(last, lens=(), lens_layers=())  # the lens view is closed
         text = text_of(panel)
         assert f"token #{last.index + 1} · {len(last.attention[0])} positions" in text
         for a in last.most_attended[:5]:
@@ -89,14 +88,16 @@ async def test_lens_panel_shows_each_layers_top_guess():
     async with app.run_test(size=(140, 60)) as pilot:
         await wait_for(pilot, lambda: app.ready)
         await pilot.press("f8")
-        assert holder["engine"].watch == Watch(attention_layer=None, lens=True)
+        watch = holder["engine"].watch
+        assert watch.lens and watch.attention_layer is None and watch.lens_layers == tuple(shown_layers(30))
         events = await long_turn(pilot, holder)
         last = [e for e in events if isinstance(e, InsideStep)][-1]
         text = text_of(app.query_one(LensPanel))
-        rows = shown_layers(len(last.lens))
-        assert rows[0] == 0 and rows[-1] == len(last.lens) - 1
+        rows = shown_layers(30)
+        assert rows[0] == 0 and rows[-1] == 29 and len(rows) == 10
+        assert app.lens_panel.step.lens_layers == tuple(rows)  # the engine read only the layers shown
         for layer in rows:
-            best = last.lens[layer][0]
+            best = last.lens[last.lens_layers.index(layer)][0]
             assert f"L{layer:<3}" in text and f"{best.prob * 100:3.0f}%" in text
         assert visible_token(last.lens[-1][0].text)[:11] in text
         # The attention view stayed closed: the engine sent no attention.

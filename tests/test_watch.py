@@ -13,7 +13,7 @@ import pytest
 from model.events import InsideStep, TokenGenerated
 from model.inspect import fresh_cache, step_inside
 from model.settings import CacheSettings
-from model.watch import StepWatcher, Watch
+from model.watch import StepWatcher, Watch, read_inside, top_by_argmax
 
 from engine_harness import SyncEngine
 from tiny_models import build_tiny_model
@@ -74,11 +74,11 @@ def test_lens_last_layer_is_the_models_own_distribution(watched, default_model):
     layers = default_model.config.num_hidden_layers
     prompt_len = len(inside[0].attention[0]) - inside[0].index
     for e in (inside[0], inside[-1]):
-        assert len(e.lens) == layers and all(len(row) == 5 for row in e.lens)
+        assert e.lens_layers == tuple(range(layers)) and len(e.lens) == layers and all(len(row) == 3 for row in e.lens)
         ids = fed[: prompt_len + e.index]
         fresh = step_inside(default_model.model, fresh_cache(default_model, 512), ids, layers=[])
         probs = np.array(mx.softmax(fresh.logits.astype(mx.float32), axis=-1))
-        top = np.argsort(-probs)[:5]
+        top = np.argsort(-probs)[:3]
         assert [t.id for t in e.lens[-1]] == list(top)
         assert np.allclose([t.prob for t in e.lens[-1]], probs[top], atol=1e-4)
         # Greedy decoding: the lens's top token at the last layer is the token written next.
@@ -121,3 +121,31 @@ def fresh_cache_of(model):
     from model.kv_cache import KVCache
 
     return KVCache(model.config, 64, model.rope.shift)
+
+
+def test_lens_of_chosen_layers_matches_the_full_lens(default_model):
+    model, tok = default_model.model, default_model.tokenizer
+    ids = tok.encode_text("The capital of France is")
+    results = {}
+    for layers in ((), (0, 10, 20)):
+        cache = fresh_cache(default_model, 64)
+        mx.eval(model(mx.array([ids[:-1]]), cache))
+        watcher = StepWatcher(model, cache, lambda: Watch(lens=True, lens_layers=layers, interval_s=0.0))
+        logits, extras = watcher.forward(mx.array([ids[-1:]]))
+        mx.eval(logits, *[v for v in extras.values() if isinstance(v, mx.array)])
+        results[layers] = (logits, read_inside(extras))
+    full, part = results[()][1], results[(0, 10, 20)][1]
+    assert part.lens_layers == (0, 10, 20, 29)  # the last layer always comes along
+    for row, layer in zip(part.lens_ids, part.lens_layers):
+        assert row == full.lens_ids[layer]
+    assert np.allclose(part.lens_probs, [full.lens_probs[i] for i in part.lens_layers], atol=1e-5)
+    # The step's own logits are the same whichever rows shared the head call.
+    assert np.allclose(np.array(results[()][0]), np.array(results[(0, 10, 20)][0]), atol=1e-4)
+
+
+def test_top_by_argmax_is_a_sorted_top_k():
+    x = mx.array(np.random.default_rng(0).normal(size=(4, 1000)).astype(np.float32))
+    ids, values = top_by_argmax(x, 3)
+    expected = np.argsort(-np.array(x), axis=-1)[:, :3]
+    assert (np.array(ids) == expected).all()
+    assert np.allclose(np.array(values), np.exp(np.take_along_axis(np.array(x), expected, axis=-1)))

@@ -26,11 +26,16 @@ def shown_layers(count: int, rows: int = ROWS) -> list[int]:
 
 class LensPanel(Panel):
     TITLE = "Logit lens"
-    CAPTION = "Each layer's guess, read through the output head."
+    CAPTION = "Each layer's guess, read through the head."
 
-    def __init__(self, **kwargs):
+    def __init__(self, layers: int = 30, **kwargs):
         super().__init__(**kwargs)
+        self.layer_count = layers
         self.step: InsideStep | None = None
+
+    def layers_wanted(self) -> tuple[int, ...]:
+        """The layers this panel shows: what the engine needs to read."""
+        return tuple(shown_layers(self.layer_count))
 
     def show(self, step: InsideStep) -> None:
         if step.lens:
@@ -40,11 +45,11 @@ class LensPanel(Panel):
     def body(self) -> list:
         if self.step is None:
             return [Text("shown for the next token written…", style="dim")]
-        lens = self.step.lens
-        final = lens[-1][0]
+        rows = dict(zip(self.step.lens_layers or range(len(self.step.lens)), self.step.lens))
+        final = self.step.lens[-1][0]
         lines = [Text.assemble(("token #", "dim"), (f"{self.step.index + 1}", "bold"), ("  layer: top guess, runner-up", "dim"))]
-        for layer in reversed(shown_layers(len(lens))):
-            best, second = lens[layer][0], lens[layer][1] if len(lens[layer]) > 1 else None
+        for layer in sorted((rows.keys() & set(self.layers_wanted())) or rows, reverse=True):
+            best, second = rows[layer][0], rows[layer][1] if len(rows[layer]) > 1 else None
             agrees = best.id == final.id
             lines.append(Text.assemble(
                 (f"L{layer:<3}", "dim"), (fit(visible_token(best.text), 11), "bold green" if agrees else ""), " ",
