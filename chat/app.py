@@ -475,7 +475,7 @@ class GlasschatApp(App):
                 self.reply.token_ids = event.reply_ids
                 await self.reply.finish(event.text, event.stats.stop_reason)
                 if self.reply.twin is not None:
-                    self.reply.twin.redraw()
+                    self.reply.twin.redraw(force_layout=True)
             self.reply = None
             self.decode_panel.show(event)
             self.cache_panel.show(event.cache)

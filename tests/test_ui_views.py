@@ -147,3 +147,7 @@ async def test_confidence_colouring_fills_in_while_a_reply_streams():
         view = app.query_one(ConfidenceText)
         assert len(view.steps) == len(steps)
         assert "The capital of France is Paris." in text_of(view)
+        # Off again: the Markdown reply, which was not appended to meanwhile, holds the whole text.
+        await pilot.press("f9")
+        reply = app.query_one(AssistantMessage)
+        assert reply.display and reply.source == reply.text and "Paris" in reply.source

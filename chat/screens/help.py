@@ -20,6 +20,9 @@ HELP = """\
 | Ctrl+O | saved conversations: open, rename, delete, export |
 | Ctrl+P | command palette: system prompt, sampling, cache size, panels, model info |
 | F2 / F3 / F4 / F5 / F6 | show or hide the Prefill / Decode / KV cache / Next token / KV cache grid panel |
+| F7 | attention view (focus it: ←/→ layer, h heads) |
+| F8 | logit lens view |
+| F9 | confidence colouring (focus a reply: ←/→ shows a token's top-k) |
 | Ctrl+T | show token ids in the Next token panel |
 | Ctrl+Y | copy the last reply (or focus a message and press c) |
 | F1, ? | this help |
@@ -38,6 +41,18 @@ HELP = """\
 - **Next token**: the most likely next tokens and their probabilities under the
   distribution the reply is drawn from; ▶ marks the token picked. `·` is a space,
   `↵` a newline.
+- **KV cache grid**: the cache as layers × tokens: sink, held, new this step, just
+  evicted.
+- **Attention**: for the token being written, its softmax(q·kᵀ/√d) weights over every
+  cached token, in the layer you pick; the first token often takes a big share (an
+  attention sink).
+- **Logit lens**: each layer's running guess, read through the final norm and the
+  output head; the top row is the model's own prediction.
+- **Confidence colouring**: each reply token tinted by the probability it had when it
+  was sampled.
+
+The attention and lens views make the engine look inside one step every 0.2 s while
+they are open; closed, they cost nothing.
 """
 
 

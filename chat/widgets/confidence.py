@@ -7,6 +7,7 @@ showed them at the time.
 
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -55,6 +56,7 @@ class ConfidenceText(Static, can_focus=True):
         self.steps = steps  # shared with the reply: it grows while the reply streams
         self.cursor = -1  # no step picked yet
         self.tinted = Text()
+        self._rows = 0
 
     def on_mount(self) -> None:
         self.redraw()
@@ -75,7 +77,7 @@ class ConfidenceText(Static, can_focus=True):
             self.cursor = step
             self.redraw()
 
-    def redraw(self) -> None:
+    def redraw(self, force_layout: bool = False) -> None:
         body = Text()
         for i, s in enumerate(self.steps):
             if not s.text:
@@ -89,7 +91,13 @@ class ConfidenceText(Static, can_focus=True):
             legend.append(f" {label} ", Style(bgcolor=colour))
             legend.append(" ")
         self.tinted = body  # kept: what the tint of each token is, for tests and copying
-        self.update(Text("\n").join([body, legend, *self._detail()]))
+        lines = [body, legend, *self._detail()]
+        # A layout pass reflows the whole screen; only ask for one when the
+        # row count (text wrapped at the width, roughly) changes.
+        width = max(self.content_size.width, 1)
+        rows = sum(max(1, -(-cell_len(line) // width)) for t in lines for line in t.plain.split("\n"))
+        self.update(Text("\n").join(lines), layout=force_layout or rows != self._rows or not self.content_size.width)
+        self._rows = rows
 
     def _detail(self) -> list[Text]:
         if not 0 <= self.cursor < len(self.steps):

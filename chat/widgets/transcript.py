@@ -71,7 +71,9 @@ class AssistantMessage(Markdown, can_focus=True):
 
     async def add(self, fragment: str) -> None:
         self.text += fragment
-        await self.append(fragment)
+        if self.twin is None:
+            await self.append(fragment)
+        # else: the tinted twin is on screen; `finish` renders the whole text once.
 
     async def finish(self, text: str, stop_reason: str) -> None:
         self.text = text
@@ -98,6 +100,8 @@ async def show_confidence(reply: AssistantMessage, on: bool, live: bool = False)
         await reply.twin.remove()
         reply.twin = None
         reply.display = True
+        if reply.text:
+            await reply.update(reply.text)  # it was not appended to while the twin was shown
 
 
 async def toggle_chips(message, tokens) -> None:
