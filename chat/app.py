@@ -296,13 +296,19 @@ class GlasschatApp(App):
         panel = self.query_one(f"#{name}")
         panel.display = not panel.display
         if name == "topk":
-            # A hidden top-k panel costs nothing per token: the engine stops computing it.
-            self.bridge.update(top_k_shown=self.options.top_k_shown if panel.display else 0)
+            self._update_top_k()
 
         elif name in ("attention", "lens"):
+            # Focus stays where it is (usually the prompt, so typing goes on);
+            # Tab or a click focuses the attention panel for its keys.
             self._update_watch()
-            if panel.display and name == "attention":
-                panel.focus()  # so ←/→ pick the layer at once
+
+    def _update_top_k(self) -> None:
+        # The top-k costs the engine a little per token: it is computed only
+        # while the Next token panel or confidence colouring (which keeps each
+        # step's top-k) is on.
+        wanted = self.topk_panel.display or self.confidence
+        self.bridge.update(top_k_shown=self.options.top_k_shown if wanted else 0)
 
     def _update_watch(self) -> None:
         """Tell the engine which inside views are open; closed ones cost it nothing."""
@@ -315,6 +321,7 @@ class GlasschatApp(App):
 
     async def action_toggle_confidence(self) -> None:
         self.confidence = not self.confidence
+        self._update_top_k()
         replies = list(self.query(AssistantMessage))
         for reply in replies:
             await show_confidence(reply, self.confidence)

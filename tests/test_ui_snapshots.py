@@ -46,7 +46,10 @@ async def long_reply_with(pilot, keys: list[str], focus_after: str = ""):
     engine = app.bridge.engine
     engine.sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
     for key in keys:
-        await pilot.press(key)
+        if key.startswith("#"):  # focus a widget, as Tab or a click would
+            app.query_one(key).focus()
+        else:
+            await pilot.press(key)
     app.query_one("#prompt").focus()
     app.query_one("#prompt").insert("Tell me a story.")
     await pilot.press("enter")
@@ -63,7 +66,7 @@ def test_attention_view(snap_compare):
 
     async def run(pilot):
         await pilot.app.query_one("#prefill").remove()  # room for the heads at this size
-        await long_reply_with(pilot, ["f5", "f7", "h"])
+        await long_reply_with(pilot, ["f5", "f7", "#attention", "h"])
 
     assert snap_compare(app, terminal_size=(140, 45), run_before=run)
 

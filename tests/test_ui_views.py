@@ -151,3 +151,17 @@ async def test_confidence_colouring_fills_in_while_a_reply_streams():
         await pilot.press("f9")
         reply = app.query_one(AssistantMessage)
         assert reply.display and reply.source == reply.text and "Paris" in reply.source
+
+
+@pytest.mark.asyncio
+async def test_confidence_colouring_keeps_the_top_k_computed_with_the_panel_hidden():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.ready)
+        engine = holder["engine"]
+        await pilot.press("f5")  # hide Next token: the engine stops computing the top-k
+        assert engine.updates[-1] == {"top_k_shown": 0}
+        await pilot.press("f9")  # confidence colouring shows each step's top-k: computed again
+        assert engine.updates[-1] == {"top_k_shown": 10}
+        await pilot.press("f9")
+        assert engine.updates[-1] == {"top_k_shown": 0}

@@ -16,7 +16,7 @@ from model.events import InsideStep
 from ..formatting import fit, visible_token
 from .panel import Panel
 
-COLUMNS = 36  # fits the sidebar beside a 4-column label
+COLUMNS = 35  # fits the sidebar beside a 5-column label
 LEVELS = " ▁▂▃▄▅▆▇█"
 NAMED = 5  # most attended tokens listed
 
@@ -55,7 +55,7 @@ class AttentionPanel(Panel, can_focus=True):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.border_subtitle = "←/→ layer · h heads"
+        self.border_subtitle = "focus (Tab/click): ←/→ layer · h heads"
 
     def set_layers(self, count: int) -> None:
         self.layer_count = count
@@ -93,7 +93,7 @@ class AttentionPanel(Panel, can_focus=True):
         # big share, and one shared scale would flatten everything else.
         for label, weights in rows:
             shares = buckets(weights)
-            lines.append(Text.assemble((f"{label:<4}", "dim"),
+            lines.append(Text.assemble((f"{label:<5}", "dim"),
                                        (strip(shares, max(shares)), "bold cyan" if label == "mean" else "cyan")))
         lines.append(self._ruler(positions, step.sink))
         for a in step.most_attended[:NAMED]:
@@ -106,7 +106,7 @@ class AttentionPanel(Panel, can_focus=True):
     def _ruler(positions: int, sink: int) -> Text:
         """Under the strip: which buckets hold the pinned sink, and where the newest token is."""
         columns = min(COLUMNS, positions)
-        marks = Text(" " * 4)
+        marks = Text(" " * 5)
         for i in range(columns):
             first = i * positions // columns
             marks.append("▔", "magenta" if first < sink else "grey42")

@@ -106,6 +106,8 @@ class ConfidenceText(Static, can_focus=True):
         head = Text.assemble(("token ", "dim"), (f"#{self.cursor + 1} ", "bold"),
                              (visible_token(s.text) if s.text else f"(id {s.token_id})", "bold yellow"),
                              ("  sampled at ", "dim"), (f"{s.prob * 100:.1f}%", "bold"))
+        if not s.top_k:
+            return [head, Text("  (no top-k recorded: the Next token panel and this view were both off)", style="dim")]
         candidates = Text("  ")
         for t in s.top_k:
             picked = t.id == s.token_id
