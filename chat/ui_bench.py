@@ -6,7 +6,7 @@ down. This measures the same greedy reply to the same prompt, in the same
 run: the engine alone, the app with its default panels, with every view
 hidden, and with every view shown (the extra views included: the KV cache
 grid, attention and logit lens, which make the engine watch a step every
-0.2 s, and confidence colouring).
+0.4 s, and confidence colouring).
 
 Machines are noisy (±10% between identical runs here), so each setting runs
 `rounds` times, interleaved, and the medians are compared.

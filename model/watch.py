@@ -35,7 +35,7 @@ class Watch:
     attention_layer: Optional[int] = None  # None: the attention view is closed
     lens: bool = False
     lens_layers: tuple[int, ...] = ()  # the layers the lens reads; () is every layer
-    interval_s: float = 0.2  # at most one watched step per this many seconds
+    interval_s: float = 0.4  # at most one watched step per this many seconds (the views redraw at most 2.5 times a second)
 
     @property
     def active(self) -> bool:

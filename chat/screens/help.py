@@ -51,7 +51,7 @@ HELP = """\
 - **Confidence colouring**: each reply token tinted by the probability it had when it
   was sampled.
 
-The attention and lens views make the engine look inside one step every 0.2 s while
+The attention and lens views make the engine look inside one step every 0.4 s while
 they are open; closed, they cost nothing.
 """
 

@@ -16,7 +16,7 @@ class DecodePanel(Vertical):
         border: round $primary 60%;
         border-title-style: bold;
         padding: 0 1;
-        height: auto;
+        height: 6;  /* fixed (numbers, chart, caption): never measured during a layout pass */
     }
     DecodePanel Sparkline { height: 2; margin: 0; }
     DecodePanel .caption { color: $text-muted; text-style: italic; }

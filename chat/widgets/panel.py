@@ -35,11 +35,19 @@ class Panel(Static):
 
     def refresh_body(self) -> None:
         lines = self.body()
+        caption = Text(self.CAPTION, style="italic dim")
         # A layout pass reflows the whole screen (tens of ms); a redraw whose
-        # row count is unchanged only needs its own region repainted.
+        # row count is unchanged only needs its own region repainted. And with
+        # its height set, a panel is not rendered again just to be measured
+        # when something else (the reply, growing) asks for a layout pass.
         width = self.content_size.width
-        shape = (width, *(_rows(line, width) for line in lines)) if width else ()
-        self.update(Group(*lines, Text(self.CAPTION, style="italic dim")), layout=not shape or shape != self._shape)
+        shape = (width, *(_rows(line, width) for line in [*lines, caption])) if width else ()
+        changed = not shape or shape != self._shape
+        if shape and changed:
+            self.styles.height = sum(shape[1:]) + self.styles.gutter.height
+        elif not shape:
+            self.styles.height = "auto"
+        self.update(Group(*lines, caption), layout=changed)
         self._shape = shape
 
     def body(self) -> list:
