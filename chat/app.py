@@ -16,6 +16,7 @@ from model.watch import Watch
 
 from . import settings_forms
 from .bridge import EngineBridge, EngineFactory
+from .draw_pacer import DrawPacer
 from .messages import EngineEvent, PromptSubmitted, StepStats
 from .recorder import ConversationRecorder
 from .screens.conversations import ConversationsScreen
@@ -34,7 +35,6 @@ from .widgets.status_line import StatusLine
 from .widgets.topk_panel import TopKPanel
 from .widgets.transcript import AssistantMessage, Notice, Transcript, UserMessage, show_confidence
 
-DRAW_HZ = 5  # redraws per second during decode, at most: reply text and panels together
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 VIEWS = ("prefill", "decode", "cache", "topk", "grid", "attention", "lens", "confidence")  # each can be toggled
 
@@ -89,6 +89,7 @@ class GlasschatApp(App):
         self._pending_text = ""
         self._draw_armed = False
         self._draws = 0  # redraws so far (some views redraw every other time)
+        self.pacer = DrawPacer()
         # Kept as attributes: the per-token handlers touch them without a DOM query.
         self.prefill_panel = PrefillPanel(id="prefill")
         self.decode_panel = DecodePanel(id="decode")
@@ -117,6 +118,8 @@ class GlasschatApp(App):
                 self._blink, prompt.cursor_blink = prompt.cursor_blink, False
             else:
                 prompt.cursor_blink = self._blink
+        if not value:
+            self.pacer.idle()  # time between replies is not redraw time
         self._busy = value
 
     # --- layout --------------------------------------------------------------
@@ -367,15 +370,16 @@ class GlasschatApp(App):
         self._arm_draw()
 
     def _arm_draw(self) -> None:
-        # Reply text and panels are drawn together, at most DRAW_HZ times a
-        # second: the UI shares two cores and the GIL with the engine, and
-        # each Markdown append and each layout pass costs tens of ms.
+        # Reply text and panels are drawn together, 2 to 5 times a second as
+        # the pacer finds affordable: the UI shares the CPU and the GIL with
+        # the engine, and each Markdown append and layout pass costs tens of ms.
         if not self._draw_armed:
             self._draw_armed = True
-            self.set_timer(1.0 / DRAW_HZ, self._draw)
+            self.set_timer(self.pacer.interval, self._draw)
 
     async def _draw(self) -> None:
         self._draw_armed = False
+        self.pacer.drew()
         with self.batch_update():  # one screen update for text and panels
             self._draw_step()
             await self._flush_text()
@@ -475,7 +479,7 @@ class GlasschatApp(App):
         elif isinstance(event, TokenGenerated):
             if self.reply is not None:  # an append: the confidence view draws from it when shown
                 self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k))
-            # Text is batched with the panels (DRAW_HZ): each Markdown append costs a parse and a layout.
+            # Text is batched with the panels (see _arm_draw): each Markdown append costs a parse and a layout.
             if event.text and self.reply is not None:
                 self._pending_text += event.text
                 self._arm_draw()
