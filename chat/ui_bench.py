@@ -8,8 +8,10 @@ hidden, and with every view shown (the extra views included: the KV cache
 grid, attention and logit lens, which make the engine watch a step every
 0.4 s, and confidence colouring).
 
-Machines are noisy (±10% between identical runs here), so each setting runs
-`rounds` times, interleaved, and the medians are compared.
+Machines are noisy (±10% between identical runs here, and a whole machine
+can drift between rounds), so each setting runs `rounds` times, interleaved,
+and each app run is compared with the engine-alone run of its own round: the
+report gives the median of those paired ratios, and the medians of the rates.
 """
 
 import asyncio
@@ -21,6 +23,7 @@ from model.engine import EngineOptions
 
 from .app import VIEWS, GlasschatApp
 from .headless import HeadlessSession
+from .widgets.transcript import AssistantMessage
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
@@ -53,9 +56,8 @@ async def through_app(options: EngineOptions, views: dict) -> float:
         app.query_one("#prompt").insert(PROMPT)
         app.query_one("#prompt").focus()
         await pilot.press("enter")
-        while not app.busy:
-            await pilot.pause(0.05)
-        while app.busy:
+        # Until the reply has ended (a short one may end before `busy` is ever seen).
+        while app.busy or app.reply is not None or not app.query(AssistantMessage):
             await pilot.pause(0.1)
         # The engine's own figure for the turn, as the app received it in TurnEnded.
         return app.last_decode_tok_s
@@ -77,14 +79,15 @@ def run(args) -> int:
             rates[label].append(rate)
             print(f"round {r + 1}/{rounds}  {label}: {rate:.2f} tok/s", file=sys.stderr, flush=True)
     medians = {label: statistics.median(v) for label, v in rates.items()}
-    base = medians["engine alone"]
-    report = {"decode_tok_s": rates, "median_tok_s": medians,
-              "ratio_to_engine": {k: v / base for k, v in medians.items()}, "rounds": rounds,
-              "decode_tokens": args.decode_tokens}
+    paired = {label: [a / e for a, e in zip(v, rates["engine alone"])] for label, v in rates.items()}
+    ratios = {label: statistics.median(r) for label, r in paired.items()}
+    report = {"decode_tok_s": rates, "median_tok_s": medians, "paired_ratios": paired,
+              "ratio_to_engine": ratios, "rounds": rounds, "decode_tokens": args.decode_tokens}
     if args.json:
         print(json.dumps(report))
     else:
         for label, v in medians.items():
             runs = " ".join(f"{x:.2f}" for x in rates[label])
-            print(f"{label:24} median {v:6.2f} tok/s  {v / base:5.2f}x the engine alone   (runs: {runs})")
+            print(f"{label:24} median {v:6.2f} tok/s  {ratios[label]:5.2f}x the engine alone (paired by round)"
+                  f"   runs: {runs}")
     return 0
