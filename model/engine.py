@@ -233,14 +233,14 @@ class Engine:
         if inside.attention:
             # The cache holds the pinned sink, then everything after what was evicted.
             held = fed[:inside.sink] + fed[inside.sink + inside.evicted_total:]
-            heads = len(inside.attention)
-            mean = [sum(col) / heads for col in zip(*inside.attention)]
+            mean = inside.attention_mean
             order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
             if len(held) == len(mean):
                 most = tuple(AttendedToken(p, tok.piece(held[p]), mean[p]) for p in order)
         lens = tuple(tuple(TopToken(i, tok.piece(i), p) for i, p in zip(ids, probs))
                      for ids, probs in zip(inside.lens_ids, inside.lens_probs))
-        return InsideStep(turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers)
+        return InsideStep(turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers,
+                          inside.attention_mean)
 
     def answer(self, user_text: str) -> None:
         """Run one turn, emitting its events (on the engine thread, or in a script without one)."""

@@ -100,6 +100,7 @@ class InsideStep(Event):
     most_attended: tuple[AttendedToken, ...]  # by head-averaged weight, highest first
     lens: tuple[tuple[TopToken, ...], ...]  # per layer read, bottom to top: its top tokens; () when the lens view is closed
     lens_layers: tuple[int, ...] = ()  # which layer each `lens` row is (the last layer always included)
+    attention_mean: tuple[float, ...] = ()  # `attention` averaged over the heads
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class Inside:
     """What a watched step saw, read back to Python numbers."""
     layer: Optional[int]  # the attention layer, or None
     attention: tuple  # per head: weights over the S cached positions (oldest first); () if not watched
+    attention_mean: tuple  # the same, averaged over the heads
     positions: int  # S: tokens in the cache when this query attended (itself included)
     evicted_total: int  # the cache's eviction count then, to name the positions' tokens
     sink: int  # the cache's pinned tokens then
@@ -63,7 +64,8 @@ def _attention_hook(cache, layer_index: int, out: dict):
         result = original(q, k, v, scale, mask)
         end = cache.length + k.shape[2]
         keys, _ = layer_cache.stored(end)
-        out["attention"] = explicit_attention(q, keys, scale)
+        out["attention"] = weights = explicit_attention(q, keys, scale)
+        out["attention_mean"] = weights.mean(axis=0)  # once, here: the engine and the view both need it
         out["positions"] = end
         return result
 
@@ -143,6 +145,7 @@ def read_inside(extras: dict) -> Inside:
     return Inside(
         layer=extras["layer"],
         attention=tuple(tuple(row) for row in attention.tolist()) if attention is not None else (),
+        attention_mean=tuple(extras["attention_mean"].tolist()) if attention is not None else (),
         positions=extras.get("positions", 0),
         evicted_total=extras["evicted_total"],
         sink=extras["sink"],

@@ -16,6 +16,7 @@ def encode(event) -> dict:
     data = {"type": type(event).__name__, **dataclasses.asdict(event)}
     if "attention" in data:  # 6 decimals keep each row's sum within 1e-4 of 1, and the file small
         data["attention"] = [[round(w, 6) for w in row] for row in data["attention"]]
+        data["attention_mean"] = [round(w, 6) for w in data["attention_mean"]]
     return data
 
 
@@ -34,6 +35,7 @@ def decode(data: dict):
         data["lens"] = tuple(tuple(ev.TopToken(**t) for t in row) for row in data["lens"])
     if "attention" in data:
         data["attention"] = tuple(tuple(row) for row in data["attention"])
+        data["attention_mean"] = tuple(data.get("attention_mean", ()))
     if "lens_layers" in data:
         data["lens_layers"] = tuple(data["lens_layers"])
     if "token_ids" in data:

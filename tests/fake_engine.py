@@ -104,7 +104,7 @@ class FakeEngine:
         if not watch.active:
             return None
         if watch.attention_layer is None:
-            event = dataclasses.replace(event, layer=None, attention=(), most_attended=())
+            event = dataclasses.replace(event, layer=None, attention=(), attention_mean=(), most_attended=())
         if not watch.lens:
             event = dataclasses.replace(event, lens=(), lens_layers=())
         elif watch.lens_layers:  # recorded with every layer; keep those asked for

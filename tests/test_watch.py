@@ -44,6 +44,7 @@ def test_attention_rows_sum_to_one_and_cover_the_cache(watched):
     prompt_len = len(run.conversation.history) - (len(tokens) - 1)
     for e in inside:
         assert e.layer == LAYER and len(e.attention) == n_heads
+        assert np.allclose(e.attention_mean, np.mean(np.array(e.attention), axis=0), atol=1e-6)
         for row in e.attention:
             # The query of token index-1 sees the prompt and the reply before it, itself included.
             assert len(row) == prompt_len + e.index

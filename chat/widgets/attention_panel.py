@@ -82,7 +82,7 @@ class AttentionPanel(Panel, can_focus=True):
         if step is None:
             return [heading, Text("shown for the next token written…", style="dim")]
         heads = step.attention
-        mean = [sum(col) / len(heads) for col in zip(*heads)]
+        mean = step.attention_mean
         positions = len(mean)
         heading.append(f" · token #{step.index + 1} · {positions} positions", "dim")
         lines = [heading]
