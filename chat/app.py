@@ -1,18 +1,31 @@
 """The Textual app: composition and routing only. Widgets draw; the engine thread computes."""
 
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable, Optional
+from typing import Optional
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header
 
-from model.engine import EngineOptions
-from model.events import (ConversationReset, HistoryRestored, InsideStep, ModelFailed, ModelLoading, ModelReady,
-                          PrefillDone, PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted)
-from model.watch import Watch
+from model.internals.watch import Watch
+from model.runtime.engine import EngineOptions
+from model.runtime.events import (
+    ConversationReset,
+    HistoryRestored,
+    InsideStep,
+    ModelFailed,
+    ModelLoading,
+    ModelReady,
+    PrefillDone,
+    PrefillProgress,
+    TokenGenerated,
+    TurnEnded,
+    TurnFailed,
+    TurnStarted,
+)
 
 from . import settings_forms
 from .bridge import EngineBridge, EngineFactory
@@ -21,8 +34,8 @@ from .messages import EngineEvent, PromptSubmitted, StepStats
 from .recorder import ConversationRecorder
 from .screens.conversations import ConversationsScreen
 from .screens.help import HelpScreen
-from .store import StoreError
 from .screens.model_info import ModelInfoScreen
+from .store import StoreError
 from .widgets.attention_panel import AttentionPanel
 from .widgets.cache_grid_panel import CacheGridPanel
 from .widgets.cache_panel import CachePanel
@@ -67,8 +80,13 @@ class GlasschatApp(App):
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
-    def __init__(self, options: EngineOptions, engine_factory: Optional[EngineFactory] = None,
-                 recorder: Optional[ConversationRecorder] = None, store_problem: str = ""):
+    def __init__(
+        self,
+        options: EngineOptions,
+        engine_factory: Optional[EngineFactory] = None,
+        recorder: Optional[ConversationRecorder] = None,
+        store_problem: str = "",
+    ):
         super().__init__()
         self.options = options
         self.recorder = recorder  # None: nothing is saved (no database, or it can't be used)
@@ -317,8 +335,9 @@ class GlasschatApp(App):
     def _update_watch(self) -> None:
         """Tell the engine which inside views are open; closed ones cost it nothing."""
         attention = self.attention_panel.attention_layer if self.attention_panel.display else None
-        self.bridge.set_watch(Watch(attention_layer=attention, lens=self.lens_panel.display,
-                                    lens_layers=self.lens_panel.layers_wanted()))
+        self.bridge.set_watch(
+            Watch(attention_layer=attention, lens=self.lens_panel.display, lens_layers=self.lens_panel.layers_wanted())
+        )
 
     def on_attention_panel_layer_changed(self, _message) -> None:
         self._update_watch()
@@ -342,21 +361,40 @@ class GlasschatApp(App):
         yield from super().get_system_commands(screen)
         yield SystemCommand("New conversation", "Clear the chat and its KV cache", self.action_new_conversation)
         yield SystemCommand("Conversations", "Open, rename, delete or export saved chats", self.action_conversations)
-        yield SystemCommand("System prompt", "Set the system prompt (starts a new conversation)",
-                            lambda: settings_forms.edit_system_prompt(self))
-        yield SystemCommand("Sampling settings", "Temperature, top-k, top-p, min-p",
-                            lambda: settings_forms.edit_sampling(self))
-        yield SystemCommand("Cache size", "KV cache capacity and sink (starts a new conversation)",
-                            lambda: settings_forms.edit_cache(self))
-        for name, label in (("prefill", "Prefill"), ("decode", "Decode"), ("cache", "KV cache"), ("topk", "Next token"),
-                            ("grid", "KV cache grid"), ("attention", "Attention"), ("lens", "Logit lens")):
-            yield SystemCommand(f"Show/hide the {label} panel", "Toggle a side panel",
-                                lambda name=name: self.action_toggle_panel(name))
-        yield SystemCommand("Confidence colouring", "Tint each reply token by its probability; ←/→ shows its top-k",
-                            self.action_toggle_confidence)
+        yield SystemCommand(
+            "System prompt",
+            "Set the system prompt (starts a new conversation)",
+            lambda: settings_forms.edit_system_prompt(self),
+        )
+        yield SystemCommand(
+            "Sampling settings", "Temperature, top-k, top-p, min-p", lambda: settings_forms.edit_sampling(self)
+        )
+        yield SystemCommand(
+            "Cache size",
+            "KV cache capacity and sink (starts a new conversation)",
+            lambda: settings_forms.edit_cache(self),
+        )
+        for name, label in (
+            ("prefill", "Prefill"),
+            ("decode", "Decode"),
+            ("cache", "KV cache"),
+            ("topk", "Next token"),
+            ("grid", "KV cache grid"),
+            ("attention", "Attention"),
+            ("lens", "Logit lens"),
+        ):
+            yield SystemCommand(
+                f"Show/hide the {label} panel", "Toggle a side panel", lambda name=name: self.action_toggle_panel(name)
+            )
+        yield SystemCommand(
+            "Confidence colouring",
+            "Tint each reply token by its probability; ←/→ shows its top-k",
+            self.action_toggle_confidence,
+        )
         yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
-        yield SystemCommand("Model info", "Architecture, layers, heads, parameters, weights, backend",
-                            self.action_model_info)
+        yield SystemCommand(
+            "Model info", "Architecture, layers, heads, parameters, weights, backend", self.action_model_info
+        )
         yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard", self.action_copy_last_reply)
 
     # --- the engine's side -----------------------------------------------------
@@ -464,8 +502,12 @@ class GlasschatApp(App):
             self._last_cache_tokens = event.cache.tokens
         elif isinstance(event, HistoryRestored):
             self.cache_panel.show(event.cache)
-            await transcript.add(Notice(f"Restored {event.messages} messages: {event.tokens} tokens prefilled "
-                                        f"in {event.seconds:.1f} s to rebuild the cache."))
+            await transcript.add(
+                Notice(
+                    f"Restored {event.messages} messages: {event.tokens} tokens prefilled "
+                    f"in {event.seconds:.1f} s to rebuild the cache."
+                )
+            )
             status.set_state("ready")
             self.busy = False
             self._send_next_queued()
@@ -498,8 +540,11 @@ class GlasschatApp(App):
             self.cache_panel.show(event.cache)
             self.last_decode_tok_s = event.stats.decode_tok_s
             self._refresh_summary(event.cache)
-            status.set_state({"stop": "ready", "length": "ready (reply hit --max-tokens)",
-                              "cancelled": "ready (reply stopped)"}[event.stats.stop_reason])
+            status.set_state(
+                {"stop": "ready", "length": "ready (reply hit --max-tokens)", "cancelled": "ready (reply stopped)"}[
+                    event.stats.stop_reason
+                ]
+            )
             self.busy = False
             self._send_next_queued()
         elif isinstance(event, TurnFailed):
@@ -513,8 +558,12 @@ class GlasschatApp(App):
             self._send_next_queued()
         elif isinstance(event, ConversationReset):
             await transcript.remove_children()
-            await transcript.add(Notice("New conversation: the KV cache is empty." +
-                                        (f" System prompt: {event.system}" if event.system else "")))
+            await transcript.add(
+                Notice(
+                    "New conversation: the KV cache is empty."
+                    + (f" System prompt: {event.system}" if event.system else "")
+                )
+            )
             self.cache_panel.show(event.cache)
             self.busy = False
             status.set_state("ready")

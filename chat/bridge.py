@@ -5,12 +5,12 @@ so the UI thread never waits on MLX. Token text and step numbers travel as
 separate messages: text must all arrive, numbers may be superseded.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual.app import App
 
-from model.engine import Engine, EngineOptions
-from model.events import Event, TokenGenerated
+from model.runtime.engine import Engine, EngineOptions
+from model.runtime.events import Event, TokenGenerated
 
 from .messages import EngineEvent, StepStats
 

@@ -1,16 +1,14 @@
 """The `glasschat` command: the app by default, plus headless `run`, `tokenize` and `replay`."""
 
 import argparse
-import json
 import signal
 import sys
 from typing import Optional
 
-from model.settings import CacheSettings
-from model.engine import EngineOptions
 from model.errors import ModelError
-from model.settings import SamplingSettings
-from model.weights import LAYOUTS
+from model.loading.weights import LAYOUTS
+from model.runtime.engine import EngineOptions
+from model.runtime.settings import CacheSettings, SamplingSettings
 
 from .store import StoreError
 
@@ -18,8 +16,12 @@ from .store import StoreError
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and generation (mlx-lm names)")
     g.add_argument("--model", help="a .gguf file, a Hugging Face/MLX folder, or a Hub id (default: SmolLM2-135M)")
-    g.add_argument("--weights", choices=LAYOUTS, default="auto",
-                   help="weight layout: auto picks float32 on CPU, quantized on a GPU")
+    g.add_argument(
+        "--weights",
+        choices=LAYOUTS,
+        default="auto",
+        help="weight layout: auto picks float32 on CPU, quantized on a GPU",
+    )
     g.add_argument("--system", help="system prompt (default: the model template's own)")
     g.add_argument("--temp", type=float, default=0.0, help="temperature; 0 is greedy")
     g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
@@ -40,8 +42,14 @@ def engine_options(args) -> EngineOptions:
         model=args.model,
         layout=args.weights,
         system=args.system,
-        sampling=SamplingSettings(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                                  repetition_penalty=args.repetition_penalty, seed=args.seed),
+        sampling=SamplingSettings(
+            temperature=args.temp,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            min_p=args.min_p,
+            repetition_penalty=args.repetition_penalty,
+            seed=args.seed,
+        ),
         cache=CacheSettings(max_kv_size=args.max_kv_size, keep=args.keep, kv_bits=args.kv_bits),
         max_tokens=args.max_tokens,
         top_k_shown=args.show_top,
@@ -91,15 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="64,512,2048", help="prompt lengths for prefill")
     bench.add_argument("--decode-tokens", type=int, default=256)
     bench.add_argument("--repeats", type=int, default=1)
-    bench.add_argument("--budget", type=float, default=180.0,
-                       help="skip a measurement the rates so far say would take longer (seconds)")
+    bench.add_argument(
+        "--budget",
+        type=float,
+        default=180.0,
+        help="skip a measurement the rates so far say would take longer (seconds)",
+    )
     bench.add_argument("--show-top", type=int, default=10, help="top-k computed per token, as the UI does")
     bench.add_argument("--skip-extras-check", action="store_true")
-    bench.add_argument("--ui", action="store_true",
-                       help="instead: decode through the Textual app (headless) against the engine alone")
+    bench.add_argument(
+        "--ui", action="store_true", help="instead: decode through the Textual app (headless) against the engine alone"
+    )
     bench.add_argument("--rounds", type=int, default=3, help="with --ui: interleaved runs of each setting (medians)")
-    bench.add_argument("--eviction-tokens", type=int, default=600,
-                       help="decode this many tokens in a 256-token cache to time evictions (0 skips)")
+    bench.add_argument(
+        "--eviction-tokens",
+        type=int,
+        default=600,
+        help="decode this many tokens in a 256-token cache to time evictions (0 skips)",
+    )
     return parser
 
 
@@ -110,26 +127,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.command == "run":
             from .commands import run_command
+
             return run_command(args)
         if args.command == "tokenize":
             from .commands import tokenize_command
+
             return tokenize_command(args)
         if args.command == "inspect":
             from .commands import inspect_command
+
             return inspect_command(args)
         if args.command in ("history", "export"):
             from .commands import export_command, history_command
+
             return history_command(args) if args.command == "history" else export_command(args)
         if args.command == "bench":
             if args.ui:
                 from .ui_bench import run as run_ui
+
                 return run_ui(args)
-            from model.bench import run
+            from bench.run import run
+
             return run(args)
         if args.command == "replay":
             from .commands import replay_command
+
             return replay_command(args)
         from .launch import launch_app
+
         return launch_app(args)
     except (ModelError, StoreError) as exc:
         print(f"glasschat: {exc}", file=sys.stderr)

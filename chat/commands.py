@@ -5,7 +5,7 @@ import sys
 from dataclasses import asdict
 
 from model.errors import ModelError
-from model.events import Event, ModelLoading, TokenGenerated
+from model.runtime.events import Event, TokenGenerated
 
 from .export import conversation_markdown
 from .headless import HeadlessSession, TurnResult
@@ -25,6 +25,7 @@ def _streamer(enabled: bool):
         if isinstance(event, TokenGenerated) and event.text:
             sys.stdout.write(event.text)
             sys.stdout.flush()
+
     return on_event
 
 
@@ -48,16 +49,18 @@ def run_command(args) -> int:
         else:
             sys.stdout.write("\n")
             e = result.ended.stats
-            print(f"[{e.prompt_tokens} prompt tokens, prefill {e.prefill_s:.2f}s ({e.prefill_tok_s:.0f} tok/s); "
-                  f"{e.generated_tokens} tokens at {e.decode_tok_s:.1f} tok/s; stop: {e.stop_reason}]",
-                  file=sys.stderr)
+            print(
+                f"[{e.prompt_tokens} prompt tokens, prefill {e.prefill_s:.2f}s ({e.prefill_tok_s:.0f} tok/s); "
+                f"{e.generated_tokens} tokens at {e.decode_tok_s:.1f} tok/s; stop: {e.stop_reason}]",
+                file=sys.stderr,
+            )
         return 0
     finally:
         session.close()
 
 
 def tokenize_command(args) -> int:
-    from model.loader import load_tokenizer
+    from model.loading.loader import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     ids = tokenizer.encode_text(args.text)
@@ -96,8 +99,11 @@ def replay_command(args) -> int:
     options = engine_options(args)
     recorder = None
     if args.db:
-        recorder = ConversationRecorder(Store(args.db), args.model or "default",
-                                        {"sampling": asdict(options.sampling), "cache": asdict(options.cache)})
+        recorder = ConversationRecorder(
+            Store(args.db),
+            args.model or "default",
+            {"sampling": asdict(options.sampling), "cache": asdict(options.cache)},
+        )
         recorder.new(options.system)
     session = HeadlessSession(options, _streamer(not args.json))
     failures = 0
@@ -144,8 +150,8 @@ def export_command(args) -> int:
 
 
 def inspect_command(args) -> int:
-    from model.inspect import inspect_prompt
-    from model.loader import load_model
+    from model.internals.inspect import inspect_prompt
+    from model.loading.loader import load_model
 
     loaded = load_model(args.model, args.weights)
     if args.layer is not None and not 0 <= args.layer < loaded.config.num_hidden_layers:
@@ -156,7 +162,7 @@ def inspect_command(args) -> int:
         return 0
     pieces = data["tokens"]["pieces"]
     print(f"{len(pieces)} prompt tokens; next token after {pieces[-1]!r}:")
-    for tid, text, prob in data["top_k"][:5]:
+    for _tid, text, prob in data["top_k"][:5]:
         print(f"  {prob * 100:5.1f}%  {text!r}")
     print("logit lens (each layer's best guess):")
     for n, top in enumerate(data["logit_lens"]):

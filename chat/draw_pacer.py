@@ -9,7 +9,7 @@ within budget; on a fast machine it stays at the highest rate.
 """
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 MAX_HZ = 5.0  # text and panels: more often than this is not needed to read along
 MIN_HZ = 2.0  # never slower: the panels must still look live
@@ -17,8 +17,12 @@ CPU_BUDGET = 0.08  # the UI thread's share of one core while a reply runs
 
 
 class DrawPacer:
-    def __init__(self, budget: float = CPU_BUDGET, cpu: Callable[[], float] = time.thread_time,
-                 wall: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        budget: float = CPU_BUDGET,
+        cpu: Callable[[], float] = time.thread_time,
+        wall: Callable[[], float] = time.perf_counter,
+    ):
         self.budget, self.cpu, self.wall = budget, cpu, wall
         self.interval = 1.0 / MAX_HZ
         self._last = None  # (wall, cpu) at the previous redraw

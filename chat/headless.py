@@ -5,13 +5,22 @@ read exactly the events the Textual app reads.
 """
 
 import queue
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
-from model.engine import Engine, EngineOptions
 from model.errors import ModelError
-from model.events import (Event, ModelFailed, ModelReady, PrefillDone, TokenGenerated, TurnEnded,
-                          TurnFailed, TurnStarted)
+from model.runtime.engine import Engine, EngineOptions
+from model.runtime.events import (
+    Event,
+    ModelFailed,
+    ModelReady,
+    PrefillDone,
+    TokenGenerated,
+    TurnEnded,
+    TurnFailed,
+    TurnStarted,
+)
 
 
 @dataclass

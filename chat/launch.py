@@ -13,8 +13,11 @@ def launch_app(args) -> int:
     recorder, problem = None, ""
     try:
         store = Store(args.db or default_db_path())
-        recorder = ConversationRecorder(store, args.model or "default", {
-            "sampling": asdict(options.sampling), "cache": asdict(options.cache), "max_tokens": options.max_tokens})
+        recorder = ConversationRecorder(
+            store,
+            args.model or "default",
+            {"sampling": asdict(options.sampling), "cache": asdict(options.cache), "max_tokens": options.max_tokens},
+        )
     except StoreError as exc:
         problem = str(exc)  # the chat still works; it just is not saved
     app = GlasschatApp(options, recorder=recorder, store_problem=problem)

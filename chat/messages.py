@@ -2,7 +2,7 @@
 
 from textual.message import Message
 
-from model.events import Event, TokenGenerated
+from model.runtime.events import Event, TokenGenerated
 
 
 class EngineEvent(Message):

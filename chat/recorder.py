@@ -1,10 +1,9 @@
 """Keeps the open conversation saved: the app tells it what happened, it writes the store."""
 
-from dataclasses import asdict
 from typing import Optional
 
-from model.chat_template import Message
-from model.events import TurnEnded
+from model.loading.chat_template import Message
+from model.runtime.events import TurnEnded
 
 from .store import Store, StoredMessage
 
@@ -31,8 +30,9 @@ class ConversationRecorder:
         if self.conversation_id is None:
             return
         status = "cancelled" if event.stats.stop_reason == "cancelled" else "complete"
-        self.store.add_reply(self.conversation_id, event.text, reply_ids, status, event.stats.as_dict(),
-                             event.cache.as_dict())
+        self.store.add_reply(
+            self.conversation_id, event.text, reply_ids, status, event.stats.as_dict(), event.cache.as_dict()
+        )
 
     def open(self, conversation_id: int) -> tuple[Optional[str], list[StoredMessage], list[Message]]:
         """A saved conversation: its system prompt, its stored messages, and the engine's view of them."""

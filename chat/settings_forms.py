@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from model.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import CacheSettings, SamplingSettings
 
 from .screens.form import FormScreen
 
@@ -17,8 +17,12 @@ def _number(value: str, kind, low, high, name):
     return number, None
 
 
-SAMPLING_FIELDS = [("temperature (0 = greedy)", "temp", float, 0.0, 5.0), ("top-k (0 = all)", "top_k", int, 0, 100000),
-                   ("top-p", "top_p", float, 0.0, 1.0), ("min-p", "min_p", float, 0.0, 1.0)]
+SAMPLING_FIELDS = [
+    ("temperature (0 = greedy)", "temp", float, 0.0, 5.0),
+    ("top-k (0 = all)", "top_k", int, 0, 100000),
+    ("top-p", "top_p", float, 0.0, 1.0),
+    ("min-p", "min_p", float, 0.0, 1.0),
+]
 
 
 def parse_sampling(values: dict, current: SamplingSettings):
@@ -27,8 +31,9 @@ def parse_sampling(values: dict, current: SamplingSettings):
         parsed[key], error = _number(values[key], kind, low, high, label.split(" (")[0])
         if error:
             return None, error
-    return replace(current, temperature=parsed["temp"], top_k=parsed["top_k"], top_p=parsed["top_p"],
-                   min_p=parsed["min_p"]), None
+    return replace(
+        current, temperature=parsed["temp"], top_k=parsed["top_k"], top_p=parsed["top_p"], min_p=parsed["min_p"]
+    ), None
 
 
 def edit_sampling(app) -> None:
@@ -44,9 +49,15 @@ def edit_sampling(app) -> None:
         app.query_one("TopKPanel").distribution = settings.distribution_label()
         app.notify(f"Sampling: {settings.distribution_label()} (from the next reply)")
 
-    app.push_screen(FormScreen("Sampling settings", [(label, key, str(current[key])) for label, key, *_ in SAMPLING_FIELDS],
-                               hint="Applies from the next reply.",
-                               validate=lambda v: parse_sampling(v, app.options.sampling)[1]), done)
+    app.push_screen(
+        FormScreen(
+            "Sampling settings",
+            [(label, key, str(current[key])) for label, key, *_ in SAMPLING_FIELDS],
+            hint="Applies from the next reply.",
+            validate=lambda v: parse_sampling(v, app.options.sampling)[1],
+        ),
+        done,
+    )
 
 
 def edit_system_prompt(app) -> None:
@@ -57,9 +68,14 @@ def edit_system_prompt(app) -> None:
         app.options = replace(app.options, system=system)
         app.bridge.reset(system)
 
-    app.push_screen(FormScreen("System prompt", [("system prompt (empty: the model's default)", "system",
-                                                  app.options.system or "")],
-                               hint="Starts a new conversation: the system prompt is pinned at the cache start."), done)
+    app.push_screen(
+        FormScreen(
+            "System prompt",
+            [("system prompt (empty: the model's default)", "system", app.options.system or "")],
+            hint="Starts a new conversation: the system prompt is pinned at the cache start.",
+        ),
+        done,
+    )
 
 
 def parse_cache(values: dict, current: CacheSettings):
@@ -84,8 +100,15 @@ def edit_cache(app) -> None:
         app.options = replace(app.options, cache=settings)
         app.bridge.update(cache=settings)
 
-    app.push_screen(FormScreen("KV cache", [("capacity in tokens", "size", str(c.max_kv_size)),
-                                            ("sink tokens (empty: the system prompt)", "keep",
-                                             "" if c.keep is None else str(c.keep))],
-                               hint="Starts a new conversation with an empty cache.",
-                               validate=lambda v: parse_cache(v, app.options.cache)[1]), done)
+    app.push_screen(
+        FormScreen(
+            "KV cache",
+            [
+                ("capacity in tokens", "size", str(c.max_kv_size)),
+                ("sink tokens (empty: the system prompt)", "keep", "" if c.keep is None else str(c.keep)),
+            ],
+            hint="Starts a new conversation with an empty cache.",
+            validate=lambda v: parse_cache(v, app.options.cache)[1],
+        ),
+        done,
+    )

@@ -104,8 +104,10 @@ class Store:
         if "locked" in text or "busy" in text:
             return f"The database {self.path} is locked by another program (another glasschat?); close it or pass --db."
         if "not a database" in text or "malformed" in text or "corrupt" in text:
-            return (f"The database {self.path} is corrupt or not a glasschat database; it was left untouched: "
-                    "move it aside or pass --db.")
+            return (
+                f"The database {self.path} is corrupt or not a glasschat database; it was left untouched: "
+                "move it aside or pass --db."
+            )
         return f"The database {self.path} can't be used ({text}); pass --db to use another file."
 
     def _migrate(self) -> None:
@@ -132,28 +134,42 @@ class Store:
 
     # --- conversations ---------------------------------------------------------
 
-    def new_conversation(self, model: str, system_prompt: Optional[str], settings: dict, title: str = "New chat") -> int:
+    def new_conversation(
+        self, model: str, system_prompt: Optional[str], settings: dict, title: str = "New chat"
+    ) -> int:
         now = time.time()
-        cur = self._write("INSERT INTO conversations (title, created, updated, model, system_prompt, settings) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (title, now, now, model, system_prompt, json.dumps(settings)))
+        cur = self._write(
+            "INSERT INTO conversations (title, created, updated, model, system_prompt, settings) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (title, now, now, model, system_prompt, json.dumps(settings)),
+        )
         return cur.lastrowid
 
     def conversations(self) -> list[ConversationSummary]:
         rows = self.db.execute(
             "SELECT c.id, c.title, c.updated, COUNT(m.id), c.model FROM conversations c "
-            "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC").fetchall()
+            "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated DESC"
+        ).fetchall()
         return [ConversationSummary(*row) for row in rows]
 
     def conversation(self, conversation_id: int) -> dict:
-        row = self.db.execute("SELECT title, model, system_prompt, settings FROM conversations WHERE id = ?",
-                              (conversation_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT title, model, system_prompt, settings FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
         if row is None:
             raise StoreError(f"There is no conversation {conversation_id}.")
-        return {"id": conversation_id, "title": row[0], "model": row[1], "system_prompt": row[2],
-                "settings": json.loads(row[3])}
+        return {
+            "id": conversation_id,
+            "title": row[0],
+            "model": row[1],
+            "system_prompt": row[2],
+            "settings": json.loads(row[3]),
+        }
 
     def rename(self, conversation_id: int, title: str) -> None:
-        self._write("UPDATE conversations SET title = ?, updated = ? WHERE id = ?", (title, time.time(), conversation_id))
+        self._write(
+            "UPDATE conversations SET title = ?, updated = ? WHERE id = ?", (title, time.time(), conversation_id)
+        )
 
     def delete(self, conversation_id: int) -> None:
         self._write("DELETE FROM conversations WHERE id = ?", (conversation_id,))
@@ -163,18 +179,29 @@ class Store:
     def _append(self, conversation_id: int, role: str, content: str, token_ids, status: str) -> int:
         """Insert a message after the last one; call inside a transaction."""
         now = time.time()
-        position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?",
-                                   (conversation_id,)).fetchone()[0]
+        position = self.db.execute(
+            "SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?", (conversation_id,)
+        ).fetchone()[0]
         cur = self.db.execute(
             "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (conversation_id, position, role, content, json.dumps(token_ids) if token_ids is not None else None,
-             status, now))
+            (
+                conversation_id,
+                position,
+                role,
+                content,
+                json.dumps(token_ids) if token_ids is not None else None,
+                status,
+                now,
+            ),
+        )
         self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
         if role == "user" and position <= 1:
             # The first message names the conversation until the user renames it.
-            self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
-                            (_title_from(content), conversation_id))
+            self.db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
+                (_title_from(content), conversation_id),
+            )
         return cur.lastrowid
 
     def add_message(self, conversation_id: int, role: str, content: str, token_ids=None, status="complete") -> int:
@@ -184,14 +211,17 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
 
-    def add_reply(self, conversation_id: int, content: str, token_ids: list[int], status: str,
-                  stats: dict, cache: dict) -> int:
+    def add_reply(
+        self, conversation_id: int, content: str, token_ids: list[int], status: str, stats: dict, cache: dict
+    ) -> int:
         """The reply and its turn's numbers, in one transaction: both or neither."""
         try:
             with self.transaction():
                 message_id = self._append(conversation_id, "assistant", content, token_ids, status)
-                self.db.execute("INSERT INTO turn_stats (message_id, stats, cache) VALUES (?, ?, ?)",
-                                (message_id, json.dumps(stats), json.dumps(cache)))
+                self.db.execute(
+                    "INSERT INTO turn_stats (message_id, stats, cache) VALUES (?, ?, ?)",
+                    (message_id, json.dumps(stats), json.dumps(cache)),
+                )
                 return message_id
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
@@ -200,9 +230,20 @@ class Store:
         rows = self.db.execute(
             "SELECT m.id, m.role, m.content, m.token_ids, m.status, t.stats, t.cache FROM messages m "
             "LEFT JOIN turn_stats t ON t.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.position",
-            (conversation_id,)).fetchall()
-        return [StoredMessage(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4],
-                              json.loads(r[5]) if r[5] else None, json.loads(r[6]) if r[6] else None) for r in rows]
+            (conversation_id,),
+        ).fetchall()
+        return [
+            StoredMessage(
+                r[0],
+                r[1],
+                r[2],
+                json.loads(r[3]) if r[3] else None,
+                r[4],
+                json.loads(r[5]) if r[5] else None,
+                json.loads(r[6]) if r[6] else None,
+            )
+            for r in rows
+        ]
 
     def close(self) -> None:
         self.db.close()

@@ -19,7 +19,7 @@ import json
 import statistics
 import sys
 
-from model.engine import EngineOptions
+from model.runtime.engine import EngineOptions
 
 from .app import VIEWS, GlasschatApp
 from .headless import HeadlessSession
@@ -70,7 +70,7 @@ def run(args) -> int:
     for r in range(rounds):
         # Interleaved, and each round in a rotated order, so drift hits every setting alike.
         order = list(rates)
-        order = order[r % len(order):] + order[:r % len(order)]
+        order = order[r % len(order) :] + order[: r % len(order)]
         for label in order:
             if label == "engine alone":
                 rate = engine_alone(options)
@@ -81,13 +81,21 @@ def run(args) -> int:
     medians = {label: statistics.median(v) for label, v in rates.items()}
     paired = {label: [a / e for a, e in zip(v, rates["engine alone"])] for label, v in rates.items()}
     ratios = {label: statistics.median(r) for label, r in paired.items()}
-    report = {"decode_tok_s": rates, "median_tok_s": medians, "paired_ratios": paired,
-              "ratio_to_engine": ratios, "rounds": rounds, "decode_tokens": args.decode_tokens}
+    report = {
+        "decode_tok_s": rates,
+        "median_tok_s": medians,
+        "paired_ratios": paired,
+        "ratio_to_engine": ratios,
+        "rounds": rounds,
+        "decode_tokens": args.decode_tokens,
+    }
     if args.json:
         print(json.dumps(report))
     else:
         for label, v in medians.items():
             runs = " ".join(f"{x:.2f}" for x in rates[label])
-            print(f"{label:24} median {v:6.2f} tok/s  {ratios[label]:5.2f}x the engine alone (paired by round)"
-                  f"   runs: {runs}")
+            print(
+                f"{label:24} median {v:6.2f} tok/s  {ratios[label]:5.2f}x the engine alone (paired by round)"
+                f"   runs: {runs}"
+            )
     return 0

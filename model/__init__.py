@@ -4,6 +4,6 @@ Nothing here imports `chat/`. Importing this package first makes MLX use the
 system OpenBLAS on Linux (see `model.blas`).
 """
 
-from .blas import prefer_system_openblas
+from model.blas import prefer_system_openblas
 
 prefer_system_openblas()

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 import model  # noqa: E402,F401  (picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
-from model.engine import EngineOptions  # noqa: E402
+from model.runtime.engine import EngineOptions  # noqa: E402
 
 QUESTIONS = ["What is the capital of France?", "Write a Python function that reverses a string."]
 

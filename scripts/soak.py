@@ -19,8 +19,8 @@ import model  # noqa: E402,F401
 from chat.headless import HeadlessSession  # noqa: E402
 from chat.recorder import ConversationRecorder  # noqa: E402
 from chat.store import Store  # noqa: E402
-from model.engine import EngineOptions  # noqa: E402
-from model.settings import CacheSettings  # noqa: E402
+from model.runtime.engine import EngineOptions  # noqa: E402
+from model.runtime.settings import CacheSettings  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "bread", "the moon", "rain", "a train", "music", "snow", "a garden", "chess", "tea"]
 
@@ -40,7 +40,9 @@ def main() -> int:
     db = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "soak.db"
     store = Store(db)
     recorder = ConversationRecorder(store, "default", {})
-    session = HeadlessSession(EngineOptions(max_tokens=args.max_tokens, cache=CacheSettings(max_kv_size=args.max_kv_size)))
+    session = HeadlessSession(
+        EngineOptions(max_tokens=args.max_tokens, cache=CacheSettings(max_kv_size=args.max_kv_size))
+    )
     samples, failures, start = {}, 0, time.time()
     try:
         for n in range(1, args.turns + 1):
@@ -55,16 +57,21 @@ def main() -> int:
             if n % 50 == 0 or n == 1:
                 samples[n] = rss_mb()
                 c = result.ended.cache
-                print(f"turn {n:4d}  rss {samples[n]:7.1f} MB  cache {c.tokens}/{c.capacity} "
-                      f"({c.bytes / 2**20:.1f} MB)  evicted {c.evicted_total}  pos {c.position}  "
-                      f"{time.time() - start:6.0f} s", flush=True)
+                print(
+                    f"turn {n:4d}  rss {samples[n]:7.1f} MB  cache {c.tokens}/{c.capacity} "
+                    f"({c.bytes / 2**20:.1f} MB)  evicted {c.evicted_total}  pos {c.position}  "
+                    f"{time.time() - start:6.0f} s",
+                    flush=True,
+                )
     finally:
         session.close()
     saved = store.messages(recorder.conversation_id)
     replies = sum(1 for m in saved if m.role == "assistant")
     later = [v for k, v in samples.items() if k >= 50] or [samples[max(samples)]]
     growth = max(later) - samples.get(50, later[0])
-    print(f"{args.turns} turns, {failures} failures, {replies} replies saved, RSS growth after turn 50: {growth:.1f} MB")
+    print(
+        f"{args.turns} turns, {failures} failures, {replies} replies saved, RSS growth after turn 50: {growth:.1f} MB"
+    )
     ok = failures == 0 and replies == args.turns and growth < 50
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

@@ -5,8 +5,9 @@ import sys
 
 
 def glasschat(*args, timeout=300, **kwargs):
-    return subprocess.run([sys.executable, "-m", "chat.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "chat.cli", *args], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def assert_one_line_error(proc, *phrases):

@@ -3,8 +3,9 @@
 import json
 from pathlib import Path
 
-import model  # noqa: F401  (first: picks the system OpenBLAS before mlx loads)
 import pytest
+
+import model  # noqa: F401  (first: picks the system OpenBLAS before mlx loads)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -22,13 +23,13 @@ def golden_greedy():
 @pytest.fixture(scope="session")
 def default_model():
     """The default model, float32 layout (the CPU default)."""
-    from model.loader import load_model
+    from model.loading.loader import load_model
 
     return load_model(None, layout="float32")
 
 
 @pytest.fixture(scope="session")
 def default_gguf_path():
-    from model.default_model import default_model_path
+    from model.loading.default_model import default_model_path
 
     return default_model_path()

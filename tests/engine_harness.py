@@ -1,7 +1,7 @@
 """Drive an Engine synchronously on the test's own thread (no engine thread is started)."""
 
-from model.engine import Engine, EngineOptions
-from model.events import PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
+from model.runtime.engine import Engine, EngineOptions
+from model.runtime.events import PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
 
 
 class SyncEngine:

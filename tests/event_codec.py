@@ -3,12 +3,25 @@
 import dataclasses
 import json
 
-from model import events as ev
-from model.stats import CacheState, PrefillStats, TurnStats
+from model.runtime import events as ev
+from model.runtime.stats import CacheState, PrefillStats, TurnStats
 
-_TYPES = {cls.__name__: cls for cls in (
-    ev.ModelLoading, ev.ModelReady, ev.ModelFailed, ev.TurnStarted, ev.PrefillProgress, ev.PrefillDone,
-    ev.TokenGenerated, ev.TurnEnded, ev.TurnFailed, ev.ConversationReset, ev.InsideStep)}
+_TYPES = {
+    cls.__name__: cls
+    for cls in (
+        ev.ModelLoading,
+        ev.ModelReady,
+        ev.ModelFailed,
+        ev.TurnStarted,
+        ev.PrefillProgress,
+        ev.PrefillDone,
+        ev.TokenGenerated,
+        ev.TurnEnded,
+        ev.TurnFailed,
+        ev.ConversationReset,
+        ev.InsideStep,
+    )
+}
 _NESTED = {"cache": CacheState, "stats": None}
 
 
@@ -44,8 +57,13 @@ def decode(data: dict):
 
 
 def save(path, load_events, turns) -> None:
-    path.write_text(json.dumps({"load": [encode(e) for e in load_events],
-                                "turns": [[encode(e) for e in t] for t in turns]}, ensure_ascii=False, separators=(",", ":")))
+    path.write_text(
+        json.dumps(
+            {"load": [encode(e) for e in load_events], "turns": [[encode(e) for e in t] for t in turns]},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    )
 
 
 def load(path):

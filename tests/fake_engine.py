@@ -6,16 +6,16 @@ import threading
 import time
 from pathlib import Path
 
-from model.events import ConversationReset, HistoryRestored, InsideStep, TokenGenerated, TurnEnded, TurnStarted
-from model.watch import Watch
-
 import event_codec
+
+from model.internals.watch import Watch
+from model.runtime.events import ConversationReset, HistoryRestored, InsideStep, TokenGenerated, TurnEnded, TurnStarted
 
 RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
 
 
 class FakeEngine:
-    """Same interface as model.engine.Engine; each `send` replays the next recorded turn."""
+    """Same interface as model.runtime.engine.Engine; each `send` replays the next recorded turn."""
 
     def __init__(self, options, emit, delay: float = 0.0, recording: Path = RECORDING, gate_at: int = 1):
         self.options, self.emit, self.delay = options, emit, delay
@@ -91,8 +91,7 @@ class FakeEngine:
                 if event.index == self.gate_at:
                     self.turn_gate.wait(30)
                 if self._cancel.is_set():
-                    stats = dataclasses.replace(events[-1].stats, stop_reason="cancelled",
-                                                generated_tokens=event.index)
+                    stats = dataclasses.replace(events[-1].stats, stop_reason="cancelled", generated_tokens=event.index)
                     self.emit(TurnEnded(event.turn, text, (), stats, event.cache))
                     return
                 text += event.text

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from model.loader import _read_gguf
-from model.tokenizer import tokenizer_from_gguf
-from model.weights import dequantize, quantized_modules, rename_gguf
+from model.loading.loader import _read_gguf
+from model.loading.tokenizer import tokenizer_from_gguf
+from model.loading.weights import dequantize, quantized_modules, rename_gguf
 
 
 def unpermute_rows(w: mx.array, n_heads: int) -> mx.array:
@@ -50,8 +50,13 @@ def export_folder(gguf_path: Path, folder: Path, dtype=None) -> Path:
     mx.save_safetensors(str(folder / "model.safetensors"), weights)
     tokenizer = tokenizer_from_gguf(meta)
     tokenizer.markup.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "chat_template": meta["tokenizer.chat_template"],
-        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-    }))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "chat_template": meta["tokenizer.chat_template"],
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+            }
+        )
+    )
     return folder

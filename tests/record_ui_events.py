@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-import model  # noqa: F401
-from model.events import ModelReady, TurnStarted
-from model.settings import CacheSettings
-from model.watch import Watch
-
 import event_codec
 from engine_harness import SyncEngine
+
+import model  # noqa: F401
+from model.internals.watch import Watch
+from model.runtime.events import ModelReady
+from model.runtime.settings import CacheSettings
 
 OUT = Path(__file__).parent / "data" / "recorded_events.json"
 USERS = ["What is the capital of France?", "Write a long story about a dragon who learns to read."]

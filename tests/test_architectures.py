@@ -3,12 +3,11 @@
 import mlx.core as mx
 import pytest
 from mlx_lm.utils import load_model as mlx_lm_load_model
-
-from model.config import config_from_hf
-from model.transformer import Transformer
-from model.weights import apply_weights
-
 from tiny_models import VARIANTS, write_tiny_folder
+
+from model.loading.config import config_from_hf
+from model.loading.weights import apply_weights
+from model.network.transformer import Transformer
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -3,7 +3,6 @@
 import json
 
 import mlx.core as mx
-
 from cli_helpers import assert_one_line_error, glasschat
 
 

@@ -2,11 +2,10 @@
 
 import mlx.core as mx
 import pytest
-
-from model.generate import prefill
-from model.kv_cache import KVCache
-
 from tiny_models import build_tiny_model
+
+from model.cache.kv_cache import KVCache
+from model.runtime.generate import prefill
 
 
 def cached_logits(model, ids, prompt_len, chunk):

@@ -3,14 +3,12 @@
 import json
 
 import mlx.core as mx
-import pytest
-
-from model.settings import CacheSettings
-from model.generate import prefill
-from model.kv_cache import KVCache
-
 from cli_helpers import assert_one_line_error, glasschat
 from engine_harness import SyncEngine
+
+from model.cache.kv_cache import KVCache
+from model.runtime.generate import prefill
+from model.runtime.settings import CacheSettings
 
 SYSTEM = "You are a terse assistant. Answer in one short sentence."
 
@@ -133,8 +131,17 @@ def test_replay_json_per_turn(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["turn"] for r in rows] == [1, 2, 3] and rows[1]["user"] == "What is 2+2?"
-    for key in ("text", "token_ids", "prompt_tokens", "reused_tokens", "prefill_s", "decode_tok_s",
-                "generated_tokens", "stop_reason", "cache"):
+    for key in (
+        "text",
+        "token_ids",
+        "prompt_tokens",
+        "reused_tokens",
+        "prefill_s",
+        "decode_tok_s",
+        "generated_tokens",
+        "stop_reason",
+        "cache",
+    ):
         assert key in rows[0]
     for key in ("tokens", "capacity", "bytes", "sink_tokens", "evicted_total", "position"):
         assert key in rows[0]["cache"]

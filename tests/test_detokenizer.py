@@ -1,6 +1,6 @@
 """Streaming detokenization never emits half a UTF-8 character and adds up to the full decode."""
 
-from model.detokenizer import StreamingDetokenizer
+from model.loading.detokenizer import StreamingDetokenizer
 
 TEXTS = ["plain ascii", "Café naïve résumé", "日本語のテキスト", "emoji 🙂🚀 and 👩‍👩‍👧", "mixed: α→β ≠ γ\n\tdone"]
 

@@ -4,11 +4,10 @@ import json
 import math
 
 import pytest
+from cli_helpers import glasschat
 
 from chat.headless import HeadlessSession
-from model.engine import EngineOptions
-
-from cli_helpers import glasschat
+from model.runtime.engine import EngineOptions
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +62,19 @@ def test_run_json_has_every_key(golden_greedy):
     proc = glasschat("run", golden_greedy[0]["user"], "--json", "--max-tokens", "8")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    for key in ("text", "token_ids", "prompt_tokens", "prefill_s", "prefill_tok_s", "generated_tokens",
-                "decode_tok_s", "stop_reason", "model", "cache", "top_k"):
+    for key in (
+        "text",
+        "token_ids",
+        "prompt_tokens",
+        "prefill_s",
+        "prefill_tok_s",
+        "generated_tokens",
+        "decode_tok_s",
+        "stop_reason",
+        "model",
+        "cache",
+        "top_k",
+    ):
         assert key in out
     assert {"tokens", "capacity", "bytes"} <= set(out["cache"])
     assert len(out["top_k"]) == out["generated_tokens"]

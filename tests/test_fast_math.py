@@ -7,10 +7,10 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from model import fast_math
-from model.config import ModelConfig
-from model.rope import RoPE
-from model.sampling import log_softmax
+from model.loading.config import ModelConfig
+from model.network import fast_math
+from model.network.rope import RoPE
+from model.runtime.sampling import log_softmax
 
 
 def test_exp_relative_error():
@@ -40,15 +40,28 @@ def test_log_softmax_matches_mlx():
 
 
 @pytest.mark.parametrize("traditional", [True, False])
-@pytest.mark.parametrize("scaling", [None, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}])
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        None,
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ],
+)
 def test_decode_rope_table_matches_fast_rope(traditional, scaling):
-    config = ModelConfig("llama", 64, 1, 4, 2, 64, 128, 10, rope_theta=100000.0,
-                         rope_traditional=traditional, rope_scaling=scaling)
+    config = ModelConfig(
+        "llama", 64, 1, 4, 2, 64, 128, 10, rope_theta=100000.0, rope_traditional=traditional, rope_scaling=scaling
+    )
     rope = RoPE(config)
     x = mx.random.normal((1, 4, 1, 64))
     for position in (0, 1, 100, 2047):
-        expected = mx.fast.rope(x, 64, traditional=traditional, base=rope.base, scale=rope.scale,
-                                offset=position, freqs=rope._periods)
+        expected = mx.fast.rope(
+            x, 64, traditional=traditional, base=rope.base, scale=rope.scale, offset=position, freqs=rope._periods
+        )
         # fast.rope computes its angles in float32; the table in float64.
         assert mx.abs(rope(x, position) - expected).max().item() < 5e-4

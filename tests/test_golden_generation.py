@@ -1,10 +1,9 @@
 """Our model against mlx-lm's reference outputs for the default model."""
 
 import mlx.core as mx
-import pytest
 
-from model.chat_template import Message, encode_conversation
-from model.loader import load_model
+from model.loading.chat_template import Message, encode_conversation
+from model.loading.loader import load_model
 
 TOLERANCE = 0.05  # float32 vs 4-bit paths differ by up to about 0.04
 
@@ -26,8 +25,9 @@ def worst_logprob_error(lm, case):
 
 def test_prompt_ids_identical(default_model, golden_greedy):
     for case in golden_greedy:
-        ids, _ = encode_conversation(default_model.template, default_model.tokenizer,
-                                     [Message("user", case["user"])], add_generation_prompt=True)
+        ids, _ = encode_conversation(
+            default_model.template, default_model.tokenizer, [Message("user", case["user"])], add_generation_prompt=True
+        )
         assert ids == case["prompt_ids"]
         assert default_model.template.render([Message("user", case["user"])], True) == case["prompt_text"]
 
@@ -46,7 +46,7 @@ def test_teacher_forced_logprobs_quantized(golden_greedy):
 
 def test_greedy_tokens_through_the_engine(golden_greedy):
     from chat.headless import HeadlessSession
-    from model.engine import EngineOptions
+    from model.runtime.engine import EngineOptions
 
     session = HeadlessSession(EngineOptions(max_tokens=16))
     try:

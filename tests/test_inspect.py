@@ -5,14 +5,12 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from model.chat_template import Message, encode_conversation
-from model.inspect import cache_grid, explicit_attention, fresh_cache, inspect_prompt, step_inside
-from model.kv_cache import KVCache
-
 from cli_helpers import glasschat
 from engine_harness import SyncEngine
-from model.settings import CacheSettings
+
+from model.internals.inspect import cache_grid, explicit_attention, fresh_cache, inspect_prompt, step_inside
+from model.loading.chat_template import Message, encode_conversation
+from model.runtime.settings import CacheSettings
 
 PROMPT = "The cat sat on the unbelievable mat."
 
@@ -59,7 +57,8 @@ def test_weights_reproduce_each_layers_attention_output(default_model):
     ids = default_model.tokenizer.encode_text(PROMPT)
     cache = fresh_cache(default_model, 256)
     prefill_ids, last = ids[:-1], ids[-1:]
-    from model.generate import prefill
+    from model.runtime.generate import prefill
+
     prefill(model, cache, prefill_ids)
     checks = []
     for layer_cache in cache.layers:
@@ -79,8 +78,9 @@ def test_weights_reproduce_each_layers_attention_output(default_model):
 
 
 def test_logit_lens_last_layer_is_the_models_distribution(default_model):
-    inside = step_inside(default_model.model, fresh_cache(default_model, 256),
-                         default_model.tokenizer.encode_text(PROMPT), layers=[])
+    inside = step_inside(
+        default_model.model, fresh_cache(default_model, 256), default_model.tokenizer.encode_text(PROMPT), layers=[]
+    )
     own = mx.softmax(inside.logits.astype(mx.float32), axis=-1)
     assert len(inside.lens) == 30
     assert mx.abs(inside.lens[-1] - own).max().item() < 1e-6

@@ -7,11 +7,10 @@ import sys
 
 import mlx.core as mx
 import pytest
+from gguf_export import export_folder
 
 from chat.headless import HeadlessSession
-from model.engine import EngineOptions
-
-from gguf_export import export_folder
+from model.runtime.engine import EngineOptions
 
 MAX_TOKENS = 16
 
@@ -62,9 +61,22 @@ def test_hub_id_from_a_local_cache_offline(tmp_path, mlx_folder, golden_greedy):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
     case = golden_greedy[0]
     proc = subprocess.run(
-        [sys.executable, "-m", "chat.cli", "run", case["user"], "--json", "--max-tokens", str(MAX_TOKENS),
-         "--model", "glasschat-test/SmolLM2-135M-mlx"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "chat.cli",
+            "run",
+            case["user"],
+            "--json",
+            "--max-tokens",
+            str(MAX_TOKENS),
+            "--model",
+            "glasschat-test/SmolLM2-135M-mlx",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -72,7 +84,12 @@ def test_hub_id_from_a_local_cache_offline(tmp_path, mlx_folder, golden_greedy):
     assert out["model"]["path"] == str(snapshot)
 
     # An id that is not cached gets one line, not a traceback.
-    proc = subprocess.run([sys.executable, "-m", "chat.cli", "run", "hi", "--model", "nobody/not-cached"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chat.cli", "run", "hi", "--model", "nobody/not-cached"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "not in the local Hub cache" in proc.stderr

@@ -1,7 +1,6 @@
 """Conversations that survive: replay into a database, SIGKILL mid-reply, reopen and go on."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -10,13 +9,12 @@ import time
 
 import mlx.core as mx
 import pytest
+from cli_helpers import glasschat
+from engine_harness import SyncEngine
 
 from chat.recorder import ConversationRecorder
 from chat.store import Store
-from model.generate import prefill
-
-from cli_helpers import glasschat
-from engine_harness import SyncEngine
+from model.runtime.generate import prefill
 
 
 def test_replay_saves_every_turn(tmp_path):
@@ -43,8 +41,11 @@ def test_sigkill_mid_reply_loses_no_completed_turn(tmp_path):
     users = ["Say hi.", "Name a colour.", "Write a very long story about a lighthouse keeper and the sea."] * 3
     replay.write_text(json.dumps(users))
     db = tmp_path / "g.db"
-    proc = subprocess.Popen([sys.executable, "-m", "chat.cli", "replay", str(replay), "--db", str(db),
-                             "--max-tokens", "400", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chat.cli", "replay", str(replay), "--db", str(db), "--max-tokens", "400", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         # Kill during the long third reply: two replies are saved and a third user message is.
         deadline = time.time() + 240
@@ -97,8 +98,9 @@ def test_restored_cache_matches_the_live_one():
     outcomes = []
     for run in (live, restored):
         prompt = run.conversation.prompt_for("And of Italy?")
-        outcomes.append((list(run.conversation.history) + prompt.ids,
-                         prefill(run.model, run.conversation.cache, prompt.ids)))
+        outcomes.append(
+            (list(run.conversation.history) + prompt.ids, prefill(run.model, run.conversation.cache, prompt.ids))
+        )
     (live_ids, live_logits), (restored_ids, restored_logits) = outcomes
     assert live_ids == restored_ids  # the same token history either way
     assert mx.abs(live_logits - restored_logits).max().item() < 1e-3

@@ -3,14 +3,13 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from model.settings import CacheSettings
-from model.generate import prefill
-from model.kv_cache import KVCache
-from model.kv_quantized import QuantizedKVCache
-
 from engine_harness import SyncEngine
 from tiny_models import build_tiny_model
+
+from model.cache.kv_cache import KVCache
+from model.cache.kv_quantized import QuantizedKVCache
+from model.runtime.generate import prefill
+from model.runtime.settings import CacheSettings
 
 
 def held(history, cache):
@@ -97,9 +96,18 @@ def test_tiny_model_quantized_cache_attention_after_wrapping():
 @pytest.fixture(scope="module")
 def wrapped_default():
     run = SyncEngine(max_tokens=24, cache=CacheSettings(max_kv_size=96))
-    questions = ["Name a planet.", "What is water made of?", "Say hello in French.", "Count to five.",
-                 "What colour is the sky?", "Give me a fruit.", "What is 2+2?", "Name an ocean.",
-                 "Name a mountain.", "What do cats eat?"]
+    questions = [
+        "Name a planet.",
+        "What is water made of?",
+        "Say hello in French.",
+        "Count to five.",
+        "What colour is the sky?",
+        "Give me a fruit.",
+        "What is 2+2?",
+        "Name an ocean.",
+        "Name a mountain.",
+        "What do cats eat?",
+    ]
     for q in questions:
         run.turn(q)
     return run

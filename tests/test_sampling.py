@@ -4,8 +4,17 @@ import math
 
 import mlx.core as mx
 
-from model.sampling import (SamplingSettings, apply_repetition_penalty, draw, filter_min_p, filter_top_k,
-                            filter_top_p, log_softmax, sampling_distribution, top_k_of)
+from model.runtime.sampling import (
+    SamplingSettings,
+    apply_repetition_penalty,
+    draw,
+    filter_min_p,
+    filter_top_k,
+    filter_top_p,
+    log_softmax,
+    sampling_distribution,
+    top_k_of,
+)
 
 LOGITS = mx.array([2.0, 1.0, 0.5, 3.0, -1.0, 0.0])
 

@@ -3,11 +3,10 @@
 import sqlite3
 
 import pytest
+from cli_helpers import assert_one_line_error, glasschat
 
 from chat.export import conversation_markdown
 from chat.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
-
-from cli_helpers import assert_one_line_error, glasschat
 
 
 def test_round_trip_and_wal(tmp_path):
@@ -27,7 +26,7 @@ def test_round_trip_and_wal(tmp_path):
     assert msgs[1].token_ids == [19, 2] and msgs[1].stats == {"decode_tok_s": 9.5}
     assert msgs[3].status == "cancelled"
     md = conversation_markdown(again, cid)
-    assert md.startswith("---\ntitle: \"What is 2+2?\"") and '"decode_tok_s": 9.5' in md
+    assert md.startswith('---\ntitle: "What is 2+2?"') and '"decode_tok_s": 9.5' in md
     assert "## Assistant (stopped)\n\n6" in md
     again.rename(cid, "Sums")
     assert again.conversations()[0].title == "Sums"

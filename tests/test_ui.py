@@ -1,17 +1,15 @@
 """The Textual app driven with Pilot over a fake engine that replays a recorded real conversation."""
 
 import pytest
+from ui_helpers import fake_app, text_of, wait_for
 
 from chat.formatting import human_bytes, rate, seconds, visible_token
 from chat.widgets.cache_panel import CachePanel
-from chat.widgets.decode_panel import DecodePanel
 from chat.widgets.prefill_panel import PrefillPanel
 from chat.widgets.prompt_input import PromptInput
 from chat.widgets.topk_panel import TopKPanel
 from chat.widgets.transcript import AssistantMessage, Transcript, UserMessage
-from model.events import PrefillDone, TokenGenerated, TurnEnded
-
-from ui_helpers import fake_app, text_of, wait_for
+from model.runtime.events import PrefillDone, TokenGenerated, TurnEnded
 
 QUESTION = "What is the capital of France?"
 

@@ -1,14 +1,13 @@
 """One Pilot run on the real default model: a question, the reply, and the panels showing the engine's numbers."""
 
 import pytest
+from ui_helpers import text_of, wait_for
 
 from chat.app import GlasschatApp
 from chat.formatting import human_bytes, rate, seconds
 from chat.widgets.transcript import AssistantMessage
-from model.engine import Engine, EngineOptions
-from model.events import PrefillDone, TokenGenerated, TurnEnded
-
-from ui_helpers import text_of, wait_for
+from model.runtime.engine import Engine, EngineOptions
+from model.runtime.events import PrefillDone, TokenGenerated, TurnEnded
 
 
 @pytest.mark.asyncio
@@ -19,6 +18,7 @@ async def test_real_model_end_to_end():
         def tee(event):
             seen.append(event)
             emit(event)
+
         return Engine(options, tee)
 
     app = GlasschatApp(EngineOptions(max_tokens=32), engine_factory=recording_engine)

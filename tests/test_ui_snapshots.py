@@ -1,10 +1,9 @@
 """Layout snapshots at 80x24 and 140x45, after one recorded real turn (pytest-textual-snapshot)."""
 
 import pytest
+from ui_helpers import fake_app, wait_for
 
 from chat.widgets.transcript import AssistantMessage
-
-from ui_helpers import fake_app, wait_for
 
 
 async def after_one_turn(pilot):
@@ -80,5 +79,8 @@ def test_lens_view(snap_compare):
 def test_confidence_view(snap_compare):
     """F9: the reply tinted by each token's sampled probability, the cursor on the third token."""
     app, _ = fake_app()
-    assert snap_compare(app, terminal_size=(140, 45),
-                        run_before=lambda pilot: long_reply_with(pilot, ["f9"], focus_after="ConfidenceText"))
+    assert snap_compare(
+        app,
+        terminal_size=(140, 45),
+        run_before=lambda pilot: long_reply_with(pilot, ["f9"], focus_after="ConfidenceText"),
+    )

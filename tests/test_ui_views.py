@@ -8,16 +8,15 @@ import dataclasses
 
 import pytest
 from rich.style import Style
+from test_ui import send
+from ui_helpers import fake_app, text_of, wait_for
 
 from chat.formatting import visible_token
 from chat.widgets.attention_panel import AttentionPanel, buckets
 from chat.widgets.confidence import ConfidenceText, tint
 from chat.widgets.lens_panel import LensPanel, shown_layers
 from chat.widgets.transcript import AssistantMessage
-from model.events import InsideStep, TokenGenerated
-
-from ui_helpers import fake_app, text_of, wait_for
-from test_ui import send
+from model.runtime.events import InsideStep, TokenGenerated
 
 STORY = "Tell me a story."
 
@@ -127,7 +126,7 @@ async def test_confidence_colouring_tints_each_token_by_its_sampled_probability(
         await pilot.pause(0.1)
         text = text_of(view)
         chosen = steps[2]
-        assert f"token #3 " in text and f"sampled at {chosen.prob * 100:.1f}%" in text
+        assert "token #3 " in text and f"sampled at {chosen.prob * 100:.1f}%" in text
         for cand in chosen.top_k[:3]:
             assert f"{visible_token(cand.text)} {cand.prob * 100:.1f}%" in text
         # Off again: the Markdown reply comes back.

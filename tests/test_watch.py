@@ -9,14 +9,12 @@ Watching must not change what the model writes.
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from model.events import InsideStep, TokenGenerated
-from model.inspect import fresh_cache, step_inside
-from model.settings import CacheSettings
-from model.watch import StepWatcher, Watch, read_inside, top_by_argmax
-
 from engine_harness import SyncEngine
 from tiny_models import build_tiny_model
+
+from model.internals.inspect import fresh_cache, step_inside
+from model.internals.watch import StepWatcher, Watch, read_inside, top_by_argmax
+from model.runtime.events import InsideStep
 
 QUESTION = "What is the capital of France?"
 LAYER = 7
@@ -119,7 +117,7 @@ def test_watcher_waits_its_interval():
 
 
 def fresh_cache_of(model):
-    from model.kv_cache import KVCache
+    from model.cache.kv_cache import KVCache
 
     return KVCache(model.config, 64, model.rope.shift)
 
@@ -131,7 +129,7 @@ def test_lens_of_chosen_layers_matches_the_full_lens(default_model):
     for layers in ((), (0, 10, 20)):
         cache = fresh_cache(default_model, 64)
         mx.eval(model(mx.array([ids[:-1]]), cache))
-        watcher = StepWatcher(model, cache, lambda: Watch(lens=True, lens_layers=layers, interval_s=0.0))
+        watcher = StepWatcher(model, cache, lambda layers=layers: Watch(lens=True, lens_layers=layers, interval_s=0.0))
         logits, extras = watcher.forward(mx.array([ids[-1:]]))
         mx.eval(logits, *[v for v in extras.values() if isinstance(v, mx.array)])
         results[layers] = (logits, read_inside(extras))

@@ -19,9 +19,17 @@ BASE_CONFIG = {
 
 VARIANTS = {
     # Llama 3: grouped-query attention and the long-context RoPE rule.
-    "llama3": {"model_type": "llama", "rope_theta": 500000.0,
-               "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+    "llama3": {
+        "model_type": "llama",
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    },
     "mistral": {"model_type": "mistral", "rope_theta": 1000000.0},
     # Qwen2: biases on q, k and v.
     "qwen2": {"model_type": "qwen2", "rope_theta": 1000000.0},
@@ -40,16 +48,27 @@ def random_weights(config: dict, seed: int = 0) -> dict[str, mx.array]:
         shapes["lm_head.weight"] = (v, d)
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "self_attn.q_proj.weight": (d, d), p + "self_attn.k_proj.weight": (kv, d),
-            p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, d),
-            p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
-            p + "mlp.down_proj.weight": (d, f),
-            p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,),
-        })
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (d, d),
+                p + "self_attn.k_proj.weight": (kv, d),
+                p + "self_attn.v_proj.weight": (kv, d),
+                p + "self_attn.o_proj.weight": (d, d),
+                p + "mlp.gate_proj.weight": (f, d),
+                p + "mlp.up_proj.weight": (f, d),
+                p + "mlp.down_proj.weight": (d, f),
+                p + "input_layernorm.weight": (d,),
+                p + "post_attention_layernorm.weight": (d,),
+            }
+        )
         if config["model_type"] == "qwen2":
-            shapes.update({p + "self_attn.q_proj.bias": (d,), p + "self_attn.k_proj.bias": (kv,),
-                           p + "self_attn.v_proj.bias": (kv,)})
+            shapes.update(
+                {
+                    p + "self_attn.q_proj.bias": (d,),
+                    p + "self_attn.k_proj.bias": (kv,),
+                    p + "self_attn.v_proj.bias": (kv,),
+                }
+            )
     weights = {}
     for name, shape in sorted(shapes.items()):
         key, sub = mx.random.split(key)
@@ -70,9 +89,9 @@ def write_tiny_folder(folder: Path, variant: str, seed: int = 0) -> dict:
 
 def build_tiny_model(variant: str, seed: int = 0, **overrides):
     """Our Transformer with the tiny random weights, in float32, without touching disk."""
-    from model.config import config_from_hf
-    from model.transformer import Transformer
-    from model.weights import apply_weights
+    from model.loading.config import config_from_hf
+    from model.loading.weights import apply_weights
+    from model.network.transformer import Transformer
 
     config = {**BASE_CONFIG, **VARIANTS[variant], **overrides}
     model = Transformer(config_from_hf(config))

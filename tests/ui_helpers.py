@@ -3,12 +3,11 @@
 import asyncio
 from types import SimpleNamespace
 
+from fake_engine import FakeEngine
 from textual.geometry import Region
 
 from chat.app import GlasschatApp
-from model.engine import EngineOptions
-
-from fake_engine import FakeEngine
+from model.runtime.engine import EngineOptions
 
 
 def fake_app(delay=0.0, tokenizer=None, **options):

@@ -58,7 +58,9 @@ class ConversationsScreen(ModalScreen):
         options = self.query_one(OptionList)
         options.clear_options()
         for c in self.store.conversations():
-            options.add_option(Option(f"{c.title}  [dim]· {c.messages} messages · {_age(c.updated)}[/dim]", id=str(c.id)))
+            options.add_option(
+                Option(f"{c.title}  [dim]· {c.messages} messages · {_age(c.updated)}[/dim]", id=str(c.id))
+            )
         if options.option_count:
             options.highlighted = 0
 

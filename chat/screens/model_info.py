@@ -10,10 +10,20 @@ from textual.widgets import Static
 from ..formatting import human_bytes
 
 ROWS = [
-    ("source", "model"), ("architecture", "architecture"), ("layers", "layers"), ("heads", "query heads"),
-    ("kv_heads", "key/value heads"), ("hidden_size", "width"), ("context_length", "trained context"),
-    ("vocab_size", "vocabulary"), ("parameters", "parameters"), ("weight_dtype", "weight dtype"),
-    ("weight_layout", "weight layout"), ("weight_bytes", "weight memory"), ("backend", "backend"), ("blas", "BLAS"),
+    ("source", "model"),
+    ("architecture", "architecture"),
+    ("layers", "layers"),
+    ("heads", "query heads"),
+    ("kv_heads", "key/value heads"),
+    ("hidden_size", "width"),
+    ("context_length", "trained context"),
+    ("vocab_size", "vocabulary"),
+    ("parameters", "parameters"),
+    ("weight_dtype", "weight dtype"),
+    ("weight_layout", "weight layout"),
+    ("weight_bytes", "weight memory"),
+    ("backend", "backend"),
+    ("blas", "BLAS"),
 ]
 
 

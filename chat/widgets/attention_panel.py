@@ -1,7 +1,7 @@
 """Attention: where the token being generated looks, in one layer, over every cached position.
 
 The engine recomputes the chosen layer's attention with an explicit softmax
-only while this panel is open (see model.watch); the weights of each head sum
+only while this panel is open (see model.internals.watch); the weights of each head sum
 to 1 over the cache. The strip buckets the positions (oldest left) and shows
 each bucket's share (each row scaled to its own peak); the list names the
 most attended tokens with their head-averaged weights.
@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from model.events import InsideStep
+from model.runtime.events import InsideStep
 
 from ..formatting import fit, visible_token
 from .panel import Panel
@@ -25,7 +25,7 @@ def buckets(weights, columns: int = COLUMNS) -> list[float]:
     """Sum of the weights in each of `columns` equal runs of positions (fewer if there are fewer positions)."""
     n = len(weights)
     columns = min(columns, n)
-    return [sum(weights[i * n // columns:(i + 1) * n // columns]) for i in range(columns)]
+    return [sum(weights[i * n // columns : (i + 1) * n // columns]) for i in range(columns)]
 
 
 def strip(shares: list[float], top: float) -> str:
@@ -77,7 +77,9 @@ class AttentionPanel(Panel, can_focus=True):
         self.refresh_body()
 
     def body(self) -> list:
-        heading = Text.assemble(("layer ", "dim"), (f"{self.attention_layer}", "bold"), (f"/{self.layer_count - 1}", "dim"))
+        heading = Text.assemble(
+            ("layer ", "dim"), (f"{self.attention_layer}", "bold"), (f"/{self.layer_count - 1}", "dim")
+        )
         step = self.step
         if step is None:
             return [heading, Text("shown for the next token written…", style="dim")]
@@ -93,13 +95,21 @@ class AttentionPanel(Panel, can_focus=True):
         # big share, and one shared scale would flatten everything else.
         for label, weights in rows:
             shares = buckets(weights)
-            lines.append(Text.assemble((f"{label:<5}", "dim"),
-                                       (strip(shares, max(shares)), "bold cyan" if label == "mean" else "cyan")))
+            lines.append(
+                Text.assemble(
+                    (f"{label:<5}", "dim"), (strip(shares, max(shares)), "bold cyan" if label == "mean" else "cyan")
+                )
+            )
         lines.append(self._ruler(positions, step.sink))
         for a in step.most_attended[:NAMED]:
             where = "sink" if a.position < step.sink else f"@{a.position}"
-            lines.append(Text.assemble((f"{a.weight * 100:5.1f}% ", "bold"), (fit(visible_token(a.text), 14), ""),
-                                       (f" {where}", "magenta" if a.position < step.sink else "dim")))
+            lines.append(
+                Text.assemble(
+                    (f"{a.weight * 100:5.1f}% ", "bold"),
+                    (fit(visible_token(a.text), 14), ""),
+                    (f" {where}", "magenta" if a.position < step.sink else "dim"),
+                )
+            )
         return lines
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from rich.text import Text
 
-from model.stats import CacheState
+from model.runtime.stats import CacheState
 
 from ..formatting import human_bytes
 from .panel import Panel
@@ -38,16 +38,31 @@ class CachePanel(Panel):
         # At least one cell for anything present, so a small sink still shows.
         sink = max(1, round(BAR_WIDTH * s.sink_tokens / s.capacity)) if s.sink_tokens else 0
         held = max(sink + 1, round(BAR_WIDTH * s.tokens / s.capacity)) if s.tokens > s.sink_tokens else sink
-        cells = Text.assemble(("█" * sink, "magenta"), ("█" * max(held - sink, 0), "green"),
-                              ("░" * (BAR_WIDTH - max(held, sink)), "dim"))
+        cells = Text.assemble(
+            ("█" * sink, "magenta"), ("█" * max(held - sink, 0), "green"), ("░" * (BAR_WIDTH - max(held, sink)), "dim")
+        )
         lines = [
             cells,
-            Text.assemble(("held ", "dim"), (f"{s.tokens}", "bold"), (f" / {s.capacity} tokens", "dim"),
-                          ("  pos ", "dim"), (str(s.position), "bold")),
-            Text.assemble(("sink ", "magenta"), (str(s.sink_tokens), "bold"), ("  evicted ", "dim"),
-                          (str(s.evicted_total), "bold")),
-            Text.assemble((human_bytes(s.bytes), "bold"), (" now / ", "dim"), (human_bytes(s.bytes_full), "bold"),
-                          (" full  ", "dim"), (s.dtype, "cyan")),
+            Text.assemble(
+                ("held ", "dim"),
+                (f"{s.tokens}", "bold"),
+                (f" / {s.capacity} tokens", "dim"),
+                ("  pos ", "dim"),
+                (str(s.position), "bold"),
+            ),
+            Text.assemble(
+                ("sink ", "magenta"),
+                (str(s.sink_tokens), "bold"),
+                ("  evicted ", "dim"),
+                (str(s.evicted_total), "bold"),
+            ),
+            Text.assemble(
+                (human_bytes(s.bytes), "bold"),
+                (" now / ", "dim"),
+                (human_bytes(s.bytes_full), "bold"),
+                (" full  ", "dim"),
+                (s.dtype, "cyan"),
+            ),
         ]
         if self.flash:
             lines.append(Text(self.flash, style="bold yellow"))

@@ -14,13 +14,17 @@ from textual import events
 from textual.binding import Binding
 from textual.widgets import Static
 
-from model.events import TopToken
+from model.runtime.events import TopToken
 
 from ..formatting import visible_token
 
 # Probability bands, low to high, and their background tints.
-BANDS = ((0.2, "#7a2430", "under 20%"), (0.5, "#7a5a1c", "20–50%"), (0.9, "#3d5f24", "50–90%"),
-         (1.01, "#1f4f36", "90% and up"))
+BANDS = (
+    (0.2, "#7a2430", "under 20%"),
+    (0.5, "#7a5a1c", "20–50%"),
+    (0.9, "#3d5f24", "50–90%"),
+    (1.01, "#1f4f36", "90% and up"),
+)
 
 
 def tint(prob: float) -> str:
@@ -33,6 +37,7 @@ def tint(prob: float) -> str:
 @dataclass(frozen=True)
 class SampledStep:
     """One generated token as the reply recorded it."""
+
     token_id: int
     text: str  # the text this step completed (may be empty mid-character)
     prob: float
@@ -103,9 +108,13 @@ class ConfidenceText(Static, can_focus=True):
         if not 0 <= self.cursor < len(self.steps):
             return [Text("←/→ or the mouse: a token's top-k at the moment it was written", style="dim")]
         s = self.steps[self.cursor]
-        head = Text.assemble(("token ", "dim"), (f"#{self.cursor + 1} ", "bold"),
-                             (visible_token(s.text) if s.text else f"(id {s.token_id})", "bold yellow"),
-                             ("  sampled at ", "dim"), (f"{s.prob * 100:.1f}%", "bold"))
+        head = Text.assemble(
+            ("token ", "dim"),
+            (f"#{self.cursor + 1} ", "bold"),
+            (visible_token(s.text) if s.text else f"(id {s.token_id})", "bold yellow"),
+            ("  sampled at ", "dim"),
+            (f"{s.prob * 100:.1f}%", "bold"),
+        )
         if not s.top_k:
             return [head, Text("  (no top-k recorded: the Next token panel and this view were both off)", style="dim")]
         candidates = Text("  ")

@@ -5,7 +5,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
-from model.events import TokenGenerated, TurnEnded, TurnStarted
+from model.runtime.events import TokenGenerated, TurnEnded, TurnStarted
 
 from ..formatting import rate, seconds
 
@@ -64,7 +64,14 @@ class DecodePanel(Vertical):
         headline = self.final or self.live
         label = "reply " if self.final else "live "
         # One row, always: no layout pass needed.
-        self.numbers.update(Text.assemble(
-            (label, "dim"), (rate(headline), "bold green"), ("  tokens ", "dim"), (str(self.generated), "bold"),
-            ("  ", ""), (seconds(self.elapsed) if self.elapsed else "–", "bold"),
-        ), layout=False)
+        self.numbers.update(
+            Text.assemble(
+                (label, "dim"),
+                (rate(headline), "bold green"),
+                ("  tokens ", "dim"),
+                (str(self.generated), "bold"),
+                ("  ", ""),
+                (seconds(self.elapsed) if self.elapsed else "–", "bold"),
+            ),
+            layout=False,
+        )

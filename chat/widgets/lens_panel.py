@@ -8,7 +8,7 @@ stack, and the last row is the model's own prediction.
 
 from rich.text import Text
 
-from model.events import InsideStep
+from model.runtime.events import InsideStep
 
 from ..formatting import bar, fit, visible_token
 from .panel import Panel
@@ -47,12 +47,22 @@ class LensPanel(Panel):
             return [Text("shown for the next token written…", style="dim")]
         rows = dict(zip(self.step.lens_layers or range(len(self.step.lens)), self.step.lens))
         final = self.step.lens[-1][0]
-        lines = [Text.assemble(("token #", "dim"), (f"{self.step.index + 1}", "bold"), ("  layer: top guess, runner-up", "dim"))]
+        lines = [
+            Text.assemble(
+                ("token #", "dim"), (f"{self.step.index + 1}", "bold"), ("  layer: top guess, runner-up", "dim")
+            )
+        ]
         for layer in sorted((rows.keys() & set(self.layers_wanted())) or rows, reverse=True):
             best, second = rows[layer][0], rows[layer][1] if len(rows[layer]) > 1 else None
             agrees = best.id == final.id
-            lines.append(Text.assemble(
-                (f"L{layer:<3}", "dim"), (fit(visible_token(best.text), 11), "bold green" if agrees else ""), " ",
-                (bar(best.prob, BAR_WIDTH), "green" if agrees else "blue"), f" {best.prob * 100:3.0f}% ",
-                (fit(visible_token(second.text), 10) if second else "", "dim")))
+            lines.append(
+                Text.assemble(
+                    (f"L{layer:<3}", "dim"),
+                    (fit(visible_token(best.text), 11), "bold green" if agrees else ""),
+                    " ",
+                    (bar(best.prob, BAR_WIDTH), "green" if agrees else "blue"),
+                    f" {best.prob * 100:3.0f}% ",
+                    (fit(visible_token(second.text), 10) if second else "", "dim"),
+                )
+            )
         return lines

@@ -2,7 +2,7 @@
 
 from rich.text import Text
 
-from model.events import PrefillDone, PrefillProgress, TurnStarted
+from model.runtime.events import PrefillDone, PrefillProgress, TurnStarted
 
 from ..formatting import bar, rate, seconds
 from .panel import Panel
@@ -36,13 +36,24 @@ class PrefillPanel(Panel):
 
     def body(self) -> list:
         lines = [
-            Text.assemble(("prefilled ", "dim"), (f"{self.prompt_tokens}", "bold"), (" tokens  ", "dim"),
-                          ("reused ", "dim"), (f"{self.reused_tokens}", "bold")),
+            Text.assemble(
+                ("prefilled ", "dim"),
+                (f"{self.prompt_tokens}", "bold"),
+                (" tokens  ", "dim"),
+                ("reused ", "dim"),
+                (f"{self.reused_tokens}", "bold"),
+            ),
         ]
         if self.running:
             frac = self.done / self.prompt_tokens if self.prompt_tokens else 0.0
             lines.append(Text.assemble((bar(frac, 20), "cyan"), f" {self.done}/{self.prompt_tokens}"))
         else:
-            lines.append(Text.assemble(("time ", "dim"), (seconds(self.prefill_s) if self.prefill_s else "–", "bold"),
-                                       ("  ", ""), (rate(self.prefill_tok_s), "bold")))
+            lines.append(
+                Text.assemble(
+                    ("time ", "dim"),
+                    (seconds(self.prefill_s) if self.prefill_s else "–", "bold"),
+                    ("  ", ""),
+                    (rate(self.prefill_tok_s), "bold"),
+                )
+            )
         return lines

@@ -3,7 +3,7 @@
 from rich.text import Text
 from textual.widgets import Static
 
-from model.stats import CacheState
+from model.runtime.stats import CacheState
 
 from ..formatting import human_bytes, rate
 

@@ -2,7 +2,7 @@
 
 from rich.text import Text
 
-from model.events import TokenGenerated
+from model.runtime.events import TokenGenerated
 
 from ..formatting import bar, fit, visible_token
 from .panel import Panel
@@ -37,7 +37,9 @@ class TopKPanel(Panel):
         # times as much to render, and this panel redraws during every reply.
         rows = [self._row(c.id, visible_token(c.text), c.prob, c.id == self.step.token_id) for c in self.step.top_k]
         if all(c.id != self.step.token_id for c in self.step.top_k):
-            rows.append(self._row(self.step.token_id, f"(id {self.step.token_id})", self.step.prob, True, bar_shown=False))
+            rows.append(
+                self._row(self.step.token_id, f"(id {self.step.token_id})", self.step.prob, True, bar_shown=False)
+            )
         return [header, *rows]
 
     def _row(self, token_id: int, token: str, prob: float, picked: bool, bar_shown: bool = True) -> Text:

@@ -16,16 +16,18 @@ from typing import Optional
 
 import mlx.core as mx
 
-from .bench_peers import LlamaCppEngine, MlxLmEngine, OurEngine, llama_cpp_available
-from .blas import blas_in_use
-from .generate import decode, prefill
-from .kv_cache import KVCache
-from .settings import SamplingSettings
+from bench.peers import LlamaCppEngine, MlxLmEngine, OurEngine, llama_cpp_available
+from model.blas import blas_in_use
+from model.cache.kv_cache import KVCache
+from model.runtime.generate import decode, prefill
+from model.runtime.settings import SamplingSettings
 
-FILLER = ("The history of science is the study of the development of science and scientific knowledge, "
-          "including both the natural and social sciences. Science is a body of empirical, theoretical, and "
-          "practical knowledge about the natural world, produced by scientists who emphasize the observation, "
-          "explanation, and prediction of real-world phenomena. ")
+FILLER = (
+    "The history of science is the study of the development of science and scientific knowledge, "
+    "including both the natural and social sciences. Science is a body of empirical, theoretical, and "
+    "practical knowledge about the natural world, produced by scientists who emphasize the observation, "
+    "explanation, and prediction of real-world phenomena. "
+)
 
 
 @dataclass
@@ -106,9 +108,17 @@ def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16
         a, b = max(a, 0), min(b, len(times) - 1)
         return (b - a) / (times[b] - times[a]) if b > a else 0.0
 
-    rows = [{"token": i, "evicted_total": total, "before_tok_s": rate(i - window - 1, i - 1),
-             "after_tok_s": rate(i + 1, i + window + 1), "eviction_step_s": times[i] - times[i - 1]}
-            for i, total in evicted_at if i > window]
+    rows = [
+        {
+            "token": i,
+            "evicted_total": total,
+            "before_tok_s": rate(i - window - 1, i - 1),
+            "after_tok_s": rate(i + 1, i + window + 1),
+            "eviction_step_s": times[i] - times[i - 1],
+        }
+        for i, total in evicted_at
+        if i > window
+    ]
     return {"capacity": capacity, "tokens": len(times), "evictions": rows}
 
 
@@ -119,8 +129,11 @@ def ratios(results: list[EngineResult]) -> list[dict]:
     out = []
     for a in ours:
         for b in peers:
-            row = {"ours": a.engine, "peer": b.engine,
-                   "decode": a.decode_tok_s / b.decode_tok_s if b.decode_tok_s else None}
+            row = {
+                "ours": a.engine,
+                "peer": b.engine,
+                "decode": a.decode_tok_s / b.decode_tok_s if b.decode_tok_s else None,
+            }
             for n, v in a.prefill_tok_s.items():
                 if b.prefill_tok_s.get(n):
                     row[f"prefill_{n}"] = v / b.prefill_tok_s[n]
@@ -133,31 +146,52 @@ def run(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     layouts = args.layouts.split(",")
     backend = "gpu" if mx.default_device() == mx.gpu else "cpu"
-    log(f"backend {backend} · BLAS {blas_in_use()} · mlx {mx.__version__} · sizes {sizes} · decode {args.decode_tokens}")
+    log(
+        f"backend {backend} · BLAS {blas_in_use()} · mlx {mx.__version__} · sizes {sizes} · decode {args.decode_tokens}"
+    )
     results: list[EngineResult] = []
     eviction: dict = {}
     first: Optional[OurEngine] = None
     for layout in layouts:
         ours = OurEngine(args.model, layout, top_k=args.show_top)
         first = first or ours
-        results.append(measure(ours, ours.loaded.layout, ours.loaded.tokenizer, sizes, args.decode_tokens,
-                               args.repeats, log, args.budget))
+        results.append(
+            measure(
+                ours,
+                ours.loaded.layout,
+                ours.loaded.tokenizer,
+                sizes,
+                args.decode_tokens,
+                args.repeats,
+                log,
+                args.budget,
+            )
+        )
         results[-1].note = "; ".join(n for n in (ours.info()["weight_dtype"], results[-1].note) if n)
         if layout == "float32" and not args.skip_extras_check:
             plain = OurEngine.__new__(OurEngine)
             plain.__dict__.update(ours.__dict__, top_k=0, name=f"glasschat ({ours.loaded.layout}, no top-k)")
             times = plain.decode_times(prompt_ids(ours.loaded.tokenizer, 64), args.decode_tokens)
             bare = (len(times) - 1) / (times[-1] - times[0])
-            r = EngineResult(plain.name, ours.loaded.layout, decode_tok_s=bare, decode_tokens=len(times),
-                             note="per-token extras off (top-k)")
+            r = EngineResult(
+                plain.name,
+                ours.loaded.layout,
+                decode_tok_s=bare,
+                decode_tokens=len(times),
+                note="per-token extras off (top-k)",
+            )
             results.append(r)
-            log(f"  extras: decode {results[-2].decode_tok_s:.1f} tok/s with top-k, {bare:.1f} without "
-                f"({(1 - results[-2].decode_tok_s / bare) * 100:+.1f}% cost)")
+            log(
+                f"  extras: decode {results[-2].decode_tok_s:.1f} tok/s with top-k, {bare:.1f} without "
+                f"({(1 - results[-2].decode_tok_s / bare) * 100:+.1f}% cost)"
+            )
             if args.eviction_tokens:
                 eviction = eviction_speed(ours, 256, args.eviction_tokens)
                 for row in eviction["evictions"]:
-                    log(f"  eviction at token {row['token']}: {row['before_tok_s']:.1f} tok/s before, "
-                        f"{row['after_tok_s']:.1f} after; the evicting step took {row['eviction_step_s'] * 1000:.0f} ms")
+                    log(
+                        f"  eviction at token {row['token']}: {row['before_tok_s']:.1f} tok/s before, "
+                        f"{row['after_tok_s']:.1f} after; the evicting step took {row['eviction_step_s'] * 1000:.0f} ms"
+                    )
         del ours
     tokenizer = first.loaded.tokenizer
     for quantized in args.mlx_lm.split(","):
@@ -174,7 +208,8 @@ def run(args) -> int:
         log(f"llama.cpp: {llama_cpp}")
     report = {
         "machine": {"backend": backend, "blas": blas_in_use(), "cpus": os.cpu_count(), "mlx": mx.__version__},
-        "model": first.info()["source"], "weight_dtype": first.info()["weight_dtype"],
+        "model": first.info()["source"],
+        "weight_dtype": first.info()["weight_dtype"],
         "llama_cpp": llama_cpp,
         "engines": [asdict(r) for r in results],
         "ratios": ratios(results),
@@ -191,14 +226,20 @@ def run(args) -> int:
 def print_table(report: dict) -> None:
     engines = report["engines"]
     sizes = sorted({int(n) for e in engines for n in e["prefill_tok_s"]})
-    head = f"{'engine':38} " + " ".join(f"{'pf' + str(n):>8}" for n in sizes) + f" {'decode':>8} {'ttft':>7} {'mlx peak':>9} {'rss':>8}"
+    head = (
+        f"{'engine':38} "
+        + " ".join(f"{'pf' + str(n):>8}" for n in sizes)
+        + f" {'decode':>8} {'ttft':>7} {'mlx peak':>9} {'rss':>8}"
+    )
     print("\nprefill and decode in tok/s; ttft in s; memory in MB")
     print(head)
     for e in engines:
         # JSON turns the int keys into strings; accept both.
         pf = " ".join(f"{e['prefill_tok_s'].get(n, e['prefill_tok_s'].get(str(n), float('nan'))):8.1f}" for n in sizes)
-        print(f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {e['ttft_s']:7.3f} "
-              f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}  {e['note']}")
+        print(
+            f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {e['ttft_s']:7.3f} "
+            f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}  {e['note']}"
+        )
     print("\nratios (ours / peer; >1 is faster)")
     for r in report["ratios"]:
         parts = [f"decode {r['decode']:.2f}x" if r["decode"] else "decode –"]

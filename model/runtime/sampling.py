@@ -9,9 +9,8 @@ from typing import Optional
 
 import mlx.core as mx
 
-from . import fast_math
-from .settings import SamplingSettings
-
+from model.network import fast_math
+from model.runtime.settings import SamplingSettings
 
 NEG_INF = float("-inf")
 

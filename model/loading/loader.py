@@ -3,21 +3,22 @@
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import mlx.core as mx
 
-from .blas import blas_in_use
-from .chat_template import ChatTemplate
-from .config import ModelConfig, config_from_gguf, config_from_hf
-from .default_model import default_model_path
-from .errors import ModelError
-from .tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
-from .transformer import Transformer, parameter_count
-from .fusion import fuse_projections
-from .weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
+from model.blas import blas_in_use
+from model.errors import ModelError
+from model.loading.chat_template import ChatTemplate
+from model.loading.config import ModelConfig, config_from_gguf, config_from_hf
+from model.loading.default_model import default_model_path
+from model.loading.fusion import fuse_projections
+from model.loading.tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
+from model.loading.weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
+from model.network.transformer import Transformer, parameter_count
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]
@@ -58,8 +59,9 @@ class LoadedModel:
 Progress = Callable[[str], None]
 
 
-def load_model(source: Optional[str] = None, layout: str = "auto", progress: Progress = lambda _: None,
-               fuse: bool = True) -> LoadedModel:
+def load_model(
+    source: Optional[str] = None, layout: str = "auto", progress: Progress = lambda _: None, fuse: bool = True
+) -> LoadedModel:
     """`fuse=False` keeps q/k/v and gate/up separate, with checkpoint names (for peers and tests)."""
     path = resolve_source(source, progress)
     if path.is_dir():
@@ -106,7 +108,9 @@ def _from_hub(repo_id: str, progress: Progress) -> Path:
             "connect once to download it, or pass a local path with --model."
         )
     except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"Could not fetch '{repo_id}' from the Hub ({type(exc).__name__}); check the id and the network.")
+        raise ModelError(
+            f"Could not fetch '{repo_id}' from the Hub ({type(exc).__name__}); check the id and the network."
+        )
 
 
 def _read_gguf(path: Path) -> tuple[dict, dict]:

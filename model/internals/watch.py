@@ -18,13 +18,14 @@ evaluated together with the step's logits:
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import mlx.core as mx
 
-from .inspect import explicit_attention
-from .sampling import log_softmax
+from model.internals.inspect import explicit_attention
+from model.runtime.sampling import log_softmax
 
 LENS_TOP = 3  # candidates per layer (the view shows two)
 
@@ -32,10 +33,13 @@ LENS_TOP = 3  # candidates per layer (the view shows two)
 @dataclass(frozen=True)
 class Watch:
     """What the open views want to see; the default watches nothing."""
+
     attention_layer: Optional[int] = None  # None: the attention view is closed
     lens: bool = False
     lens_layers: tuple[int, ...] = ()  # the layers the lens reads; () is every layer
-    interval_s: float = 0.4  # at most one watched step per this many seconds (the views redraw at most 2.5 times a second)
+    interval_s: float = (
+        0.4  # at most one watched step per this many seconds (the views redraw at most 2.5 times a second)
+    )
 
     @property
     def active(self) -> bool:
@@ -45,6 +49,7 @@ class Watch:
 @dataclass(frozen=True)
 class Inside:
     """What a watched step saw, read back to Python numbers."""
+
     layer: Optional[int]  # the attention layer, or None
     attention: tuple  # per head: weights over the S cached positions (oldest first); () if not watched
     attention_mean: tuple  # the same, averaged over the heads

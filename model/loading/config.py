@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from .errors import ModelError
+from model.errors import ModelError
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 

@@ -12,11 +12,10 @@ from typing import Optional
 
 import mlx.core as mx
 
-from .cache_grid import grid_cells
-from .generate import prefill
-from .kv_cache import KVCache
-from .kv_factory import compute_dtype
-
+from model.cache.kv_cache import KVCache
+from model.cache.kv_factory import compute_dtype
+from model.internals.cache_grid import grid_cells
+from model.runtime.generate import prefill
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,9 @@ def step_inside(model, cache, ids: list[int], layers: Optional[list[int]] = None
 
 def cache_grid(history_len: int, cache: KVCache, new_tokens: int, buckets: int = 0) -> list[str]:
     """The state of every token of the conversation so far, oldest first (bucketed if asked)."""
-    return grid_cells(history_len, min(cache.keep, history_len), cache.evicted_total, cache.last_evicted,
-                      new_tokens, buckets=buckets)
+    return grid_cells(
+        history_len, min(cache.keep, history_len), cache.evicted_total, cache.last_evicted, new_tokens, buckets=buckets
+    )
 
 
 def fresh_cache(loaded, capacity: int) -> KVCache:
@@ -79,10 +79,11 @@ def _top(tokenizer, probs: mx.array, k: int) -> list:
     return [[i, tokenizer.piece(i), probs[i].item()] for i in ids]
 
 
-def inspect_prompt(loaded, prompt: str, system: Optional[str] = None, layer: Optional[int] = None,
-                   capacity: int = 2048) -> dict:
+def inspect_prompt(
+    loaded, prompt: str, system: Optional[str] = None, layer: Optional[int] = None, capacity: int = 2048
+) -> dict:
     """The `inspect` command's data: the last prompt position, then the first generated token."""
-    from .chat_template import Message, encode_conversation
+    from model.loading.chat_template import Message, encode_conversation
 
     tok, model = loaded.tokenizer, loaded.model
     messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]

@@ -9,9 +9,9 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-from .attention import attend, swiglu
-from .config import ModelConfig
-from .rope import RoPE
+from model.loading.config import ModelConfig
+from model.network.attention import attend, swiglu
+from model.network.rope import RoPE
 
 
 class Attention(nn.Module):

@@ -8,8 +8,9 @@ block from all of them at once), so one row stands for every layer.
 RANK = {s: r for r, s in enumerate(("free", "evicted", "held", "sink", "evicted_last", "new"))}
 
 
-def grid_cells(history_len: int, keep: int, evicted_total: int, last_evicted: int, new_tokens: int,
-               free: int = 0, buckets: int = 0) -> list[str]:
+def grid_cells(
+    history_len: int, keep: int, evicted_total: int, last_evicted: int, new_tokens: int, free: int = 0, buckets: int = 0
+) -> list[str]:
     """One state per token of the conversation so far, oldest first, then `free` empty slots."""
     states = []
     for t in range(history_len):

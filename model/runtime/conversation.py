@@ -10,10 +10,10 @@ ids), checks that `history` is its prefix, and prefills only what follows.
 from dataclasses import dataclass
 from typing import Optional
 
-from .chat_template import ChatTemplate, Message, encode_conversation
-from .errors import ModelError
-from .kv_cache import KVCache
-from .settings import CacheSettings
+from model.cache.kv_cache import KVCache
+from model.errors import ModelError
+from model.loading.chat_template import ChatTemplate, Message, encode_conversation
+from model.runtime.settings import CacheSettings
 
 MIN_CAPACITY = 64  # below this a reply barely fits beside the system prompt
 
@@ -36,7 +36,10 @@ def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int
     message; what comes before that header is the system block.
     """
     probe = ([Message("system", system)] if system else []) + [
-        Message("user", "a"), Message("assistant", "b"), Message("user", "c")]
+        Message("user", "a"),
+        Message("assistant", "b"),
+        Message("user", "c"),
+    ]
     segs = template.segments(probe, add_generation_prompt=False)
     first_user = len(probe) - 3
     cut = segs.index(first_user)
@@ -54,8 +57,9 @@ def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int
 
 
 class Conversation:
-    def __init__(self, template: ChatTemplate, tokenizer, cache: KVCache, settings: CacheSettings,
-                 system: Optional[str] = None):
+    def __init__(
+        self, template: ChatTemplate, tokenizer, cache: KVCache, settings: CacheSettings, system: Optional[str] = None
+    ):
         self.template, self.tokenizer, self.cache, self.settings = template, tokenizer, cache, settings
         self.reset(system)
 
@@ -92,8 +96,10 @@ class Conversation:
         note = ""
         if len(new) > room:
             # Still answered: prefill runs in chunks and evicts as it goes.
-            note = (f"This message is {len(new)} tokens, more than the {room} the cache can hold beside a "
-                    f"reply: its start is evicted as it is read. Restart with a larger --max-kv-size to keep it all.")
+            note = (
+                f"This message is {len(new)} tokens, more than the {room} the cache can hold beside a "
+                f"reply: its start is evicted as it is read. Restart with a larger --max-kv-size to keep it all."
+            )
         return TurnPrompt(new, self.cache.length, note)
 
     def fed(self, ids: list[int]) -> None:

@@ -11,11 +11,11 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-from .generate import decode, prefill
-from .kv_cache import KVCache
-from .kv_factory import compute_dtype
-from .loader import load_model
-from .settings import SamplingSettings
+from model.cache.kv_cache import KVCache
+from model.cache.kv_factory import compute_dtype
+from model.loading.loader import load_model
+from model.runtime.generate import decode, prefill
+from model.runtime.settings import SamplingSettings
 
 GREEDY = SamplingSettings()
 
@@ -57,12 +57,22 @@ class MlxLmEngine:
         self.generate = importlib.import_module("mlx_lm.generate")
         c = ours.loaded.config
         args = llama.ModelArgs(
-            model_type="llama", hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-            intermediate_size=c.intermediate_size, num_attention_heads=c.num_attention_heads,
-            rms_norm_eps=c.rms_norm_eps, vocab_size=c.vocab_size, head_dim=c.head_dim,
-            max_position_embeddings=c.max_position_embeddings, num_key_value_heads=c.num_key_value_heads,
-            attention_bias=c.attention_bias, rope_theta=c.rope_theta, rope_traditional=c.rope_traditional,
-            rope_scaling=c.rope_scaling, tie_word_embeddings=c.tie_word_embeddings)
+            model_type="llama",
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_hidden_layers,
+            intermediate_size=c.intermediate_size,
+            num_attention_heads=c.num_attention_heads,
+            rms_norm_eps=c.rms_norm_eps,
+            vocab_size=c.vocab_size,
+            head_dim=c.head_dim,
+            max_position_embeddings=c.max_position_embeddings,
+            num_key_value_heads=c.num_key_value_heads,
+            attention_bias=c.attention_bias,
+            rope_theta=c.rope_theta,
+            rope_traditional=c.rope_traditional,
+            rope_scaling=c.rope_scaling,
+            tie_word_embeddings=c.tie_word_embeddings,
+        )
         self.model = llama.Model(args)
         # Unfused, so the names are the checkpoint's (and mlx-lm's) own.
         source = load_model(ours.loaded.path, "quantized" if quantized else "float32", fuse=False).model
@@ -71,8 +81,7 @@ class MlxLmEngine:
         weights = dict(tree_flatten(source.parameters()))
         if quantized:
             # As mlx-lm itself loads the file: float16 scales (ours become float32 on CPU).
-            weights = {k: v.astype(mx.float16) if k.endswith((".scales", ".biases")) else v
-                       for k, v in weights.items()}
+            weights = {k: v.astype(mx.float16) if k.endswith((".scales", ".biases")) else v for k, v in weights.items()}
             groups = {name[: -len(".scales")] for name in weights if name.endswith(".scales")}
 
             def predicate(path, module):

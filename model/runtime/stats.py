@@ -8,7 +8,7 @@
 """
 
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 
 LIVE_WINDOW = 8
 
@@ -67,7 +67,7 @@ class TurnClock:
         return (n - 1) / self.decode_s if n > 1 and self.decode_s > 0 else 0.0
 
     def live_tok_s(self) -> float:
-        recent = self.token_times[-(LIVE_WINDOW + 1):]
+        recent = self.token_times[-(LIVE_WINDOW + 1) :]
         span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
         return (len(recent) - 1) / span if span > 0 else 0.0
 
@@ -76,8 +76,16 @@ class TurnClock:
 
     def finish(self, stop_reason: str) -> TurnStats:
         p = self.prefill()
-        return TurnStats(p.prompt_tokens, p.reused_tokens, p.prefill_s, p.prefill_tok_s,
-                         len(self.token_times), self.decode_tok_s(), self.decode_s, stop_reason)
+        return TurnStats(
+            p.prompt_tokens,
+            p.reused_tokens,
+            p.prefill_s,
+            p.prefill_tok_s,
+            len(self.token_times),
+            self.decode_tok_s(),
+            self.decode_s,
+            stop_reason,
+        )
 
 
 @dataclass(frozen=True)

@@ -11,35 +11,57 @@ import os
 import queue
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Optional
 
 import mlx.core as mx
 
-from .conversation import Conversation
-from .detokenizer import StreamingDetokenizer
-from .errors import ModelError
-from .chat_template import encode_conversation
-from .events import (AttendedToken, ConversationReset, Event, HistoryRestored, InsideStep, ModelFailed, ModelLoading,
-                     ModelReady, PrefillDone, PrefillProgress, TokenGenerated, TopToken, TurnEnded, TurnFailed,
-                     TurnStarted)
-from .generate import PREFILL_CHUNK, Cancelled, decode, prefill, warm_up
-from .kv_factory import make_cache
-from .loader import LoadedModel, load_model
-from .settings import CacheSettings, SamplingSettings
-from .stats import TurnClock
-from .watch import Inside, StepWatcher, Watch, read_inside
+from model.cache.kv_factory import make_cache
+from model.errors import ModelError
+from model.internals.watch import Inside, StepWatcher, Watch, read_inside
+from model.loading.chat_template import encode_conversation
+from model.loading.detokenizer import StreamingDetokenizer
+from model.loading.loader import LoadedModel, load_model
+from model.runtime.conversation import Conversation
+from model.runtime.events import (
+    AttendedToken,
+    ConversationReset,
+    Event,
+    HistoryRestored,
+    InsideStep,
+    ModelFailed,
+    ModelLoading,
+    ModelReady,
+    PrefillDone,
+    PrefillProgress,
+    TokenGenerated,
+    TopToken,
+    TurnEnded,
+    TurnFailed,
+    TurnStarted,
+)
+from model.runtime.generate import PREFILL_CHUNK, Cancelled, decode, prefill, warm_up
+from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.stats import TurnClock
 
 MOST_ATTENDED = 8  # positions named in an InsideStep
 
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<|end_of_text|>", "</s>",
-                      "<end_of_turn>")
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "</s>",
+    "<end_of_turn>",
+)
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     model: Optional[str] = None  # GGUF file, folder or Hub id; None is the default model
-    layout: str = "auto"  # weight layout; see model.weights.resolve_layout
+    layout: str = "auto"  # weight layout; see model.loading.weights.resolve_layout
     system: Optional[str] = None  # system prompt; None lets the template use its default
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -168,7 +190,9 @@ class Engine:
                 traceback.print_exc()
                 self.conversation.history = []
                 self.conversation.cache.reset()
-                self.emit(TurnFailed(self._turn, f"Internal error ({type(exc).__name__}: {exc}); the cache was rebuilt."))
+                self.emit(
+                    TurnFailed(self._turn, f"Internal error ({type(exc).__name__}: {exc}); the cache was rebuilt.")
+                )
 
     def load(self) -> None:
         """Load the model and build the conversation (on the engine thread, or in a script without one)."""
@@ -194,8 +218,9 @@ class Engine:
         if self.options.cache != old_cache:
             try:
                 cache = make_cache(self.loaded, self.options.cache)
-                self.conversation = Conversation(self.loaded.template, self.loaded.tokenizer, cache,
-                                                 self.options.cache, self.options.system)
+                self.conversation = Conversation(
+                    self.loaded.template, self.loaded.tokenizer, cache, self.options.cache, self.options.system
+                )
             except ModelError as exc:
                 self.options = replace(self.options, cache=old_cache)
                 self.emit(TurnFailed(self._turn, str(exc)))
@@ -207,8 +232,9 @@ class Engine:
         conv = self.conversation
         conv.messages.extend(messages)
         clock = TurnClock()
-        ids, _ = encode_conversation(self.loaded.template, self.loaded.tokenizer, conv.messages,
-                                     add_generation_prompt=False)
+        ids, _ = encode_conversation(
+            self.loaded.template, self.loaded.tokenizer, conv.messages, add_generation_prompt=False
+        )
         done = 0
 
         def on_chunk(chunk):
@@ -232,15 +258,26 @@ class Engine:
         most = ()
         if inside.attention:
             # The cache holds the pinned sink, then everything after what was evicted.
-            held = fed[:inside.sink] + fed[inside.sink + inside.evicted_total:]
+            held = fed[: inside.sink] + fed[inside.sink + inside.evicted_total :]
             mean = inside.attention_mean
             order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
             if len(held) == len(mean):
                 most = tuple(AttendedToken(p, tok.piece(held[p]), mean[p]) for p in order)
-        lens = tuple(tuple(TopToken(i, tok.piece(i), p) for i, p in zip(ids, probs))
-                     for ids, probs in zip(inside.lens_ids, inside.lens_probs))
-        return InsideStep(turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers,
-                          inside.attention_mean)
+        lens = tuple(
+            tuple(TopToken(i, tok.piece(i), p) for i, p in zip(ids, probs))
+            for ids, probs in zip(inside.lens_ids, inside.lens_probs)
+        )
+        return InsideStep(
+            turn,
+            index,
+            inside.layer,
+            inside.attention,
+            inside.sink,
+            most,
+            lens,
+            inside.lens_layers,
+            inside.attention_mean,
+        )
 
     def answer(self, user_text: str) -> None:
         """Run one turn, emitting its events (on the engine thread, or in a script without one)."""
@@ -254,8 +291,10 @@ class Engine:
         readable = tok.readable(user_text)
         unreadable_note = ""
         if readable != user_text:
-            unreadable_note = (f"{readable.count(chr(0xFFFD)) - user_text.count(chr(0xFFFD))} character(s) this model "
-                               "has no token for were replaced with \ufffd.")
+            unreadable_note = (
+                f"{readable.count(chr(0xFFFD)) - user_text.count(chr(0xFFFD))} character(s) this model "
+                "has no token for were replaced with \ufffd."
+            )
             user_text = readable
         try:
             prompt = conv.prompt_for(user_text)
@@ -278,13 +317,22 @@ class Engine:
         generated: list[int] = []
         stop_reason = "length"
         try:
-            logits = prefill(self.loaded.model, conv.cache, prompt.ids, opts.prefill_chunk, on_chunk,
-                             self._cancel.is_set)
+            logits = prefill(
+                self.loaded.model, conv.cache, prompt.ids, opts.prefill_chunk, on_chunk, self._cancel.is_set
+            )
             self._key, turn_key = mx.random.split(self._key)
             watcher = StepWatcher(self.loaded.model, conv.cache, lambda: self.watch)
-            steps = decode(self.loaded.model, conv.cache, logits, opts.sampling, opts.max_tokens,
-                           key=turn_key, recent_ids=conv.held_ids(), top_k=opts.top_k_shown,
-                           forward=watcher.forward)
+            steps = decode(
+                self.loaded.model,
+                conv.cache,
+                logits,
+                opts.sampling,
+                opts.max_tokens,
+                key=turn_key,
+                recent_ids=conv.held_ids(),
+                top_k=opts.top_k_shown,
+                forward=watcher.forward,
+            )
             for step in steps:
                 clock.token_ready()
                 if not generated:
@@ -292,14 +340,26 @@ class Engine:
                 generated.append(step.token_id)
                 is_stop = step.token_id in self.stop_ids
                 text = "" if is_stop else detok.add(step.token_id)
-                self.emit(TokenGenerated(
-                    turn, len(generated) - 1, step.token_id, text, step.prob,
-                    tuple(TopToken(i, tok.piece(i), p) for i, p in zip(step.top_ids, step.top_probs)),
-                    clock.live_tok_s(), clock.elapsed_s(), conv.cache.state()))
+                self.emit(
+                    TokenGenerated(
+                        turn,
+                        len(generated) - 1,
+                        step.token_id,
+                        text,
+                        step.prob,
+                        tuple(TopToken(i, tok.piece(i), p) for i, p in zip(step.top_ids, step.top_probs)),
+                        clock.live_tok_s(),
+                        clock.elapsed_s(),
+                        conv.cache.state(),
+                    )
+                )
                 if step.inside is not None:
                     # The forward pass that predicted this token consumed the ones before it.
-                    self.emit(self._inside_event(turn, len(generated) - 1, read_inside(step.inside),
-                                                 conv.history + generated[:-1]))
+                    self.emit(
+                        self._inside_event(
+                            turn, len(generated) - 1, read_inside(step.inside), conv.history + generated[:-1]
+                        )
+                    )
                 if is_stop:
                     stop_reason = "stop"
                     break
@@ -316,5 +376,8 @@ class Engine:
         # reply token, if it was not a stop token, then the closing markup.
         conv.fed(generated[:-1])
         conv.add_exchange(user_text, reply_ids, detok.text)
-        self.emit(TurnEnded(turn, detok.text, tuple(generated), clock.finish(stop_reason), conv.cache.state(),
-                            tuple(reply_ids)))
+        self.emit(
+            TurnEnded(
+                turn, detok.text, tuple(generated), clock.finish(stop_reason), conv.cache.state(), tuple(reply_ids)
+            )
+        )

@@ -10,8 +10,8 @@ quantizes it again, once per eviction.
 
 import mlx.core as mx
 
-from .errors import ModelError
-from .kv_cache import KVCache, LayerCache
+from model.cache.kv_cache import KVCache, LayerCache
+from model.errors import ModelError
 
 
 def quantized_attention(q, keys, values, scale, mask, group_size, bits) -> mx.array:
@@ -55,8 +55,11 @@ class QuantizedLayerCache(LayerCache):
         bits, gs = self.owner.bits, self.owner.group_size
 
         def triple():
-            return [mx.zeros((B, H, S, D * bits // 32), mx.uint32), mx.zeros((B, H, S, D // gs), dtype),
-                    mx.zeros((B, H, S, D // gs), dtype)]
+            return [
+                mx.zeros((B, H, S, D * bits // 32), mx.uint32),
+                mx.zeros((B, H, S, D // gs), dtype),
+                mx.zeros((B, H, S, D // gs), dtype),
+            ]
 
         new_k, new_v = triple(), triple()
         if self.keys is not None:
@@ -74,8 +77,10 @@ class QuantizedLayerCache(LayerCache):
             part[..., dst : dst + count, :] = part[..., src : src + count, :]
 
     def stored(self, end: int):
-        return (self._dequantize([x[..., :end, :] for x in self.keys]),
-                self._dequantize([x[..., :end, :] for x in self.values]))
+        return (
+            self._dequantize([x[..., :end, :] for x in self.keys]),
+            self._dequantize([x[..., :end, :] for x in self.values]),
+        )
 
     def nbytes(self) -> int:
         return 0 if self.keys is None else sum(x.nbytes for x in (*self.keys, *self.values))

@@ -2,10 +2,10 @@
 
 import mlx.core as mx
 
-from .conversation import MIN_CAPACITY
-from .settings import CacheSettings
-from .errors import ModelError
-from .kv_cache import KVCache
+from model.cache.kv_cache import KVCache
+from model.errors import ModelError
+from model.runtime.conversation import MIN_CAPACITY
+from model.runtime.settings import CacheSettings
 
 
 def compute_dtype(model) -> mx.Dtype:
@@ -21,9 +21,13 @@ def make_cache(loaded, settings: CacheSettings) -> KVCache:
     if settings.max_kv_size < MIN_CAPACITY:
         raise ModelError(f"--max-kv-size {settings.max_kv_size} is too small: use at least {MIN_CAPACITY} tokens.")
     if settings.kv_bits is not None:
-        from .kv_quantized import QuantizedKVCache
+        from model.cache.kv_quantized import QuantizedKVCache
 
-        return QuantizedKVCache(loaded.config, settings.max_kv_size, loaded.model.rope.shift,
-                                bits=settings.kv_bits, dtype=compute_dtype(loaded.model))
-    return KVCache(loaded.config, settings.max_kv_size, loaded.model.rope.shift,
-                   dtype=compute_dtype(loaded.model))
+        return QuantizedKVCache(
+            loaded.config,
+            settings.max_kv_size,
+            loaded.model.rope.shift,
+            bits=settings.kv_bits,
+            dtype=compute_dtype(loaded.model),
+        )
+    return KVCache(loaded.config, settings.max_kv_size, loaded.model.rope.shift, dtype=compute_dtype(loaded.model))

@@ -60,4 +60,3 @@ def causal_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.
     scores = mx.where(visible, scores.reshape(B, n_kv, r, L, S), -mx.inf)
     weights = softmax(scores).reshape(B, n_kv, r * L, S)
     return (weights @ v).reshape(B, n_heads, L, D)
-

@@ -7,13 +7,14 @@ consumer stops (end of turn, cancel), one token has been fed speculatively,
 and `decode` rolls the cache back by one so it holds exactly what was shown.
 """
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import mlx.core as mx
 
-from .sampling import draw, sampling_distribution, top_k_of
-from .settings import SamplingSettings
+from model.runtime.sampling import draw, sampling_distribution, top_k_of
+from model.runtime.settings import SamplingSettings
 
 PREFILL_CHUNK = 256  # bounds prefill's peak memory; big enough to keep BLAS busy
 
@@ -28,12 +29,17 @@ class Step:
     prob: float  # of the sampled token, under the sampling distribution
     top_ids: tuple[int, ...]
     top_probs: tuple[float, ...]
-    inside: Optional[dict] = None  # evaluated extras from a watched forward pass (see model.watch)
+    inside: Optional[dict] = None  # evaluated extras from a watched forward pass (see model.internals.watch)
 
 
-def prefill(model, cache, ids: list[int], chunk_size: int = PREFILL_CHUNK,
-            on_chunk: Callable[[list[int]], None] = lambda _: None,
-            cancelled: Callable[[], bool] = lambda: False) -> mx.array:
+def prefill(
+    model,
+    cache,
+    ids: list[int],
+    chunk_size: int = PREFILL_CHUNK,
+    on_chunk: Callable[[list[int]], None] = lambda _: None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> mx.array:
     """Feed `ids` in chunks; returns the (lazy) logits after the last one, shape (vocab,)."""
     chunk_size = min(chunk_size, cache.window) if cache is not None else chunk_size
     for start in range(0, len(ids) - 1, chunk_size):
@@ -70,16 +76,26 @@ def _lazy(extras: Optional[dict]) -> list:
     return [v for v in (extras or {}).values() if isinstance(v, mx.array)]
 
 
-def decode(model, cache, first_logits: mx.array, settings: SamplingSettings, max_tokens: int,
-           key: Optional[mx.array] = None, recent_ids: Optional[list[int]] = None, top_k: int = 10,
-           forward: Optional[Forward] = None) -> Iterator[Step]:
+def decode(
+    model,
+    cache,
+    first_logits: mx.array,
+    settings: SamplingSettings,
+    max_tokens: int,
+    key: Optional[mx.array] = None,
+    recent_ids: Optional[list[int]] = None,
+    top_k: int = 10,
+    forward: Optional[Forward] = None,
+) -> Iterator[Step]:
     """Yield generated tokens until the consumer stops or `max_tokens` is reached.
 
     `forward(tokens) -> (logits, extras)` replaces the plain forward pass (a
     watched step returns extras: lazy arrays evaluated with the step)."""
     if forward is None:
+
         def forward(tokens):
             return model(tokens, cache)[0, -1], None
+
     window = settings.repetition_window
     recent = mx.array((recent_ids or [])[-window:], dtype=mx.int32)
     use_recent = settings.repetition_penalty != 1.0
@@ -118,7 +134,7 @@ def decode(model, cache, first_logits: mx.array, settings: SamplingSettings, max
 def warm_up(model) -> None:
     """One tiny prefill and decode step on a scratch cache, so the first message
     does not pay for kernel compilation and allocator growth."""
-    from .kv_cache import KVCache
+    from model.cache.kv_cache import KVCache
 
     cache = KVCache(model.config, 64, model.rope.shift)
     logits = prefill(model, cache, [1, 2, 3, 4])

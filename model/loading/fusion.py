@@ -14,8 +14,9 @@ def _fuse(layers: list) -> nn.Module:
     first = layers[0]
     if isinstance(first, nn.QuantizedLinear):
         # Built tiny, then given the real tensors.
-        fused = nn.QuantizedLinear(first.group_size, 1, bias="bias" in first, group_size=first.group_size,
-                                   bits=first.bits)
+        fused = nn.QuantizedLinear(
+            first.group_size, 1, bias="bias" in first, group_size=first.group_size, bits=first.bits
+        )
         fused.weight = mx.concatenate([l.weight for l in layers], axis=0)
         fused.scales = mx.concatenate([l.scales for l in layers], axis=0)
         fused.biases = mx.concatenate([l.biases for l in layers], axis=0)

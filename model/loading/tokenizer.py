@@ -11,9 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, Regex
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from .errors import ModelError
+from model.errors import ModelError
 
 # GGUF token types (llama.cpp's llama_token_type).
 TOKEN_TYPE_CONTROL = 3
@@ -21,9 +21,7 @@ TOKEN_TYPE_USER_DEFINED = 4
 
 # Pre-tokenizer splits by GGUF `tokenizer.ggml.pre`, as llama.cpp defines them.
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -37,9 +35,7 @@ def _gguf_pre_tokenizer(pre: str):
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     if pre in ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"):
         # Each digit on its own, then GPT-2's split.
-        return pre_tokenizers.Sequence(
-            [pre_tokenizers.Digits(individual_digits=True), _split(_GPT2_SPLIT), byte_level]
-        )
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), _split(_GPT2_SPLIT), byte_level])
     if pre in ("llama3", "llama-bpe", "llama-v3", "smaug-bpe", "falcon3", "pixtral", "tekken"):
         return pre_tokenizers.Sequence([_split(_LLAMA3_SPLIT), byte_level])
     if pre in ("qwen2", "deepseek-r1-qwen"):
@@ -62,8 +58,9 @@ def _byte_decoder() -> dict[str, int]:
 
 
 class TextTokenizer:
-    def __init__(self, markup: Tokenizer, byte_level: bool, bos_id: Optional[int], eos_id: Optional[int],
-                 add_bos: bool = False):
+    def __init__(
+        self, markup: Tokenizer, byte_level: bool, bos_id: Optional[int], eos_id: Optional[int], add_bos: bool = False
+    ):
         self.markup = markup
         # A second instance that never matches special tokens in text.
         self.plain = Tokenizer.from_str(markup.to_str())
@@ -153,9 +150,13 @@ def tokenizer_from_gguf(meta: dict) -> TextTokenizer:
         return int(value.item()) if value is not None else None
 
     add_bos = meta.get("tokenizer.ggml.add_bos_token")
-    return TextTokenizer(tk, byte_level=True, bos_id=get_id("tokenizer.ggml.bos_token_id"),
-                         eos_id=get_id("tokenizer.ggml.eos_token_id"),
-                         add_bos=bool(add_bos.item()) if add_bos is not None else False)
+    return TextTokenizer(
+        tk,
+        byte_level=True,
+        bos_id=get_id("tokenizer.ggml.bos_token_id"),
+        eos_id=get_id("tokenizer.ggml.eos_token_id"),
+        add_bos=bool(add_bos.item()) if add_bos is not None else False,
+    )
 
 
 def tokenizer_from_folder(folder: Path) -> TextTokenizer:
@@ -174,5 +175,10 @@ def tokenizer_from_folder(folder: Path) -> TextTokenizer:
             value = value.get("content")
         return tk.token_to_id(value) if value else None
 
-    return TextTokenizer(tk, byte_level=byte_level, bos_id=special("bos_token"), eos_id=special("eos_token"),
-                         add_bos=bool(cfg.get("add_bos_token", False)))
+    return TextTokenizer(
+        tk,
+        byte_level=byte_level,
+        bos_id=special("bos_token"),
+        eos_id=special("eos_token"),
+        add_bos=bool(cfg.get("add_bos_token", False)),
+    )

@@ -4,11 +4,11 @@ import math
 from typing import Optional
 
 import mlx.core as mx
-import numpy as np
 import mlx.nn as nn
+import numpy as np
 
-from .config import ModelConfig
-from .errors import ModelError
+from model.errors import ModelError
+from model.loading.config import ModelConfig
 
 
 def llama3_periods(dims: int, base: float, scaling: dict) -> mx.array:
@@ -68,8 +68,13 @@ class RoPE(nn.Module):
         if x.shape[-2] == 1 and isinstance(offset, int) and offset >= 0 and mx.default_device() == mx.cpu:
             return self._rotate_one(x, offset)
         return mx.fast.rope(
-            x, self.dims, traditional=self.traditional, base=self.base,
-            scale=self.scale, offset=offset, freqs=self._periods,
+            x,
+            self.dims,
+            traditional=self.traditional,
+            base=self.base,
+            scale=self.scale,
+            offset=offset,
+            freqs=self._periods,
         )
 
     def _rotate_one(self, x: mx.array, position: int) -> mx.array:

@@ -13,7 +13,7 @@ from typing import Optional, Union
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import ModelError
+from model.errors import ModelError
 
 # ChatML, for models that ship no template of their own.
 CHATML = (
@@ -73,15 +73,18 @@ class ChatTemplate:
     def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         try:
             return self.template.render(
-                messages=messages, add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token,
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
             )
         except TemplateError as exc:
             raise ModelError(f"The model's chat template refused this conversation: {exc}")
 
 
-def encode_conversation(template: ChatTemplate, tokenizer, messages: list[Message],
-                        add_generation_prompt: bool) -> tuple[list[int], list[int]]:
+def encode_conversation(
+    template: ChatTemplate, tokenizer, messages: list[Message], add_generation_prompt: bool
+) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation, and where each message's content ends.
 
     Markup goes through `encode_markup`; user and system text through

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from .stats import CacheState, PrefillStats, TurnStats
+from model.runtime.stats import CacheState, PrefillStats, TurnStats
 
 
 @dataclass(frozen=True)
@@ -14,12 +14,14 @@ class Event:
 @dataclass(frozen=True)
 class ModelLoading(Event):
     """Loading progress, one line."""
+
     message: str
 
 
 @dataclass(frozen=True)
 class ModelReady(Event):
     """The model is loaded; `info` is what the model-info panel shows."""
+
     info: dict
     cache: CacheState
     distribution: str  # which distribution the top-k panel shows
@@ -28,12 +30,14 @@ class ModelReady(Event):
 @dataclass(frozen=True)
 class ModelFailed(Event):
     """Loading failed; `message` is the one line to show."""
+
     message: str
 
 
 @dataclass(frozen=True)
 class TurnStarted(Event):
     """A user message reached the engine."""
+
     turn: int
     user: str
     prompt_tokens: int  # to prefill now
@@ -44,6 +48,7 @@ class TurnStarted(Event):
 @dataclass(frozen=True)
 class PrefillProgress(Event):
     """A prefill chunk finished."""
+
     turn: int
     done: int
     total: int
@@ -53,6 +58,7 @@ class PrefillProgress(Event):
 @dataclass(frozen=True)
 class PrefillDone(Event):
     """The first token is ready; prefill's numbers are final."""
+
     turn: int
     stats: PrefillStats
     cache: CacheState
@@ -68,6 +74,7 @@ class TopToken:
 @dataclass(frozen=True)
 class TokenGenerated(Event):
     """One decode step: the token, its text, the top-k it was drawn from, and the cache."""
+
     turn: int
     index: int  # 0 for the first generated token
     token_id: int
@@ -88,17 +95,20 @@ class AttendedToken:
 
 @dataclass(frozen=True)
 class InsideStep(Event):
-    """A watched decode step (only while the attention or logit-lens view is open; see model.watch).
+    """A watched decode step (only while the attention or logit-lens view is open; see model.internals.watch).
 
     `index` is the generated token this forward pass predicted: its attention
     is the query of the token before it, over every cached position."""
+
     turn: int
     index: int
     layer: Optional[int]  # attention layer; None when the attention view is closed
     attention: tuple[tuple[float, ...], ...]  # per head: weights over the cache's positions, oldest first
     sink: int  # the first `sink` positions are the pinned system prompt
     most_attended: tuple[AttendedToken, ...]  # by head-averaged weight, highest first
-    lens: tuple[tuple[TopToken, ...], ...]  # per layer read, bottom to top: its top tokens; () when the lens view is closed
+    lens: tuple[
+        tuple[TopToken, ...], ...
+    ]  # per layer read, bottom to top: its top tokens; () when the lens view is closed
     lens_layers: tuple[int, ...] = ()  # which layer each `lens` row is (the last layer always included)
     attention_mean: tuple[float, ...] = ()  # `attention` averaged over the heads
 
@@ -106,6 +116,7 @@ class InsideStep(Event):
 @dataclass(frozen=True)
 class TurnEnded(Event):
     """The reply is complete (or stopped); `stats` holds the turn's final numbers."""
+
     turn: int
     text: str
     token_ids: tuple[int, ...]  # every generated id, the stop token included
@@ -117,6 +128,7 @@ class TurnEnded(Event):
 @dataclass(frozen=True)
 class TurnFailed(Event):
     """The message could not be answered; nothing was lost."""
+
     turn: int
     message: str
 
@@ -124,6 +136,7 @@ class TurnFailed(Event):
 @dataclass(frozen=True)
 class ConversationReset(Event):
     """The conversation and its cache were cleared."""
+
     cache: CacheState
     system: Optional[str] = None
 
@@ -131,6 +144,7 @@ class ConversationReset(Event):
 @dataclass(frozen=True)
 class HistoryRestored(Event):
     """A saved conversation's history was prefilled into a fresh cache; the chat can go on."""
+
     messages: int
     tokens: int  # prefilled to rebuild the cache
     seconds: float

@@ -2,7 +2,7 @@
 
 import mlx.core as mx
 
-from . import fast_math
+from model.network import fast_math
 
 
 def on_cpu() -> bool:

@@ -15,13 +15,13 @@ runs as fast as before it, memory stays at `capacity`, and positions never
 pass the model's trained context however long the chat runs.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 
-from .attention import attend
-from .config import ModelConfig
-from .stats import CacheState
+from model.loading.config import ModelConfig
+from model.network.attention import attend
+from model.runtime.stats import CacheState
 
 ALLOC_STEP = 256  # grow storage in steps, so short chats stay small
 
