@@ -37,3 +37,8 @@ def text_of(widget, width=None) -> str:
     """What a widget shows on screen right now, as plain text (borders included)."""
     region = Region(0, 0, widget.outer_size.width, widget.outer_size.height)
     return "\n".join(strip.text for strip in widget.render_lines(region))
+
+
+def screen_text(app) -> list[str]:
+    """Every row of the screen as plain text, as a terminal would show it."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]

@@ -3,10 +3,17 @@
 Replies grow with `Markdown.append`, which parses only the new lines and
 updates the last block instead of re-parsing the whole message per token
 (what `MarkdownStream` does too; the app already batches fragments, and
-appending directly keeps each batch in the app's own screen update). The transcript is anchored to the bottom and lets go when the user
-scrolls up to read; scrolling back to the end re-attaches it.
+appending directly keeps each batch in the app's own screen update). The
+transcript is anchored to the bottom and lets go when the user scrolls up to
+read; scrolling back to the end re-attaches it.
+
+A single newline in a reply is a line break, as chat UIs render it (oterm,
+llama.cpp's web UI): plain Markdown would join a poem's lines into one
+paragraph. Code blocks and tables keep their own layout, and the reply's text
+(what Copy gives) is never changed: only the parser differs.
 """
 
+from markdown_it import MarkdownIt
 from textual.containers import VerticalScroll
 from textual.widgets import Markdown, Static
 
@@ -45,6 +52,22 @@ class UserMessage(Static, can_focus=True):
         await toggle_chips(self, self.app.tokens_of_text(self.text))
 
 
+def _keep_line_breaks(state) -> None:
+    """A markdown-it core rule: every soft break inside a paragraph becomes a hard one."""
+    # Fenced code and table cells have no soft breaks, so they are untouched.
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
+def chat_markdown_parser() -> MarkdownIt:
+    """Textual's own "gfm-like" parser, with line breaks kept. Streaming appends use it too."""
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("keep_line_breaks", _keep_line_breaks)
+    return parser
+
+
 class AssistantMessage(Markdown, can_focus=True):
     DEFAULT_CSS = """
     AssistantMessage {
@@ -60,7 +83,7 @@ class AssistantMessage(Markdown, can_focus=True):
     BINDINGS = [("c", "copy", "Copy"), ("t", "tokens", "Tokens")]
 
     def __init__(self, text: str = "", token_ids: tuple = ()):
-        super().__init__(text)
+        super().__init__(text, parser_factory=chat_markdown_parser)
         self.text = text
         self.token_ids = token_ids  # the reply as sampled, once it has ended
         self.steps: list[SampledStep] = []  # each generated token with its probability and top-k (live replies only)
