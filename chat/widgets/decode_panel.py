@@ -58,7 +58,9 @@ class DecodePanel(Vertical):
             self.final = event.stats.decode_tok_s
             self.generated = event.stats.generated_tokens
         self._render_numbers()
-        self.chart.data = self.rates[-120:] or [0.0]
+        # Under two rates there is no line to draw: Sparkline would fill one value
+        # to full height, as if the model were already at its top speed.
+        self.chart.data = self.rates[-120:] if len(self.rates) > 1 else []
 
     def _render_numbers(self) -> None:
         headline = self.final or self.live
