@@ -1,8 +1,8 @@
 """The UI's handle on the engine: starts it and turns its events into Textual messages.
 
 The engine's `emit` runs on the engine thread; `post_message` is thread-safe,
-so the UI thread never waits on MLX. Token text and step numbers travel as
-separate messages: text must all arrive, numbers may be superseded.
+so the UI thread never waits on MLX. Every event arrives, in order; the chat
+screen's router decides what to draw when (see `chat/router.py`).
 """
 
 from collections.abc import Callable
@@ -10,9 +10,9 @@ from collections.abc import Callable
 from textual.app import App
 
 from model.runtime.engine import Engine, EngineOptions
-from model.runtime.events import Event, TokenGenerated
+from model.runtime.events import Event
 
-from .messages import EngineEvent, StepStats
+from .messages import EngineEvent
 
 EngineFactory = Callable[[EngineOptions, Callable[[Event], None]], Engine]
 
@@ -24,8 +24,6 @@ class EngineBridge:
 
     def _emit(self, event: Event) -> None:
         self.app.post_message(EngineEvent(event))
-        if isinstance(event, TokenGenerated):
-            self.app.post_message(StepStats(event))
 
     def start(self) -> None:
         self.engine.start()

@@ -2,7 +2,7 @@
 
 from textual.message import Message
 
-from model.runtime.events import Event, TokenGenerated
+from model.runtime.events import Event
 
 
 class EngineEvent(Message):
@@ -13,15 +13,8 @@ class EngineEvent(Message):
         self.event = event
 
 
-class StepStats(Message):
-    """A decode step's numbers for the panels; a newer one replaces an unshown older one."""
-
-    def __init__(self, event: TokenGenerated) -> None:
-        super().__init__()
-        self.event = event
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, StepStats)
+class NeedsChanged(Message):
+    """A view now needs something else from the engine at each step (another layer, say)."""
 
 
 class PromptSubmitted(Message):

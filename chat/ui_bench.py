@@ -14,6 +14,7 @@ and each app run is compared with the engine-alone run of its own round: the
 report gives the median of those paired ratios, and the medians of the rates.
 """
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -21,17 +22,21 @@ import sys
 
 from model.runtime.engine import EngineOptions
 
-from .app import VIEWS, GlasschatApp
+from . import views
+from .app import GlasschatApp
 from .headless import HeadlessSession
 from .widgets.transcript import AssistantMessage
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
-SETTINGS = {
-    "app, default panels": {},
-    "app, every view hidden": {v: False for v in VIEWS},
-    "app, every view shown": {v: True for v in VIEWS},
-}
+
+def settings() -> dict[str, dict[str, bool]]:
+    """Each setting measured: which views it opens or closes (every view in the table of views)."""
+    return {
+        "app, default panels": {},
+        "app, every view hidden": {spec.id: False for spec in views.VIEWS},
+        "app, every view shown": {spec.id: True for spec in views.VIEWS},
+    }
 
 
 def engine_alone(options: EngineOptions) -> float:
@@ -42,31 +47,29 @@ def engine_alone(options: EngineOptions) -> float:
         session.close()
 
 
-async def through_app(options: EngineOptions, views: dict) -> float:
+async def through_app(options: EngineOptions, shown: dict[str, bool]) -> float:
     app = GlasschatApp(options)
     async with app.run_test(size=(160, 50)) as pilot:
-        while not app.ready:
+        chat = app.chat
+        while not chat.ready:
             await pilot.pause(0.1)
-        for name, shown in views.items():
-            if name == "confidence":
-                if app.confidence != shown:
-                    await app.action_toggle_confidence()
-            elif app.query_one(f"#{name}").display != shown:
-                app.action_toggle_panel(name)
+        for view_id, on in shown.items():
+            await chat.show_view(view_id, on)
         app.query_one("#prompt").insert(PROMPT)
         app.query_one("#prompt").focus()
         await pilot.press("enter")
         # Until the reply has ended (a short one may end before `busy` is ever seen).
-        while app.busy or app.reply is not None or not app.query(AssistantMessage):
+        while chat.busy or chat.transcript.reply is not None or not app.query(AssistantMessage):
             await pilot.pause(0.1)
         # The engine's own figure for the turn, as the app received it in TurnEnded.
-        return app.last_decode_tok_s
+        return chat.status.decode_tok_s
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     options = EngineOptions(model=args.model, max_tokens=args.decode_tokens)
     rounds = max(1, args.rounds)
-    rates: dict[str, list[float]] = {"engine alone": [], **{label: [] for label in SETTINGS}}
+    measured = settings()
+    rates: dict[str, list[float]] = {"engine alone": [], **{label: [] for label in measured}}
     for r in range(rounds):
         # Interleaved, and each round in a rotated order, so drift hits every setting alike.
         order = list(rates)
@@ -75,7 +78,7 @@ def run(args) -> int:
             if label == "engine alone":
                 rate = engine_alone(options)
             else:
-                rate = asyncio.run(through_app(options, SETTINGS[label]))
+                rate = asyncio.run(through_app(options, measured[label]))
             rates[label].append(rate)
             print(f"round {r + 1}/{rounds}  {label}: {rate:.2f} tok/s", file=sys.stderr, flush=True)
     medians = {label: statistics.median(v) for label, v in rates.items()}

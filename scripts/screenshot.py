@@ -23,13 +23,13 @@ QUESTIONS = ["What is the capital of France?", "Write a Python function that rev
 async def main() -> None:
     app = GlasschatApp(EngineOptions(max_tokens=120))
     async with app.run_test(size=(140, 45)) as pilot:
-        while not app.ready:
+        while not app.chat.ready:
             await pilot.pause(0.2)
         for question in QUESTIONS:
             app.query_one("#prompt").insert(question)
             await pilot.press("enter")
             await pilot.pause(0.5)
-            while app.busy:
+            while app.chat.busy:
                 await pilot.pause(0.2)
         await pilot.pause(1.0)
         svg = ROOT / "assets" / "glasschat.svg"

@@ -92,7 +92,7 @@ def test_twenty_thousand_characters_are_read_and_answered():
 async def test_resize_during_a_reply():
     app, holder = fake_app(delay=0.01)
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         holder["engine"].sent.append("skip")
         app.query_one(PromptInput).insert("Tell me a story.")
         await pilot.press("enter")
@@ -101,7 +101,7 @@ async def test_resize_during_a_reply():
         await pilot.pause(0.1)
         assert app.screen.has_class("narrow")
         await pilot.resize_terminal(160, 50)
-        await wait_for(pilot, lambda: not app.busy)
+        await wait_for(pilot, lambda: not app.chat.busy)
         assert not app.screen.has_class("narrow")
         assert app.query_one(AssistantMessage).text == holder["engine"].turns[1][-1].text
 
@@ -115,11 +115,11 @@ async def test_quitting_mid_reply_keeps_the_saved_message(tmp_path):
     app, holder = fake_app(delay=0.02)
     app.recorder = ConversationRecorder(store, "fake", {})
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         holder["engine"].sent.append("skip")
         app.query_one(PromptInput).insert("Tell me a story.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.query(AssistantMessage) and app.busy)
+        await wait_for(pilot, lambda: app.query(AssistantMessage) and app.chat.busy)
         await pilot.press("ctrl+q")
     [c] = Store(tmp_path / "g.db").conversations()
     msgs = Store(tmp_path / "g.db").messages(c.id)
@@ -140,9 +140,9 @@ async def test_opening_a_saved_conversation_rebuilds_it(tmp_path):
     app, holder = fake_app()
     app.recorder = ConversationRecorder(store, "fake", {})
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
-        await app._open_saved(cid)
-        await wait_for(pilot, lambda: not app.busy)
+        await wait_for(pilot, lambda: app.chat.ready)
+        await app.chat.open_saved(cid)
+        await wait_for(pilot, lambda: not app.chat.busy)
         system, messages = holder["engine"].restored
         assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
         assert messages[1].token_ids == (42, 30)

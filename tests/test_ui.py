@@ -28,9 +28,9 @@ def recorded_turn(engine, n):
 async def test_panels_show_exactly_the_event_numbers():
     app, holder = fake_app()
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await send(pilot, QUESTION)
-        await wait_for(pilot, lambda: not app.busy and app.query(AssistantMessage))
+        await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
         events = recorded_turn(holder["engine"], 0)
         prefill = next(e for e in events if isinstance(e, PrefillDone)).stats
         last_step = [e for e in events if isinstance(e, TokenGenerated)][-1]
@@ -65,12 +65,12 @@ async def test_panels_show_exactly_the_event_numbers():
 async def test_escape_cancels_and_keeps_the_partial_reply():
     app, holder = fake_app(delay=0.05)
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         holder["engine"].sent.append("skip")  # replay the long recorded turn
         await send(pilot, "Tell me a story.")
         await wait_for(pilot, lambda: len(app.query_one(AssistantMessage).text) > 20)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.busy)
+        await wait_for(pilot, lambda: not app.chat.busy)
         reply = app.query_one(AssistantMessage)
         full = recorded_turn(holder["engine"], 1)[-1].text
         assert 20 < len(reply.text) < len(full) and full.startswith(reply.text)
@@ -82,12 +82,12 @@ async def test_escape_cancels_and_keeps_the_partial_reply():
 async def test_typing_during_a_reply_works_and_queues():
     app, holder = fake_app(delay=0.01)
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         engine = holder["engine"]
         engine.sent.append("skip")
         engine.turn_gate.clear()  # the reply pauses after its first token
         await send(pilot, "Tell me a story.")
-        await wait_for(pilot, lambda: app.busy and app.query(AssistantMessage))
+        await wait_for(pilot, lambda: app.chat.busy and app.query(AssistantMessage))
         await pilot.press(*"and then?")
         assert app.query_one(PromptInput).text == "and then?"
         await pilot.press("enter")
@@ -103,7 +103,7 @@ async def test_typing_during_a_reply_works_and_queues():
 async def test_view_stops_following_when_scrolled_up():
     app, holder = fake_app()
     async with app.run_test(size=(64, 16)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         engine = holder["engine"]
         engine.sent.append("skip")
         engine.gate_at, _ = 100, engine.turn_gate.clear()  # stream 100 tokens, then hold
@@ -118,7 +118,7 @@ async def test_view_stops_following_when_scrolled_up():
         await pilot.press("home")
         before = transcript.max_scroll_y
         engine.turn_gate.set()
-        await wait_for(pilot, lambda: not app.busy)
+        await wait_for(pilot, lambda: not app.chat.busy)
         await pilot.pause(0.3)
         assert transcript.max_scroll_y > before + 2  # the reply grew below
         assert transcript.scroll_y == 0  # and the view stayed where the reader put it
@@ -131,7 +131,7 @@ async def test_view_stops_following_when_scrolled_up():
 async def test_empty_message_is_not_sent():
     app, holder = fake_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await send(pilot, "   ")
         await pilot.pause(0.1)
         assert holder["engine"].sent == [] and not app.query(UserMessage)
@@ -141,7 +141,7 @@ async def test_empty_message_is_not_sent():
 async def test_hiding_top_k_stops_the_engine_computing_it():
     app, holder = fake_app()
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f5")
         assert not app.query_one(TopKPanel).display
         assert holder["engine"].updates[-1] == {"top_k_shown": 0}
@@ -153,7 +153,7 @@ async def test_hiding_top_k_stops_the_engine_computing_it():
 async def test_narrow_screen_collapses_the_panels():
     app, _ = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         assert app.screen.has_class("narrow")
         assert not app.query_one("#sidebar").display or app.query_one("#sidebar").region.width == 0
 
@@ -166,9 +166,9 @@ async def test_token_chips_are_the_tokenizer_output(default_model, golden_tokeni
     case = golden_tokenize[0]  # "The cat sat on the unbelievable mat."
     app, holder = fake_app(tokenizer=tok)
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await send(pilot, case["text"])
-        await wait_for(pilot, lambda: not app.busy)
+        await wait_for(pilot, lambda: not app.chat.busy)
         bubble = app.query_one(UserMessage)
         bubble.focus()
         await pilot.press("t")

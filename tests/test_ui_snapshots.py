@@ -9,10 +9,10 @@ from chat.widgets.transcript import AssistantMessage
 async def after_one_turn(pilot):
     app = pilot.app
     app.query_one("#prompt").cursor_blink = False  # a blinking cursor makes snapshots flaky
-    await wait_for(pilot, lambda: app.ready)
+    await wait_for(pilot, lambda: app.chat.ready)
     app.query_one("#prompt").insert("What is the capital of France?")
     await pilot.press("enter")
-    await wait_for(pilot, lambda: not app.busy and app.query(AssistantMessage))
+    await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
     await pilot.pause(0.2)
 
 
@@ -31,7 +31,7 @@ def test_cache_grid_view(snap_compare):
         await pilot.press("f6")
         pilot.app.query_one("#prompt").insert("Tell me a story.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not pilot.app.busy and len(holder["engine"].sent) == 2)
+        await wait_for(pilot, lambda: not pilot.app.chat.busy and len(holder["engine"].sent) == 2)
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(140, 50), run_before=two_turns)
@@ -41,7 +41,7 @@ async def long_reply_with(pilot, keys: list[str], focus_after: str = ""):
     """Open views with `keys`, then play the recorded long reply (real watched steps from the model)."""
     app = pilot.app
     app.query_one("#prompt").cursor_blink = False
-    await wait_for(pilot, lambda: app.ready)
+    await wait_for(pilot, lambda: app.chat.ready)
     engine = app.bridge.engine
     engine.sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
     for key in keys:
@@ -52,7 +52,7 @@ async def long_reply_with(pilot, keys: list[str], focus_after: str = ""):
     app.query_one("#prompt").focus()
     app.query_one("#prompt").insert("Tell me a story.")
     await pilot.press("enter")
-    await wait_for(pilot, lambda: len(engine.sent) == 2 and not app.busy)
+    await wait_for(pilot, lambda: len(engine.sent) == 2 and not app.chat.busy)
     if focus_after:
         app.query_one(focus_after).focus()
         await pilot.press("right", "right", "right")

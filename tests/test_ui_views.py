@@ -24,10 +24,10 @@ STORY = "Tell me a story."
 async def long_turn(pilot, holder):
     """Play the recorded long reply (the second recorded turn)."""
     app = pilot.app
-    await wait_for(pilot, lambda: app.ready)
+    await wait_for(pilot, lambda: app.chat.ready)
     holder["engine"].sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
     await send(pilot, STORY)
-    await wait_for(pilot, lambda: not app.busy and app.query(AssistantMessage))
+    await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
     await pilot.pause(0.1)  # the last draw's layout pass
     return [e for e in holder["engine"].turns[1]]
 
@@ -39,19 +39,19 @@ async def test_closed_views_ask_the_engine_for_nothing():
         await long_turn(pilot, holder)
         engine = holder["engine"]
         assert not engine.watch.active
-        assert not app.attention_panel.display and not app.lens_panel.display
-        assert app.attention_panel.step is None and app.lens_panel.step is None
+        assert not app.chat.panels["attention"].display and not app.chat.panels["lens"].display
+        assert app.chat.panels["attention"].step is None and app.chat.panels["lens"].step is None
 
 
 @pytest.mark.asyncio
 async def test_attention_panel_shows_the_events_numbers_and_picks_layers():
     app, holder = fake_app()
     async with app.run_test(size=(140, 60)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f7")
         engine = holder["engine"]
-        assert engine.watch.attention_layer == app.attention_panel.attention_layer and not engine.watch.lens
-        assert app.attention_panel.attention_layer == 30 // 2
+        assert engine.watch.attention_layer == app.chat.panels["attention"].attention_layer and not engine.watch.lens
+        assert app.chat.panels["attention"].attention_layer == 30 // 2
         events = await long_turn(pilot, holder)
         last = [e for e in events if isinstance(e, InsideStep)][-1]
         panel = app.query_one(AttentionPanel)
@@ -85,7 +85,7 @@ def test_buckets_keep_the_attention_mass():
 async def test_lens_panel_shows_each_layers_top_guess():
     app, holder = fake_app()
     async with app.run_test(size=(140, 60)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f8")
         watch = holder["engine"].watch
         assert watch.lens and watch.attention_layer is None and watch.lens_layers == tuple(shown_layers(30))
@@ -94,13 +94,13 @@ async def test_lens_panel_shows_each_layers_top_guess():
         text = text_of(app.query_one(LensPanel))
         rows = shown_layers(30)
         assert rows[0] == 0 and rows[-1] == 29 and len(rows) == 10
-        assert app.lens_panel.step.lens_layers == tuple(rows)  # the engine read only the layers shown
+        assert app.chat.panels["lens"].step.lens_layers == tuple(rows)  # the engine read only the layers shown
         for layer in rows:
             best = last.lens[last.lens_layers.index(layer)][0]
             assert f"L{layer:<3}" in text and f"{best.prob * 100:3.0f}%" in text
         assert visible_token(last.lens[-1][0].text)[:11] in text
         # The attention view stayed closed: the engine sent no attention.
-        assert app.lens_panel.step.attention == ()
+        assert app.chat.panels["lens"].step.attention == ()
 
 
 @pytest.mark.asyncio
@@ -138,10 +138,10 @@ async def test_confidence_colouring_tints_each_token_by_its_sampled_probability(
 async def test_confidence_colouring_fills_in_while_a_reply_streams():
     app, holder = fake_app(delay=0.01)
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f9")
         await send(pilot, "What is the capital of France?")
-        await wait_for(pilot, lambda: not app.busy and app.query(ConfidenceText))
+        await wait_for(pilot, lambda: not app.chat.busy and app.query(ConfidenceText))
         steps = [e for e in holder["engine"].turns[0] if isinstance(e, TokenGenerated)]
         view = app.query_one(ConfidenceText)
         assert len(view.steps) == len(steps)
@@ -156,7 +156,7 @@ async def test_confidence_colouring_fills_in_while_a_reply_streams():
 async def test_confidence_colouring_keeps_the_top_k_computed_with_the_panel_hidden():
     app, holder = fake_app()
     async with app.run_test(size=(140, 45)) as pilot:
-        await wait_for(pilot, lambda: app.ready)
+        await wait_for(pilot, lambda: app.chat.ready)
         engine = holder["engine"]
         await pilot.press("f5")  # hide Next token: the engine stops computing the top-k
         assert engine.updates[-1] == {"top_k_shown": 0}

@@ -29,7 +29,9 @@ async def wait_for(pilot, condition, timeout=20.0):
     end = loop.time() + timeout
     while not condition():
         if loop.time() > end:
-            raise AssertionError(f"timed out waiting for the UI (busy={pilot.app.busy}, queue={len(pilot.app.queue)})")
+            raise AssertionError(
+                f"timed out waiting for the UI (busy={pilot.app.chat.busy}, queue={len(pilot.app.chat.queue)})"
+            )
         await pilot.pause(0.02)
 
 

@@ -9,11 +9,12 @@ most attended tokens with their head-averaged weights.
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.message import Message
 
-from model.runtime.events import InsideStep
+from model.runtime.events import InsideStep, ModelReady
 
+from ..engine_view import draws, handles
 from ..formatting import fit, visible_token
+from ..messages import NeedsChanged
 from .panel import Panel
 
 COLUMNS = 35  # fits the sidebar beside a 5-column label
@@ -35,16 +36,11 @@ def strip(shares: list[float], top: float) -> str:
 
 
 class AttentionPanel(Panel, can_focus=True):
-    TITLE = "Attention"
-    CAPTION = "softmax(q·kᵀ/√d): where the new token looks."
     BINDINGS = [
         Binding("left,minus", "layer(-1)", "Layer down"),
         Binding("right,plus,equals_sign", "layer(1)", "Layer up"),
         Binding("h", "heads", "Heads / mean"),
     ]
-
-    class LayerChanged(Message):
-        """The user picked another layer: the engine must watch that one."""
 
     def __init__(self, layers: int = 30, **kwargs):
         super().__init__(**kwargs)
@@ -57,11 +53,14 @@ class AttentionPanel(Panel, can_focus=True):
         super().on_mount()
         self.border_subtitle = "focus (Tab/click): ←/→ layer · h heads"
 
-    def set_layers(self, count: int) -> None:
-        self.layer_count = count
-        self.attention_layer = count // 2  # a middle layer: early ones look mostly nearby
+    @handles(ModelReady)
+    def ready(self, event: ModelReady) -> None:
+        self.layer_count = event.info["layers"]
+        self.attention_layer = self.layer_count // 2  # a middle layer: early ones look mostly nearby
         self.refresh_body()
+        self.post_message(NeedsChanged())  # the model's layer count decides what the engine reads
 
+    @draws(InsideStep)
     def show(self, step: InsideStep) -> None:
         if step.attention:
             self.step = step
@@ -69,7 +68,7 @@ class AttentionPanel(Panel, can_focus=True):
 
     def action_layer(self, delta: int) -> None:
         self.attention_layer = (self.attention_layer + delta) % self.layer_count
-        self.post_message(self.LayerChanged())
+        self.post_message(NeedsChanged())  # the engine must watch that layer
         self.refresh_body()
 
     def action_heads(self) -> None:

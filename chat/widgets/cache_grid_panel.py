@@ -3,8 +3,10 @@
 from rich.text import Text
 
 from model.internals.cache_grid import grid_cells
+from model.runtime.events import ModelReady, PrefillProgress, TokenGenerated, TurnStarted
 from model.runtime.stats import CacheState
 
+from ..engine_view import draws, handles
 from .panel import Panel
 
 COLUMNS = 40
@@ -20,13 +22,30 @@ STYLE = {
 
 
 class CacheGridPanel(Panel):
-    TITLE = "KV cache grid"
-    CAPTION = "Layers × tokens; a prefill fills a block, decode one column."
-
     def __init__(self, layers: int = 30, **kwargs):
         super().__init__(**kwargs)
         self.layer_count = layers
         self.cells: list[str] = []
+        self.tokens = 0  # tokens held at the last prefill step: what a chunk adds is new
+
+    @handles(ModelReady)
+    def ready(self, event: ModelReady) -> None:
+        self.layer_count = event.info["layers"]
+        self.show(event.cache, new_tokens=0)
+
+    @handles(TurnStarted)
+    def started(self, event: TurnStarted) -> None:
+        self.tokens = event.reused_tokens
+
+    @handles(PrefillProgress)
+    def progress(self, event: PrefillProgress) -> None:
+        if self.display:
+            self.show(event.cache, new_tokens=event.cache.tokens - self.tokens)
+        self.tokens = event.cache.tokens
+
+    @draws(TokenGenerated, heavy=True)
+    def show_step(self, event: TokenGenerated) -> None:
+        self.show(event.cache, new_tokens=1)
 
     def show(self, state: CacheState, new_tokens: int) -> None:
         history = state.tokens + state.evicted_total

@@ -2,8 +2,17 @@
 
 from rich.text import Text
 
+from model.runtime.events import (
+    ConversationReset,
+    HistoryRestored,
+    ModelReady,
+    PrefillProgress,
+    TokenGenerated,
+    TurnEnded,
+)
 from model.runtime.stats import CacheState
 
+from ..engine_view import draws, handles
 from ..formatting import human_bytes
 from .panel import Panel
 
@@ -11,13 +20,15 @@ BAR_WIDTH = 34
 
 
 class CachePanel(Panel):
-    TITLE = "KV cache"
-    CAPTION = "Keys and values of the tokens read so far."
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.state: CacheState | None = None
         self.flash = ""  # "evicted N tokens", shown for a moment after an eviction
+
+    @handles(ModelReady, PrefillProgress, HistoryRestored, TurnEnded, ConversationReset)
+    @draws(TokenGenerated)
+    def cache_changed(self, event) -> None:
+        self.show(event.cache)
 
     def show(self, state: CacheState) -> None:
         previous = self.state

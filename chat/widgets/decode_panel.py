@@ -7,10 +7,11 @@ from textual.widgets import Sparkline, Static
 
 from model.runtime.events import TokenGenerated, TurnEnded, TurnStarted
 
+from ..engine_view import EngineView, draws, handles
 from ..formatting import rate, seconds
 
 
-class DecodePanel(Vertical):
+class DecodePanel(EngineView, Vertical):
     DEFAULT_CSS = """
     DecodePanel {
         border: round $primary 60%;
@@ -21,6 +22,8 @@ class DecodePanel(Vertical):
     DecodePanel Sparkline { height: 2; margin: 0; }
     DecodePanel .caption { color: $text-muted; text-style: italic; }
     """
+
+    caption = ""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -36,27 +39,36 @@ class DecodePanel(Vertical):
     def compose(self) -> ComposeResult:
         yield self.numbers
         yield self.chart
-        yield Static("Writing: one forward pass per token.", classes="caption")
+        yield Static(self.caption, classes="caption")
 
     def on_mount(self) -> None:
-        self.border_title = "Decode"
         self._render_numbers()
 
+    @handles(TurnStarted)
+    def started(self, _event: TurnStarted) -> None:
+        self.rates, self.generated, self.elapsed, self.live, self.final = [], 0, 0.0, 0.0, 0.0
+        self._redraw()
+
+    @handles(TokenGenerated)
     def record(self, step: TokenGenerated) -> None:
         """Every step's live rate goes into the chart, drawn or not (cheap: an append)."""
         if step.live_tok_s:
             self.rates.append(step.live_tok_s)
 
-    def show(self, event) -> None:
-        if isinstance(event, TurnStarted):
-            self.rates, self.generated, self.elapsed, self.live, self.final = [], 0, 0.0, 0.0, 0.0
-        elif isinstance(event, TokenGenerated):
-            self.generated = event.index + 1
-            self.elapsed = event.elapsed_s
-            self.live = event.live_tok_s
-        elif isinstance(event, TurnEnded):
-            self.final = event.stats.decode_tok_s
-            self.generated = event.stats.generated_tokens
+    @draws(TokenGenerated)
+    def show_step(self, event: TokenGenerated) -> None:
+        self.generated = event.index + 1
+        self.elapsed = event.elapsed_s
+        self.live = event.live_tok_s
+        self._redraw()
+
+    @handles(TurnEnded)
+    def ended(self, event: TurnEnded) -> None:
+        self.final = event.stats.decode_tok_s
+        self.generated = event.stats.generated_tokens
+        self._redraw()
+
+    def _redraw(self) -> None:
         self._render_numbers()
         # Under two rates there is no line to draw: Sparkline would fill one value
         # to full height, as if the model were already at its top speed.

@@ -8,9 +8,11 @@ stack, and the last row is the model's own prediction.
 
 from rich.text import Text
 
-from model.runtime.events import InsideStep
+from model.runtime.events import InsideStep, ModelReady
 
+from ..engine_view import draws, handles
 from ..formatting import bar, fit, visible_token
+from ..messages import NeedsChanged
 from .panel import Panel
 
 ROWS = 10  # layers shown, spread evenly from the first to the last
@@ -25,9 +27,6 @@ def shown_layers(count: int, rows: int = ROWS) -> list[int]:
 
 
 class LensPanel(Panel):
-    TITLE = "Logit lens"
-    CAPTION = "Each layer's guess, read through the head."
-
     def __init__(self, layers: int = 30, **kwargs):
         super().__init__(**kwargs)
         self.layer_count = layers
@@ -37,6 +36,12 @@ class LensPanel(Panel):
         """The layers this panel shows: what the engine needs to read."""
         return tuple(shown_layers(self.layer_count))
 
+    @handles(ModelReady)
+    def ready(self, event: ModelReady) -> None:
+        self.layer_count = event.info["layers"]
+        self.post_message(NeedsChanged())  # the model's layer count decides what the engine reads
+
+    @draws(InsideStep)
     def show(self, step: InsideStep) -> None:
         if step.lens:
             self.step = step

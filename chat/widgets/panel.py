@@ -5,6 +5,8 @@ from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
+from ..engine_view import EngineView
+
 
 def _rows(item, width: int) -> int:
     """Screen rows a body line takes at `width` (a Text wraps; anything else is assumed one row per line)."""
@@ -13,7 +15,9 @@ def _rows(item, width: int) -> int:
     return getattr(item, "row_count", 1)
 
 
-class Panel(Static):
+class Panel(EngineView, Static):
+    """A side panel: its title and caption come from its row in `chat/views.py`."""
+
     DEFAULT_CSS = """
     Panel {
         border: round $primary 60%;
@@ -24,18 +28,16 @@ class Panel(Static):
     }
     """
 
-    TITLE = ""
-    CAPTION = ""  # what this number means, in one line
+    caption = ""  # what this number means, in one line
 
     def on_mount(self) -> None:
-        self.border_title = self.TITLE
         self.refresh_body()
 
     _shape: tuple = ()
 
     def refresh_body(self) -> None:
         lines = self.body()
-        caption = Text(self.CAPTION, style="italic dim")
+        caption = Text(self.caption, style="italic dim")
         # A layout pass reflows the whole screen (tens of ms); a redraw whose
         # row count is unchanged only needs its own region repainted. And with
         # its height set, a panel is not rendered again just to be measured

@@ -4,14 +4,12 @@ from rich.text import Text
 
 from model.runtime.events import PrefillDone, PrefillProgress, TurnStarted
 
+from ..engine_view import handles
 from ..formatting import bar, rate, seconds
 from .panel import Panel
 
 
 class PrefillPanel(Panel):
-    TITLE = "Prefill"
-    CAPTION = "Reading the prompt: all new tokens at once."
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.prompt_tokens = 0
@@ -21,17 +19,24 @@ class PrefillPanel(Panel):
         self.prefill_tok_s = 0.0
         self.running = False
 
-    def show(self, event) -> None:
-        if isinstance(event, TurnStarted):
-            self.prompt_tokens, self.reused_tokens = event.prompt_tokens, event.reused_tokens
-            self.done, self.prefill_s, self.prefill_tok_s, self.running = 0, 0.0, 0.0, True
-        elif isinstance(event, PrefillProgress):
-            self.done = event.done
-        elif isinstance(event, PrefillDone):
-            s = event.stats
-            self.prompt_tokens, self.reused_tokens = s.prompt_tokens, s.reused_tokens
-            self.prefill_s, self.prefill_tok_s, self.running = s.prefill_s, s.prefill_tok_s, False
-            self.done = s.prompt_tokens
+    @handles(TurnStarted)
+    def started(self, event: TurnStarted) -> None:
+        self.prompt_tokens, self.reused_tokens = event.prompt_tokens, event.reused_tokens
+        self.done, self.prefill_s, self.prefill_tok_s, self.running = 0, 0.0, 0.0, True
+        self.refresh_body()
+
+    @handles(PrefillProgress)
+    def progress(self, event: PrefillProgress) -> None:
+        self.done = event.done
+        if self.display:
+            self.refresh_body()
+
+    @handles(PrefillDone)
+    def prefilled(self, event: PrefillDone) -> None:
+        s = event.stats
+        self.prompt_tokens, self.reused_tokens = s.prompt_tokens, s.reused_tokens
+        self.prefill_s, self.prefill_tok_s, self.running = s.prefill_s, s.prefill_tok_s, False
+        self.done = s.prompt_tokens
         self.refresh_body()
 
     def body(self) -> list:

@@ -2,8 +2,9 @@
 
 from rich.text import Text
 
-from model.runtime.events import TokenGenerated
+from model.runtime.events import ModelReady, TokenGenerated
 
+from ..engine_view import draws, handles
 from ..formatting import bar, fit, visible_token
 from .panel import Panel
 
@@ -12,15 +13,17 @@ BAR_WIDTH = 12
 
 
 class TopKPanel(Panel):
-    TITLE = "Next token"
-    CAPTION = "Every token gets a score; ▶ is the pick."
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.step: TokenGenerated | None = None
         self.distribution = ""
         self.show_ids = False
 
+    @handles(ModelReady)
+    def ready(self, event: ModelReady) -> None:
+        self.distribution = event.distribution
+
+    @draws(TokenGenerated)
     def show(self, step: TokenGenerated) -> None:
         self.step = step
         self.refresh_body()

@@ -2,10 +2,10 @@
 
 Replies grow with `Markdown.append`, which parses only the new lines and
 updates the last block instead of re-parsing the whole message per token
-(what `MarkdownStream` does too; the app already batches fragments, and
-appending directly keeps each batch in the app's own screen update). The
-transcript is anchored to the bottom and lets go when the user scrolls up to
-read; scrolling back to the end re-attaches it.
+(what `MarkdownStream` does too; the text is batched until the paced redraw,
+and appending there keeps each batch in the same screen update as the panels).
+The transcript is anchored to the bottom and lets go when the user scrolls up
+to read; scrolling back to the end re-attaches it.
 
 A single newline in a reply is a line break, as chat UIs render it (oterm,
 llama.cpp's web UI): plain Markdown would join a poem's lines into one
@@ -13,11 +13,24 @@ paragraph. Code blocks and tables keep their own layout, and the reply's text
 (what Copy gives) is never changed: only the parser differs.
 """
 
+from typing import Optional
+
 from markdown_it import MarkdownIt
 from textual.containers import VerticalScroll
 from textual.widgets import Markdown, Static
 
-from .confidence import ConfidenceText, SampledStep
+from model.runtime.events import (
+    ConversationReset,
+    HistoryRestored,
+    ModelFailed,
+    TokenGenerated,
+    TurnEnded,
+    TurnFailed,
+    TurnStarted,
+)
+
+from ..engine_view import EngineView, draws, handles
+from .confidence import SampledStep
 from .token_chips import TokenChips
 
 
@@ -87,7 +100,7 @@ class AssistantMessage(Markdown, can_focus=True):
         self.text = text
         self.token_ids = token_ids  # the reply as sampled, once it has ended
         self.steps: list[SampledStep] = []  # each generated token with its probability and top-k (live replies only)
-        self.twin: ConfidenceText | None = None  # the tinted view, while confidence colouring is on
+        self.twin = None  # a reply view drawn in its place (confidence colouring), while it is on
 
     async def action_tokens(self) -> None:
         await toggle_chips(self, self.app.tokens_of_ids(list(self.token_ids)))
@@ -113,13 +126,13 @@ class AssistantMessage(Markdown, can_focus=True):
         self.notify("Reply copied to the clipboard.")
 
 
-async def show_confidence(reply: AssistantMessage, on: bool, live: bool = False) -> None:
-    """Swap a reply for its confidence-tinted twin, or back (replies without recorded steps stay)."""
-    if on and reply.twin is None and (reply.steps or live):
-        reply.twin = ConfidenceText(reply.steps)
+async def show_twin(reply: AssistantMessage, view: Optional[type], live: bool = False) -> None:
+    """Swap a reply for a view built from its steps, or back (`view` None; replies without recorded steps stay)."""
+    if view is not None and reply.twin is None and (reply.steps or live):
+        reply.twin = view(reply.steps)
         await reply.parent.mount(reply.twin, after=reply)
         reply.display = False
-    elif not on and reply.twin is not None:
+    elif view is None and reply.twin is not None:
         await reply.twin.remove()
         reply.twin = None
         reply.display = True
@@ -152,10 +165,16 @@ class Notice(Static):
         super().__init__(text, markup=False, classes=kind)
 
 
-class Transcript(VerticalScroll):
+class Transcript(EngineView, VerticalScroll):
     DEFAULT_CSS = """
     Transcript { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.reply: Optional[AssistantMessage] = None  # the reply being written
+        self.reply_view: Optional[type] = None  # drawn in place of each reply while on (confidence colouring)
+        self._pending = ""  # reply text not yet drawn
 
     def on_mount(self) -> None:
         self.anchor()
@@ -166,3 +185,91 @@ class Transcript(VerticalScroll):
     def last_reply(self) -> AssistantMessage | None:
         replies = self.query(AssistantMessage)
         return replies.last() if replies else None
+
+    async def show_replies_as(self, view: Optional[type]) -> bool:
+        """Draw every reply as `view` (None: as Markdown again); False if some reply has no steps to draw it from."""
+        self.reply_view = view
+        replies = list(self.query(AssistantMessage))
+        for reply in replies:
+            await show_twin(reply, view)
+        return all(r.steps for r in replies)
+
+    async def load(self, stored: list) -> None:
+        """A saved conversation's messages, in place of what was shown."""
+        await self.remove_children()
+        for m in stored:
+            if m.role == "user":
+                await self.add(UserMessage(m.content))
+            elif m.role == "assistant":
+                reply = AssistantMessage(m.content, tuple(m.token_ids or ()))
+                await self.add(reply)
+                if m.status == "cancelled":
+                    reply.add_class("cancelled")
+
+    # --- engine events ----------------------------------------------------------
+
+    @handles(ModelFailed)
+    async def failed_to_load(self, event: ModelFailed) -> None:
+        await self.add(Notice(event.message, "error"))
+
+    @handles(TurnStarted)
+    async def started(self, event: TurnStarted) -> None:
+        if event.note:
+            await self.add(Notice(event.note, "warning"))
+        self.reply = AssistantMessage()
+        await self.add(self.reply)
+        if self.reply_view is not None:  # the twin shares the reply's step list, so it fills as the reply streams
+            await show_twin(self.reply, self.reply_view, live=True)
+
+    @handles(TokenGenerated)
+    def token(self, event: TokenGenerated) -> None:
+        if self.reply is not None:  # an append: the reply views draw from it when shown
+            self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k))
+            self._pending += event.text  # drawn with the panels: each Markdown append costs a parse and a layout
+
+    @draws(TokenGenerated)
+    async def flush(self, _event: Optional[TokenGenerated] = None) -> None:
+        text, self._pending = self._pending, ""
+        if text and self.reply is not None and self.reply.is_attached:
+            await self.reply.add(text)
+
+    @draws(TokenGenerated, heavy=True)
+    def redraw_twin(self, _event: TokenGenerated) -> None:
+        if self.reply is not None and self.reply.twin is not None:
+            self.reply.twin.redraw()
+
+    @handles(TurnEnded)
+    async def ended(self, event: TurnEnded) -> None:
+        await self.flush()
+        if self.reply is not None:
+            self.reply.token_ids = event.reply_ids
+            await self.reply.finish(event.text, event.stats.stop_reason)
+            if self.reply.twin is not None:
+                self.reply.twin.redraw(force_layout=True)
+        self.reply = None
+
+    @handles(TurnFailed)
+    async def turn_failed(self, event: TurnFailed) -> None:
+        await self.flush()
+        if self.reply is not None:
+            await self.reply.finish(self.reply.text, "cancelled")
+            self.reply = None
+        await self.add(Notice(event.message, "error"))
+
+    @handles(HistoryRestored)
+    async def restored(self, event: HistoryRestored) -> None:
+        await self.add(
+            Notice(
+                f"Restored {event.messages} messages: {event.tokens} tokens prefilled "
+                f"in {event.seconds:.1f} s to rebuild the cache."
+            )
+        )
+
+    @handles(ConversationReset)
+    async def reset(self, event: ConversationReset) -> None:
+        await self.remove_children()
+        await self.add(
+            Notice(
+                "New conversation: the KV cache is empty." + (f" System prompt: {event.system}" if event.system else "")
+            )
+        )

@@ -1,0 +1,331 @@
+"""The chat: the transcript, the status line and the prompt, with the views beside them.
+
+The views come from the table in `chat/views.py`: this screen lays them out, binds
+their keys, lists them in the palette and tells the engine what the open ones need.
+Engine events reach them through the router; this screen keeps the user's side of
+the conversation: sending, queueing, stopping, saving.
+"""
+
+from collections.abc import Iterable
+from dataclasses import replace
+from functools import reduce
+from operator import or_
+from typing import Optional
+
+from textual import events
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TextArea
+
+from model.internals.watch import Watch
+from model.runtime.events import ConversationReset, HistoryRestored, ModelFailed, ModelReady, TurnEnded, TurnFailed
+
+from .. import settings_forms
+from ..engine_view import EngineView, handles
+from ..messages import NeedsChanged, PromptSubmitted
+from ..router import Router
+from ..store import StoreError
+from ..views import Needs, ViewSpec
+from ..widgets.prompt_input import PromptInput
+from ..widgets.status_line import StatusLine
+from ..widgets.transcript import Notice, Transcript, UserMessage
+from .conversations import ConversationsScreen
+from .model_info import ModelInfoScreen
+
+NARROW = 110  # below this many columns the panels give way to a one-line summary
+
+
+class ChatScreen(EngineView, Screen):
+    DEFAULT_CSS = """
+    #main { height: 1fr; }
+    #chat-column { width: 1fr; }
+    #sidebar { width: 48; height: 1fr; scrollbar-size-vertical: 1; }
+    ChatScreen.narrow #sidebar { display: none; }
+    """
+    # In the footer's order. Ctrl+Q is Textual's own, shown here; priority, so the app's hidden one does not replace it.
+    BINDINGS = [
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        Binding("escape", "cancel_reply", "Stop reply"),
+        Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+o", "conversations", "Chats"),
+        Binding("ctrl+y", "copy_last_reply", "Copy reply"),
+        Binding("f1", "app.help", "Help"),
+        Binding("question_mark", "app.help", "Help", show=False),
+        Binding("ctrl+t", "toggle_ids", "Token ids", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        views: list[ViewSpec] = self.app.views
+        self.views = {spec.id: spec for spec in views}
+        self.open = {spec.id: spec.shown for spec in views}
+        # Kept, not queried: the per-token routing touches them without a DOM query.
+        self.panels = {spec.id: spec.build() for spec in views if spec.place == "sidebar"}
+        self.transcript = Transcript(id="transcript")
+        self.status = StatusLine(id="status")
+        for spec in views:
+            # priority: the prompt box (a TextArea) binds F6 to "select line".
+            self._bindings.bind(spec.key, f"toggle_view('{spec.id}')", spec.title, show=False, priority=True)
+        self.router = Router(self, [*self.panels.values(), self.status, self.transcript, self])
+        self.ready = False
+        self._busy = False
+        self._blink = True  # the prompt cursor's blink setting, kept while a reply pauses it
+        self.queue: list[tuple[str, UserMessage]] = []
+        self.model_info: dict = {}
+        self._asked = (self.app.options.top_k_shown, Watch())  # what the engine was last told to compute
+
+    @property
+    def busy(self) -> bool:
+        """A reply (or a cache rebuild) is running."""
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        # The blinking cursor repaints the screen twice a second; while the
+        # engine decodes, every repaint takes CPU from it. It blinks again after.
+        if self.is_mounted and value != self._busy:
+            prompt = self.query_one(PromptInput)
+            if value:
+                self._blink, prompt.cursor_blink = prompt.cursor_blink, False
+            else:
+                prompt.cursor_blink = self._blink
+        if not value:
+            self.router.pacer.idle()  # time between replies is not redraw time
+        self._busy = value
+
+    # --- layout --------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Horizontal(id="main"):
+            with Vertical(id="chat-column"):
+                yield self.transcript
+                yield self.status
+                yield PromptInput(id="prompt")
+            with VerticalScroll(id="sidebar"):
+                yield from self.panels.values()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(PromptInput).focus()
+        self._apply_width(self.app.size.width)
+        app = self.app
+        if app.store_problem:
+            self.call_later(self._show_store_problem, app.store_problem)
+        if app.recorder is not None:
+            app.recorder.new(app.options.system)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_width(event.size.width)
+
+    def on_screen_resume(self) -> None:
+        self._apply_width(self.app.size.width)  # the terminal may have been resized under a dialog
+
+    def _apply_width(self, width: int) -> None:
+        narrow = width < NARROW
+        self.set_class(narrow, "narrow")
+        self.status.set_class(narrow, "with-summary")
+
+    async def _show_store_problem(self, problem: str) -> None:
+        await self.transcript.add(Notice(f"{problem} This chat will not be saved.", "warning"))
+
+    def _save(self, action, *args) -> None:
+        """Write to the store; a failure is reported once and saving stops, the chat goes on."""
+        if self.app.recorder is None:
+            return
+        try:
+            action(*args)
+        except StoreError as exc:
+            self.app.recorder = None
+            self.call_later(self._show_store_problem, str(exc))
+
+    # --- the views -------------------------------------------------------------
+
+    async def action_toggle_view(self, view_id: str) -> None:
+        await self.show_view(view_id, not self.open[view_id])
+
+    async def show_view(self, view_id: str, on: bool) -> None:
+        """Open or close a view; a closed one is not drawn and costs the engine nothing."""
+        spec = self.views[view_id]
+        self.open[view_id] = on
+        if spec.place == "sidebar":
+            # Focus stays where it is (usually the prompt, so typing goes on).
+            self.panels[view_id].display = on
+        elif not await self.transcript.show_replies_as(spec.widget if on else None) and on:
+            self.notify("Replies from a saved chat have no recorded probabilities; they stay as text.")
+        self.tell_engine()
+
+    def on_needs_changed(self, _message: NeedsChanged) -> None:
+        self.tell_engine()
+
+    def tell_engine(self) -> None:
+        """What the open views need at each step, merged; the engine is told only what changed."""
+        needs = reduce(
+            or_,
+            (spec.needs(self.panels.get(view_id)) for view_id, spec in self.views.items() if self.open[view_id]),
+            Needs(),
+        )
+        top_k = self.app.options.top_k_shown if needs.top_k else 0
+        watch = Watch(
+            attention_layer=needs.attention_layer,
+            lens=needs.lens_layers is not None,
+            lens_layers=needs.lens_layers or (),
+        )
+        if top_k != self._asked[0]:
+            self.app.bridge.update(top_k_shown=top_k)
+        if watch != self._asked[1]:
+            self.app.bridge.set_watch(watch)
+        self._asked = (top_k, watch)
+
+    def commands(self) -> Iterable[SystemCommand]:
+        """The palette's entries for this screen."""
+        app = self.app
+        yield SystemCommand("New conversation", "Clear the chat and its KV cache", self.action_new_conversation)
+        yield SystemCommand("Conversations", "Open, rename, delete or export saved chats", self.action_conversations)
+        yield SystemCommand(
+            "System prompt",
+            "Set the system prompt (starts a new conversation)",
+            lambda: settings_forms.edit_system_prompt(app),
+        )
+        yield SystemCommand(
+            "Sampling settings", "Temperature, top-k, top-p, min-p", lambda: settings_forms.edit_sampling(app)
+        )
+        yield SystemCommand(
+            "Cache size",
+            "KV cache capacity and sink (starts a new conversation)",
+            lambda: settings_forms.edit_cache(app),
+        )
+        for spec in self.views.values():
+            yield SystemCommand(
+                f"Show/hide the {spec.title} view",
+                f"{spec.key.upper()}: {spec.caption}",
+                lambda view_id=spec.id: self.action_toggle_view(view_id),
+            )
+        yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
+        yield SystemCommand(
+            "Model info", "Architecture, layers, heads, parameters, weights, backend", self.action_model_info
+        )
+        yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard", self.action_copy_last_reply)
+
+    def action_toggle_ids(self) -> None:
+        self.panels["topk"].toggle_ids()
+
+    def action_model_info(self) -> None:
+        self.app.push_screen(ModelInfoScreen(self.model_info or {"source": "still loading"}))
+
+    # --- the user's side -----------------------------------------------------
+
+    async def on_prompt_submitted(self, message: PromptSubmitted) -> None:
+        text = message.text
+        if not text.strip():
+            self.notify("Type a message first: empty messages are not sent.", severity="warning")
+            return
+        self.query_one(PromptInput).clear()
+        waiting = self.busy or not self.ready
+        bubble = UserMessage(text, queued=waiting)
+        await self.transcript.add(bubble)
+        if waiting:
+            self.queue.append((text, bubble))
+            self.status.set_queued(len(self.queue))
+        else:
+            self._send(text, bubble)
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        """The prompt box counts its tokens as you type (the tokenizer is Rust, not MLX)."""
+        tok = self.app.tokenizer()
+        prompt = self.query_one(PromptInput)
+        if tok is None or event.text_area is not prompt:
+            return
+        text = prompt.text
+        prompt.border_subtitle = f"{len(tok.encode_text(text))} tokens" if text else None
+
+    def _send(self, text: str, bubble: UserMessage) -> None:
+        bubble.mark_sent()
+        if self.app.recorder is not None:
+            self._save(self.app.recorder.user_sent, text)
+        self.busy = True
+        self.app.bridge.send(text)
+
+    def _send_next_queued(self) -> None:
+        if self.queue and self.ready and not self.busy:
+            text, bubble = self.queue.pop(0)
+            self.status.set_queued(len(self.queue))
+            self._send(text, bubble)
+
+    def action_cancel_reply(self) -> None:
+        if self.busy:
+            self.app.bridge.cancel()
+            self.status.set_state("stopping…")
+
+    async def action_new_conversation(self, system: Optional[str] = None) -> None:
+        if self.busy:
+            self.app.bridge.cancel()
+        system = system if system is not None else self.app.options.system
+        self.app.bridge.reset(system)
+        if self.app.recorder is not None:
+            self.app.recorder.new(system)
+
+    def action_conversations(self) -> None:
+        if self.app.recorder is None:
+            self.notify(self.app.store_problem or "Saving is off: there is no database.", severity="warning")
+            return
+
+        async def chosen(result):
+            if result is None:
+                return
+            kind, conversation_id = result
+            if kind == "new":
+                await self.action_new_conversation()
+            elif kind == "open":
+                await self.open_saved(conversation_id)
+
+        self.app.push_screen(ConversationsScreen(self.app.recorder.store), chosen)
+
+    async def open_saved(self, conversation_id: int) -> None:
+        """Show a saved conversation and have the engine prefill its history into a fresh cache."""
+        if self.busy:
+            self.app.bridge.cancel()
+        try:
+            system, stored, messages = self.app.recorder.open(conversation_id)
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        await self.transcript.load(stored)
+        self.app.options = replace(self.app.options, system=system)
+        self.busy = True  # until the cache is rebuilt
+        self.status.set_state("rebuilding the KV cache from the saved history…")
+        self.app.bridge.restore(system, messages)
+
+    def action_copy_last_reply(self) -> None:
+        reply = self.transcript.last_reply()
+        if reply is None:
+            self.notify("No reply to copy yet.")
+            return
+        reply.action_copy()
+
+    # --- the engine's side (the views draw their own events) --------------------
+
+    @handles(ModelReady)
+    def model_ready(self, event: ModelReady) -> None:
+        info = self.model_info = event.info
+        self.app.sub_title = (
+            f"{info['architecture']} · {info['parameters'] / 1e6:.0f}M · {info['weight_dtype']} · {info['backend']}"
+        )
+        self.ready = True
+        self._send_next_queued()
+
+    @handles(ModelFailed)
+    def model_failed(self, _event: ModelFailed) -> None:
+        self.app.sub_title = "no model"
+
+    @handles(TurnEnded)
+    def save_reply(self, event: TurnEnded) -> None:
+        if self.app.recorder is not None:
+            self._save(self.app.recorder.reply_ended, event, list(event.reply_ids))
+
+    @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset)
+    def engine_idle(self, _event) -> None:
+        self.busy = False
+        self._send_next_queued()
