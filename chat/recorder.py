@@ -34,6 +34,10 @@ class ConversationRecorder:
             self.conversation_id, event.text, reply_ids, status, event.stats.as_dict(), event.cache.as_dict()
         )
 
+    def older_messages(self) -> list[str]:
+        """The user's messages in other conversations, newest first."""
+        return self.store.user_messages(exclude_conversation=self.conversation_id)
+
     def open(self, conversation_id: int) -> tuple[Optional[str], list[StoredMessage], list[Message]]:
         """A saved conversation: its system prompt, its stored messages, and the engine's view of them."""
         info = self.store.conversation(conversation_id)

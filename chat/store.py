@@ -245,6 +245,18 @@ class Store:
             for r in rows
         ]
 
+    def user_messages(self, exclude_conversation: Optional[int] = None, limit: int = 500) -> list[str]:
+        """What the user typed, newest first, outside one conversation (↑ in the prompt box)."""
+        try:
+            rows = self.db.execute(
+                "SELECT content FROM messages WHERE role = 'user' AND conversation_id IS NOT ? "
+                "ORDER BY created DESC, id DESC LIMIT ?",
+                (exclude_conversation, limit),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+        return [row[0] for row in rows]
+
     def close(self) -> None:
         self.db.close()
 

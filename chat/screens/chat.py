@@ -103,7 +103,7 @@ class ChatScreen(EngineView, Screen):
             with Vertical(id="chat-column"):
                 yield self.transcript
                 yield self.status
-                yield PromptInput(id="prompt")
+                yield PromptInput(id="prompt", history=self.earlier_messages)
             with VerticalScroll(id="sidebar"):
                 yield from self.panels.values()
         yield Footer()
@@ -231,6 +231,16 @@ class ChatScreen(EngineView, Screen):
             self.status.set_queued(len(self.queue))
         else:
             self._send(text, bubble)
+
+    def earlier_messages(self) -> list[str]:
+        """For ↑ in the prompt box: this conversation's messages, newest first, then older ones saved."""
+        mine = [m.text for m in reversed(self.transcript.query(UserMessage))]
+        if self.app.recorder is None:
+            return mine
+        try:
+            return mine + self.app.recorder.older_messages()
+        except StoreError:
+            return mine
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         """The prompt box counts its tokens as you type (the tokenizer is Rust, not MLX)."""
