@@ -19,6 +19,7 @@ from .messages import EngineEvent
 from .recorder import ConversationRecorder
 from .screens.chat import ChatScreen
 from .screens.help import HelpScreen
+from .user_settings import SettingsFile
 
 
 class GlasschatApp(App):
@@ -33,9 +34,11 @@ class GlasschatApp(App):
         engine_factory: Optional[EngineFactory] = None,
         recorder: Optional[ConversationRecorder] = None,
         store_problem: str = "",
+        settings_file: Optional[SettingsFile] = None,
     ):
         super().__init__()
         self.options = options
+        self.settings_file = settings_file  # None: nothing is remembered (tests, benches)
         self.recorder = recorder  # None: nothing is saved (no database, or it can't be used)
         self.store_problem = store_problem
         self.bridge = EngineBridge(self, options, engine_factory) if engine_factory else EngineBridge(self, options)
@@ -52,6 +55,18 @@ class GlasschatApp(App):
         sys.setswitchinterval(0.001)
         self.sub_title = "loading the model…"
         self.bridge.start()
+        if self.settings_file is not None and self.settings_file.settings.theme:
+            self.theme = self.settings_file.settings.theme
+        self.theme_changed_signal.subscribe(self, lambda theme: self.remember(theme=theme.name))
+
+    def remember(self, **values) -> None:
+        """Keep settings the user changed for the next run; the file is written at once."""
+        kept = self.settings_file
+        if kept is None or all(getattr(kept.settings, name) == value for name, value in values.items()):
+            return
+        problem = kept.save(kept.settings.changed(**values))
+        if problem:
+            self.notify(problem, severity="warning")
 
     def on_unmount(self) -> None:
         self.bridge.shutdown(timeout=5.0)

@@ -120,8 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The options for this run. The app takes its defaults from the settings file; a flag still wins."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from .launch import read_settings
+
+        args.settings_file = read_settings()
+        parser.set_defaults(**args.settings_file.settings.flag_defaults())
+        args = parser.parse_args(argv, namespace=argparse.Namespace(settings_file=args.settings_file))
+    return args
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     # Ctrl-C and SIGTERM become a clean cancel in the commands below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

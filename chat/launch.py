@@ -1,6 +1,16 @@
-"""Start the Textual app on the options from the command line, with the conversation store."""
+"""Start the Textual app on the options from the command line, with the conversation store and the settings file."""
 
 from dataclasses import asdict
+
+
+def read_settings():
+    """The settings file, checked against the app's own view and theme names."""
+    from textual.theme import BUILTIN_THEMES
+
+    from .user_settings import load
+    from .views import VIEWS
+
+    return load(views=[spec.id for spec in VIEWS], themes=BUILTIN_THEMES)
 
 
 def launch_app(args) -> int:
@@ -20,6 +30,6 @@ def launch_app(args) -> int:
         )
     except StoreError as exc:
         problem = str(exc)  # the chat still works; it just is not saved
-    app = GlasschatApp(options, recorder=recorder, store_problem=problem)
+    app = GlasschatApp(options, recorder=recorder, store_problem=problem, settings_file=args.settings_file)
     app.run()
     return app.return_code or 0

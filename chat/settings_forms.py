@@ -45,6 +45,7 @@ def edit_sampling(app) -> None:
             return
         settings, _ = parse_sampling(values, app.options.sampling)
         app.options = replace(app.options, sampling=settings)
+        app.remember(temp=settings.temperature, top_k=settings.top_k, top_p=settings.top_p, min_p=settings.min_p)
         app.bridge.set_sampling(settings)
         app.query_one("TopKPanel").distribution = settings.distribution_label()
         app.notify(f"Sampling: {settings.distribution_label()} (from the next reply)")
@@ -66,6 +67,7 @@ def edit_system_prompt(app) -> None:
             return
         system = values["system"].strip() or None
         app.options = replace(app.options, system=system)
+        app.remember(system=system)
         app.bridge.reset(system)
 
     app.push_screen(
@@ -98,6 +100,7 @@ def edit_cache(app) -> None:
             return
         settings, _ = parse_cache(values, app.options.cache)
         app.options = replace(app.options, cache=settings)
+        app.remember(max_kv_size=settings.max_kv_size, keep=settings.keep)
         app.bridge.update(cache=settings)
 
     app.push_screen(

@@ -10,6 +10,14 @@ import model  # noqa: F401  (first: picks the system OpenBLAS before mlx loads)
 GOLDEN = Path(__file__).parent / "golden"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_config_dir(tmp_path_factory):
+    """No test reads or writes the developer's own settings file: the config dir is a fresh one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def golden_tokenize():
     return json.loads((GOLDEN / "smollm2-tokenize.json").read_text())

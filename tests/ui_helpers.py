@@ -10,7 +10,7 @@ from chat.app import GlasschatApp
 from model.runtime.engine import EngineOptions
 
 
-def fake_app(delay=0.0, tokenizer=None, recorder=None, **options):
+def fake_app(delay=0.0, tokenizer=None, recorder=None, settings_file=None, **options):
     """The app on a FakeEngine; pass a real tokenizer for views that show tokens."""
     holder = {}
 
@@ -20,7 +20,7 @@ def fake_app(delay=0.0, tokenizer=None, recorder=None, **options):
             holder["engine"].loaded = SimpleNamespace(tokenizer=tokenizer)
         return holder["engine"]
 
-    app = GlasschatApp(EngineOptions(**options), engine_factory=factory, recorder=recorder)
+    app = GlasschatApp(EngineOptions(**options), engine_factory=factory, recorder=recorder, settings_file=settings_file)
     return app, holder
 
 

@@ -31,8 +31,9 @@ from ..views import Needs, ViewSpec
 from ..widgets.prompt_input import PromptInput
 from ..widgets.status_line import StatusLine
 from ..widgets.transcript import Notice, Transcript, UserMessage
+from ..widgets.welcome import Welcome, example_for
 from .conversations import ConversationsScreen
-from .model_info import ModelInfoScreen
+from .model_info import ModelInfoScreen, settings_table
 
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 
@@ -60,9 +61,12 @@ class ChatScreen(EngineView, Screen):
         super().__init__()
         views: list[ViewSpec] = self.app.views
         self.views = {spec.id: spec for spec in views}
-        self.open = {spec.id: spec.shown for spec in views}
+        saved = self.app.settings_file.settings.views if self.app.settings_file is not None else None
+        self.open = {spec.id: spec.shown if saved is None else spec.id in saved for spec in views}
         # Kept, not queried: the per-token routing touches them without a DOM query.
         self.panels = {spec.id: spec.build() for spec in views if spec.place == "sidebar"}
+        for view_id, panel in self.panels.items():
+            panel.display = self.open[view_id]
         self.transcript = Transcript(id="transcript")
         self.status = StatusLine(id="status")
         for spec in views:
@@ -116,6 +120,17 @@ class ChatScreen(EngineView, Screen):
             self.call_later(self._show_store_problem, app.store_problem)
         if app.recorder is not None:
             app.recorder.new(app.options.system)
+        self.call_later(self._open_saved_views)
+
+    async def _open_saved_views(self) -> None:
+        """The reply views the settings file left open, what the engine must compute for them, and its problems."""
+        for view_id, spec in self.views.items():
+            if spec.place == "reply" and self.open[view_id]:
+                await self.transcript.show_replies_as(spec.widget)
+        self.tell_engine()
+        if self.app.settings_file is not None:
+            for problem in self.app.settings_file.problems:
+                await self.transcript.add(Notice(problem, "warning"))
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_width(event.size.width)
@@ -156,6 +171,7 @@ class ChatScreen(EngineView, Screen):
         elif not await self.transcript.show_replies_as(spec.widget if on else None) and on:
             self.notify("Replies from a saved chat have no recorded probabilities; they stay as text.")
         self.tell_engine()
+        self.app.remember(views=[view_id for view_id, shown in self.open.items() if shown])
 
     def on_needs_changed(self, _message: NeedsChanged) -> None:
         self.tell_engine()
@@ -213,7 +229,12 @@ class ChatScreen(EngineView, Screen):
         self.panels["topk"].toggle_ids()
 
     def action_model_info(self) -> None:
-        self.app.push_screen(ModelInfoScreen(self.model_info or {"source": "still loading"}))
+        self.app.push_screen(
+            ModelInfoScreen(
+                self.model_info or {"source": "still loading"},
+                settings_table(self.app.options, self.app.settings_file),
+            )
+        )
 
     # --- the user's side -----------------------------------------------------
 
@@ -223,6 +244,10 @@ class ChatScreen(EngineView, Screen):
             self.notify("Type a message first: empty messages are not sent.", severity="warning")
             return
         self.query_one(PromptInput).clear()
+        welcome = self.transcript.welcome
+        if welcome is not None:
+            text = example_for(text) or text  # "1" and Enter picks the first example
+            await welcome.remove()
         waiting = self.busy or not self.ready
         bubble = UserMessage(text, queued=waiting)
         await self.transcript.add(bubble)
@@ -241,6 +266,9 @@ class ChatScreen(EngineView, Screen):
             return mine + self.app.recorder.older_messages()
         except StoreError:
             return mine
+
+    async def on_welcome_picked(self, message: Welcome.Picked) -> None:
+        await self.on_prompt_submitted(PromptSubmitted(message.text))
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         """The prompt box counts its tokens as you type (the tokenizer is Rust, not MLX)."""

@@ -1,4 +1,4 @@
-"""Model facts: architecture, shape, parameters, weights, backend."""
+"""Model facts (architecture, shape, parameters, weights, backend) and this run's settings, with where they come from."""
 
 from rich.table import Table
 from textual.app import ComposeResult
@@ -41,6 +41,27 @@ def info_table(info: dict) -> Table:
     return table
 
 
+def settings_table(options, settings_file) -> Table:
+    """This run's settings, and the file that keeps them (a flag on the command line beats it)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    cache = options.cache
+    table.add_row("sampling", options.sampling.distribution_label())
+    table.add_row("longest reply", f"{options.max_tokens} tokens")
+    table.add_row(
+        "KV cache",
+        f"{cache.max_kv_size} tokens, sink {'the system prompt' if cache.keep is None else cache.keep}, "
+        + (f"{cache.kv_bits}-bit" if cache.kv_bits else "the model's dtype"),
+    )
+    table.add_row("system prompt", options.system or "the model's default")
+    if settings_file is None:
+        table.add_row("settings file", "none (nothing is remembered in this run)")
+    else:
+        table.add_row("settings file", f"{settings_file.path}\nchanges are kept there; a flag beats it for one run")
+    return table
+
+
 class ModelInfoScreen(ModalScreen):
     DEFAULT_CSS = """
     ModelInfoScreen { align: center middle; }
@@ -48,11 +69,15 @@ class ModelInfoScreen(ModalScreen):
     """
     BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
 
-    def __init__(self, info: dict):
+    def __init__(self, info: dict, settings: Table | None = None):
         super().__init__()
         self.info = info
+        self.settings = settings
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("[b]Model[/b]")
             yield Static(info_table(self.info))
+            if self.settings is not None:
+                yield Static("\n[b]This run[/b]")
+                yield Static(self.settings)

@@ -23,6 +23,7 @@ from model.runtime.events import (
     ConversationReset,
     HistoryRestored,
     ModelFailed,
+    ModelReady,
     TokenGenerated,
     TurnEnded,
     TurnFailed,
@@ -32,6 +33,7 @@ from model.runtime.events import (
 from ..engine_view import EngineView, draws, handles
 from .confidence import SampledStep
 from .token_chips import TokenChips
+from .welcome import Welcome
 
 
 class UserMessage(Static, can_focus=True):
@@ -175,9 +177,19 @@ class Transcript(EngineView, VerticalScroll):
         self.reply: Optional[AssistantMessage] = None  # the reply being written
         self.reply_view: Optional[type] = None  # drawn in place of each reply while on (confidence colouring)
         self._pending = ""  # reply text not yet drawn
+        self.model_info: dict = {}  # for the welcome
+
+    def compose(self):
+        yield Welcome()
 
     def on_mount(self) -> None:
         self.anchor()
+
+    @property
+    def welcome(self) -> Optional[Welcome]:
+        """The first screen, while the conversation has no message yet."""
+        found = self.query(Welcome)
+        return found.first() if found else None
 
     async def add(self, widget) -> None:
         await self.mount(widget)
@@ -207,6 +219,12 @@ class Transcript(EngineView, VerticalScroll):
                     reply.add_class("cancelled")
 
     # --- engine events ----------------------------------------------------------
+
+    @handles(ModelReady)
+    def model_ready(self, event: ModelReady) -> None:
+        self.model_info = event.info
+        if self.welcome is not None:
+            self.welcome.set_model(event.info)
 
     @handles(ModelFailed)
     async def failed_to_load(self, event: ModelFailed) -> None:
@@ -273,3 +291,4 @@ class Transcript(EngineView, VerticalScroll):
                 "New conversation: the KV cache is empty." + (f" System prompt: {event.system}" if event.system else "")
             )
         )
+        await self.add(Welcome(self.model_info))
