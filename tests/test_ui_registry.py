@@ -60,7 +60,7 @@ async def test_a_view_added_to_the_table_is_everywhere(dummy_view):
         engine = holder["engine"]
         # Layout: built from its row, in the sidebar, closed.
         panel = app.query_one("#dummy", DummyPanel)
-        assert panel.parent.id == "sidebar" and panel.border_title == "Dummy" and not panel.display
+        assert app.query_one("#sidebar") in panel.ancestors and panel.border_title == "Dummy" and not panel.display
         # Its key opens it.
         assert app.screen.active_bindings["f10"].binding.action == "toggle_view('dummy')"
         await pilot.press("f10")

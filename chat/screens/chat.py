@@ -15,7 +15,7 @@ from typing import Optional
 from textual import events
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TextArea
 
@@ -29,6 +29,7 @@ from ..router import Router
 from ..store import StoreError
 from ..views import Needs, ViewSpec
 from ..widgets.prompt_input import PromptInput
+from ..widgets.side_column import SideColumn
 from ..widgets.status_line import StatusLine
 from ..widgets.transcript import Notice, Transcript, UserMessage
 from ..widgets.welcome import Welcome, example_for
@@ -42,7 +43,6 @@ class ChatScreen(EngineView, Screen):
     DEFAULT_CSS = """
     #main { height: 1fr; }
     #chat-column { width: 1fr; }
-    #sidebar { width: 48; height: 1fr; scrollbar-size-vertical: 1; }
     ChatScreen.narrow #sidebar { display: none; }
     """
     # In the footer's order. Ctrl+Q is Textual's own, shown here; priority, so the app's hidden one does not replace it.
@@ -108,8 +108,7 @@ class ChatScreen(EngineView, Screen):
                 yield self.transcript
                 yield self.status
                 yield PromptInput(id="prompt", history=self.earlier_messages)
-            with VerticalScroll(id="sidebar"):
-                yield from self.panels.values()
+            yield SideColumn(*self.panels.values(), id="sidebar")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -1,0 +1,82 @@
+"""The column of views beside the transcript: it scrolls, and says which views are out of sight.
+
+With every view open the column is taller than a 45-row terminal (about 70
+rows of panels). Rather than squeeze each view below what it needs to teach,
+the column scrolls, and a marker pinned to its top or bottom edge names the
+views above or below the fold, so nothing is hidden without a sign. Opening a
+view does not scroll the column: what the user was watching stays put, and the
+marker names the new view if it landed out of sight.
+"""
+
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static
+
+
+class FoldMarker(Static):
+    """One row at an edge of the column: which views are past it."""
+
+    DEFAULT_CSS = """
+    FoldMarker {
+        height: 1;
+        width: 1fr;
+        padding: 0 1;
+        background: $accent 30%;
+        color: $text;
+        text-style: bold;
+        display: none;
+    }
+    """
+
+
+class SideColumn(Vertical):
+    DEFAULT_CSS = """
+    SideColumn { width: 49; height: 1fr; }
+    /* A stable gutter: a scrollbar that comes and goes would change every panel's width. */
+    SideColumn > VerticalScroll { height: 1fr; scrollbar-size-vertical: 1; scrollbar-gutter: stable; }
+    """
+
+    def __init__(self, *views, **kwargs):
+        # The markers sit outside the scrolling part, so they never cover a view.
+        self.above = FoldMarker(classes="above")
+        self.below = FoldMarker(classes="below")
+        self.scroller = VerticalScroll(*views)
+        super().__init__(self.above, self.scroller, self.below, **kwargs)
+
+    def on_mount(self) -> None:
+        self.watch(self.scroller, "scroll_y", self.update_markers, init=False)
+        self.watch(self.scroller, "virtual_size", lambda: self.call_after_refresh(self.update_markers), init=False)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.update_markers)
+
+    def views(self) -> list:
+        return [view for view in self.scroller.children if view.display]
+
+    def out_of_sight(self, above_shown: bool, below_shown: bool) -> tuple[list[str], list[str]]:
+        """The titles of the shown views with content rows above and below what the column shows."""
+        top = round(self.scroller.scroll_y)
+        bottom = top + self.content_region.height - above_shown - below_shown
+        above, below = [], []
+        for view in self.views():
+            # Only rows with content count: a view whose border alone is cut off is in sight.
+            region, gutter = view.virtual_region, view.styles.gutter
+            name = str(view.border_title or view.id)
+            if region.y + gutter.top < top:
+                above.append(name)
+            if region.bottom - gutter.bottom > bottom:
+                below.append(name)
+        return above, below
+
+    def update_markers(self) -> None:
+        if not self.is_attached or not self.content_region.height:
+            return
+        shown = (False, False)
+        for _ in range(3):  # a marker takes a row from the views, which can hide one more
+            above, below = self.out_of_sight(*shown)
+            if (bool(above), bool(below)) == shown:
+                break
+            shown = (bool(above), bool(below))
+        for marker, names, text in ((self.above, above, "▲ above: "), (self.below, below, "▼ below: ")):
+            marker.display = bool(names)
+            if names:
+                marker.update(text + " · ".join(names))
