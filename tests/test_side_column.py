@@ -48,6 +48,17 @@ async def test_markers_name_what_is_out_of_sight():
             assert named == set(range(5)) - set(whole), (y, whole, markers)
             assert len(above) == (whole[0] > 0) and len(below) == (whole[-1] < 4 if whole else 1), (y, markers)
 
+        # A click on a marker brings the nearest view past it into sight.
+        column.scroll_home(animate=False)
+        await pilot.pause()
+        await pilot.click("FoldMarker.below")
+        await pilot.pause()
+        whole, markers = seen(app)
+        assert 2 in whole and markers[0].startswith("▲ above: View 0")
+        await pilot.click("FoldMarker.above")
+        await pilot.pause()
+        assert 0 in seen(app)[0]
+
         column.scroll_end(animate=False)
         await pilot.pause()
         whole, markers = seen(app)

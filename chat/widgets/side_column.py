@@ -5,7 +5,8 @@ rows of panels). Rather than squeeze each view below what it needs to teach,
 the column scrolls, and a marker pinned to its top or bottom edge names the
 views above or below the fold, so nothing is hidden without a sign. Opening a
 view does not scroll the column: what the user was watching stays put, and the
-marker names the new view if it landed out of sight.
+marker names the new view if it landed out of sight. A click on a marker
+brings the nearest view past it into sight (the mouse wheel scrolls too).
 """
 
 from textual.containers import Vertical, VerticalScroll
@@ -13,7 +14,7 @@ from textual.widgets import Static
 
 
 class FoldMarker(Static):
-    """One row at an edge of the column: which views are past it."""
+    """One row at an edge of the column: which views are past it. A click brings the nearest one into sight."""
 
     DEFAULT_CSS = """
     FoldMarker {
@@ -25,7 +26,16 @@ class FoldMarker(Static):
         text-style: bold;
         display: none;
     }
+    FoldMarker:hover { background: $accent 50%; }
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.views: list = []  # the views past this edge, nearest first
+
+    def on_click(self) -> None:
+        if self.views:
+            self.parent.scroller.scroll_to_widget(self.views[0], animate=False)
 
 
 class SideColumn(Vertical):
@@ -52,19 +62,18 @@ class SideColumn(Vertical):
     def views(self) -> list:
         return [view for view in self.scroller.children if view.display]
 
-    def out_of_sight(self, above_shown: bool, below_shown: bool) -> tuple[list[str], list[str]]:
-        """The titles of the shown views with content rows above and below what the column shows."""
+    def out_of_sight(self, above_shown: bool, below_shown: bool) -> tuple[list, list]:
+        """The shown views with content rows above and below what the column shows, nearest first."""
         top = round(self.scroller.scroll_y)
         bottom = top + self.content_region.height - above_shown - below_shown
         above, below = [], []
         for view in self.views():
             # Only rows with content count: a view whose border alone is cut off is in sight.
             region, gutter = view.virtual_region, view.styles.gutter
-            name = str(view.border_title or view.id)
             if region.y + gutter.top < top:
-                above.append(name)
+                above.insert(0, view)
             if region.bottom - gutter.bottom > bottom:
-                below.append(name)
+                below.append(view)
         return above, below
 
     def update_markers(self) -> None:
@@ -76,7 +85,10 @@ class SideColumn(Vertical):
             if (bool(above), bool(below)) == shown:
                 break
             shown = (bool(above), bool(below))
-        for marker, names, text in ((self.above, above, "▲ above: "), (self.below, below, "▼ below: ")):
-            marker.display = bool(names)
-            if names:
+        for marker, views, text in ((self.above, above, "▲ above: "), (self.below, below, "▼ below: ")):
+            marker.views = views
+            marker.display = bool(views)
+            if views:
+                # Top to bottom, as the column lists them.
+                names = [str(view.border_title or view.id) for view in sorted(views, key=lambda v: v.virtual_region.y)]
                 marker.update(text + " · ".join(names))
