@@ -30,6 +30,8 @@ def launch_app(args) -> int:
         )
     except StoreError as exc:
         problem = str(exc)  # the chat still works; it just is not saved
-    app = GlasschatApp(options, recorder=recorder, store_problem=problem, settings_file=args.settings_file)
+    app = GlasschatApp(
+        options, recorder=recorder, store_problem=problem, settings_file=getattr(args, "settings_file", None)
+    )
     app.run()
     return app.return_code or 0
