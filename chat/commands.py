@@ -13,6 +13,12 @@ from .recorder import ConversationRecorder
 from .store import Store, default_db_path
 
 
+def _blas_note(info: dict) -> None:
+    """Once the model is ready: one line if MLX's BLAS is slower than this machine allows."""
+    if info.get("blas_note"):
+        print(f"glasschat: {info['blas_note']}", file=sys.stderr)
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -33,6 +39,7 @@ def run_command(args) -> int:
     from .cli import engine_options
 
     session = HeadlessSession(engine_options(args), _streamer(not args.json))
+    _blas_note(session.ready.info)
     try:
         result = TurnResult(args.prompt)
         session.engine.send(args.prompt)
@@ -106,6 +113,7 @@ def replay_command(args) -> int:
         )
         recorder.new(options.system)
     session = HeadlessSession(options, _streamer(not args.json))
+    _blas_note(session.ready.info)
     failures = 0
     try:
         for n, user in enumerate(messages, start=1):
@@ -154,6 +162,7 @@ def inspect_command(args) -> int:
     from model.loading.loader import load_model
 
     loaded = load_model(args.model, args.weights)
+    _blas_note(loaded.info())
     if args.layer is not None and not 0 <= args.layer < loaded.config.num_hidden_layers:
         raise ModelError(f"--layer must be between 0 and {loaded.config.num_hidden_layers - 1}.")
     data = inspect_prompt(loaded, args.prompt, args.system, args.layer)

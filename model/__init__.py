@@ -1,9 +1,9 @@
 """glasschat's model side: an MLX Llama-family transformer and everything it needs.
 
-Nothing here imports `chat/`. Importing this package first makes MLX use the
-system OpenBLAS on Linux (see `model.blas`).
+Nothing here imports `chat/`. Importing this package first gives MLX an optimised
+BLAS on Linux (see `model.blas`): it has to happen before mlx is imported.
 """
 
-from model.blas import prefer_system_openblas
+from model.blas import load_blas
 
-prefer_system_openblas()
+load_blas()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import model  # noqa: F401  (first: picks the system OpenBLAS before mlx loads)
+import model  # noqa: F401  (first: gives MLX OpenBLAS before mlx loads)
 
 GOLDEN = Path(__file__).parent / "golden"
 

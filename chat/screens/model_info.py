@@ -24,7 +24,10 @@ ROWS = [
     ("weight_bytes", "weight memory"),
     ("backend", "backend"),
     ("blas", "BLAS"),
+    ("blas_note", "BLAS note"),
 ]
+# Shown only when there is something to say.
+OPTIONAL = {"blas_note"}
 
 
 def info_table(info: dict) -> Table:
@@ -32,6 +35,8 @@ def info_table(info: dict) -> Table:
     table.add_column(style="dim")
     table.add_column(style="bold")
     for key, label in ROWS:
+        if key in OPTIONAL and not info.get(key):
+            continue
         value = info.get(key, "–")
         if key == "weight_bytes":
             value = human_bytes(value)

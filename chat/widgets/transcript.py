@@ -230,6 +230,11 @@ class Transcript(EngineView, VerticalScroll):
     async def failed_to_load(self, event: ModelFailed) -> None:
         await self.add(Notice(event.message, "error"))
 
+    @handles(ModelReady)
+    async def loaded(self, event: ModelReady) -> None:
+        if event.info.get("blas_note"):  # matrix products run slower than this machine allows
+            await self.add(Notice(event.info["blas_note"], "warning"))
+
     @handles(TurnStarted)
     async def started(self, event: TurnStarted) -> None:
         if event.note:

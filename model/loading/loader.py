@@ -10,7 +10,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from model.blas import blas_in_use
+from model.blas import blas_info
 from model.errors import ModelError
 from model.loading.chat_template import ChatTemplate
 from model.loading.config import ModelConfig, config_from_gguf, config_from_hf
@@ -52,7 +52,8 @@ class LoadedModel:
             "weight_dtype": weight_dtype(self.model),
             "weight_bytes": weight_bytes(self.model),
             "backend": "gpu" if mx.default_device() == mx.gpu else "cpu",
-            "blas": blas_in_use(),
+            "blas": blas_info().summary(),
+            "blas_note": blas_info().note,  # why matrix products are slower than they could be, if they are
         }
 
 
