@@ -1,4 +1,4 @@
-"""The engines the benchmark runs side by side: ours, mlx-lm, and llama.cpp when installed.
+"""The engines the benchmark runs in its own process: ours and mlx-lm (llama.cpp: `bench.llama_peer`).
 
 Each runner takes token ids and reports wall times for prefill (time to the
 first token) and decode, on the same model file, in the same process.
@@ -110,37 +110,3 @@ class MlxLmEngine:
             int(token)
             times.append(time.perf_counter())
         return times
-
-
-class LlamaCppEngine:
-    """llama.cpp through llama-cpp-python on the same GGUF (an optional extra)."""
-
-    def __init__(self, path: str, threads: int):
-        import llama_cpp
-
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_threads=threads, n_batch=512, verbose=False)
-        self.name = "llama.cpp"
-
-    def time_to_first_token(self, ids) -> float:
-        self.llm.reset()
-        start = time.perf_counter()
-        self.llm.eval(ids)
-        self.llm.sample(temp=0.0)
-        return time.perf_counter() - start
-
-    def decode_times(self, ids, n) -> list[float]:
-        self.llm.reset()
-        times = []
-        for _ in self.llm.generate(ids, temp=0.0, reset=True):
-            times.append(time.perf_counter())
-            if len(times) == n:
-                break
-        return times
-
-
-def llama_cpp_available() -> bool:
-    try:
-        importlib.import_module("llama_cpp")
-        return True
-    except ImportError:
-        return False

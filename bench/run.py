@@ -16,7 +16,8 @@ from typing import Optional
 
 import mlx.core as mx
 
-from bench.peers import LlamaCppEngine, MlxLmEngine, OurEngine, llama_cpp_available
+from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
+from bench.peers import MlxLmEngine, OurEngine
 from model.blas import BlasInfo, blas_info
 from model.cache.kv_cache import KVCache
 from model.runtime.generate import decode, prefill
@@ -89,6 +90,23 @@ def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log, budge
     result.mlx_peak_bytes = mx.get_peak_memory()
     result.rss_bytes = current_rss()
     return result
+
+
+def measure_llama_cpp(path, tokenizer, sizes, args, log, command=None) -> tuple[Optional[EngineResult], str]:
+    """llama.cpp in its own process (see bench.llama_peer): its figures if it ran, and one line on how it went."""
+    if command is None and not llama_cpp_available():
+        return None, "not installed (pip install 'glasschat[llamacpp]')"
+    peer = None
+    try:
+        peer = LlamaCppEngine(path, threads=os.cpu_count() or 1, command=command)
+        result = measure(peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget)
+    except PeerFailed as exc:
+        return None, f"not measured: {exc}"
+    finally:
+        if peer is not None:
+            peer.close()
+    result.note = "; ".join(n for n in (peer.buffers, result.note) if n)
+    return result, f"measured with {peer.buffers}"
 
 
 def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16) -> dict:
@@ -229,13 +247,9 @@ def run(args) -> int:
             continue
         peer = MlxLmEngine(first, quantized == "quantized")
         results.append(measure(peer, quantized, tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget))
-    llama_cpp = "not installed (pip install 'glasschat[llamacpp]')"
-    if llama_cpp_available():
-        peer = LlamaCppEngine(first.loaded.path, threads=os.cpu_count() or 1)
-        results.append(measure(peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget))
-        llama_cpp = "measured"
-    else:
-        log(f"llama.cpp: {llama_cpp}")
+    peer_result, llama_cpp = measure_llama_cpp(first.loaded.path, tokenizer, sizes, args, log)
+    results += [peer_result] if peer_result else []
+    log(f"llama.cpp: {llama_cpp}")
     report = {
         "machine": machine,
         "model": first.info()["source"],
