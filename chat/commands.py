@@ -1,7 +1,12 @@
-"""The headless subcommands: `run`, `tokenize` and `replay`."""
+"""The headless subcommands: `run`, `tokenize`, `replay`, `inspect`, `history`, `export` and `bench`.
 
+Each takes the parsed options (see `chat/options.py`) and returns the exit status.
+"""
+
+import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 
 from model.errors import ModelError
@@ -9,6 +14,7 @@ from model.runtime.events import Event, TokenGenerated
 
 from .export import conversation_markdown
 from .headless import HeadlessSession, TurnResult
+from .options import engine_options
 from .recorder import ConversationRecorder
 from .store import Store, default_db_path
 
@@ -19,12 +25,12 @@ def _blas_note(info: dict) -> None:
         print(f"glasschat: {info['blas_note']}", file=sys.stderr)
 
 
-def _print_json(obj) -> None:
+def _print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
-def _streamer(enabled: bool):
+def _streamer(enabled: bool) -> Callable[[Event], None]:
     def on_event(event: Event) -> None:
         if not enabled:
             return
@@ -35,9 +41,7 @@ def _streamer(enabled: bool):
     return on_event
 
 
-def run_command(args) -> int:
-    from .cli import engine_options
-
+def run_command(args: argparse.Namespace) -> int:
     session = HeadlessSession(engine_options(args), _streamer(not args.json))
     _blas_note(session.ready.info)
     try:
@@ -66,7 +70,7 @@ def run_command(args) -> int:
         session.close()
 
 
-def tokenize_command(args) -> int:
+def tokenize_command(args: argparse.Namespace) -> int:
     from model.loading.loader import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
@@ -99,9 +103,7 @@ def read_replay_file(path: str) -> list[str]:
     return messages
 
 
-def replay_command(args) -> int:
-    from .cli import engine_options
-
+def replay_command(args: argparse.Namespace) -> int:
     messages = read_replay_file(args.file)
     options = engine_options(args)
     recorder = None
@@ -140,14 +142,14 @@ def replay_command(args) -> int:
         session.close()
 
 
-def history_command(args) -> int:
+def history_command(args: argparse.Namespace) -> int:
     store = Store(args.db or default_db_path())
     for c in store.conversations():
         print(f"{c.id:>5}  {c.messages:>4} messages  {c.title}")
     return 0
 
 
-def export_command(args) -> int:
+def export_command(args: argparse.Namespace) -> int:
     text = conversation_markdown(Store(args.db or default_db_path()), args.conversation)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
@@ -157,7 +159,7 @@ def export_command(args) -> int:
     return 0
 
 
-def inspect_command(args) -> int:
+def inspect_command(args: argparse.Namespace) -> int:
     from model.internals.inspect import inspect_prompt
     from model.loading.loader import load_model
 
@@ -181,3 +183,12 @@ def inspect_command(args) -> int:
     best = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:5]
     print(f"layer {layer} attends most to: " + ", ".join(f"{pieces[i]!r} {weights[i] * 100:.0f}%" for i in best))
     return 0
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Speed against the peers, or (`--ui`) decode through the app against the engine alone."""
+    if args.ui:
+        from .ui_bench import run  # the Textual app: imported only when measured
+    else:
+        from bench.run import run
+    return run(args)

@@ -1,23 +1,25 @@
 """Start the Textual app on the options from the command line, with the conversation store and the settings file."""
 
+import argparse
 from dataclasses import asdict
 
+from .options import engine_options
+from .recorder import ConversationRecorder
+from .store import Store, StoreError, default_db_path
+from .user_settings import SettingsFile, load
 
-def read_settings():
+
+def read_settings() -> SettingsFile:
     """The settings file, checked against the app's own view and theme names."""
     from textual.theme import BUILTIN_THEMES
 
-    from .user_settings import load
     from .views import VIEWS
 
     return load(views=[spec.id for spec in VIEWS], themes=BUILTIN_THEMES)
 
 
-def launch_app(args) -> int:
-    from .app import GlasschatApp
-    from .cli import engine_options
-    from .recorder import ConversationRecorder
-    from .store import Store, StoreError, default_db_path
+def launch_app(args: argparse.Namespace) -> int:
+    from .app import GlasschatApp  # Textual and the widgets: only when the app runs
 
     options = engine_options(args)
     recorder, problem = None, ""

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from chat import user_settings
-from chat.cli import engine_options, parse_args
+from chat.cli import parse_args
+from chat.options import engine_options
 from chat.user_settings import UserSettings, load, settings_path
 
 if sys.version_info >= (3, 11):

@@ -1,0 +1,184 @@
+"""The command line's options, each declared once with the commands it applies to.
+
+An option may be given before or after the subcommand: `glasschat --temp 0.7 run "hi"`
+and `glasschat run "hi" --temp 0.7` are the same. One that does not apply to the
+command is refused with one line, never dropped. The parsers only collect what was
+typed (no defaults), and the defaults are filled in here once the command is known:
+argparse copies a subcommand's defaults over the values given before it, which is
+how an option before the subcommand used to be lost.
+"""
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from model.loading.weights import LAYOUTS
+from model.runtime.engine import EngineOptions
+from model.runtime.settings import CacheSettings, SamplingSettings
+
+APP = "app"  # no subcommand: the Textual app
+LOADS = frozenset({APP, "run", "replay", "inspect", "tokenize", "bench"})  # commands that load a model
+CHATS = frozenset({APP, "run", "replay"})  # commands that generate replies
+INSPECTS = CHATS | {"inspect"}  # commands that build a prompt for a whole model
+BENCH = frozenset({"bench"})
+GENERATION = "model and generation (mlx-lm names)"
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    commands: frozenset[str]  # where it applies
+    default: Any = None
+    help: str = ""
+    group: str = GENERATION
+    kwargs: dict = field(default_factory=dict)  # type, choices or action, as argparse takes them
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def attach(self, parser: argparse.ArgumentParser, shown: bool = True) -> None:
+        # SUPPRESS: an option not typed leaves no value, so nothing typed is ever overwritten.
+        parser.add_argument(
+            self.flag, default=argparse.SUPPRESS, help=self.help if shown else argparse.SUPPRESS, **self.kwargs
+        )
+
+
+OPTIONS: list[Option] = [
+    Option("--model", LOADS, help="a .gguf file, a Hugging Face/MLX folder, or a Hub id (default: SmolLM2-135M)"),
+    Option(
+        "--weights",
+        INSPECTS,
+        "auto",
+        "weight layout: auto picks float32 on CPU, quantized on a GPU",
+        kwargs={"choices": LAYOUTS},
+    ),
+    Option("--system", INSPECTS, help="system prompt (default: the model template's own)"),
+    Option("--temp", CHATS, 0.0, "temperature; 0 is greedy", kwargs={"type": float}),
+    Option("--top-k", CHATS, 0, "sample from the k most likely tokens (0: all)", kwargs={"type": int}),
+    Option("--top-p", CHATS, 1.0, "nucleus sampling mass", kwargs={"type": float}),
+    Option("--min-p", CHATS, 0.0, "drop tokens under min-p x the top probability", kwargs={"type": float}),
+    Option(
+        "--repetition-penalty",
+        CHATS,
+        1.0,
+        "penalty on recently seen tokens, CTRL's rule (1: none)",
+        kwargs={"type": float},
+    ),
+    Option("--seed", CHATS, None, "random seed for sampling", kwargs={"type": int}),
+    Option("--max-tokens", CHATS, 512, "longest reply, in tokens", kwargs={"type": int}),
+    Option("--max-kv-size", CHATS, 2048, "KV cache capacity in tokens", kwargs={"type": int}),
+    Option(
+        "--keep", CHATS, None, "tokens pinned at the cache start (default: the system prompt)", kwargs={"type": int}
+    ),
+    Option("--kv-bits", CHATS, None, "quantize the KV cache", kwargs={"type": int, "choices": (4, 8)}),
+    Option("--show-top", CHATS | BENCH, 10, "next-token candidates computed per step", kwargs={"type": int}),
+    Option(
+        "--db",
+        frozenset({APP, "replay", "history", "export"}),
+        help="conversation database (default: glasschat.db in the XDG data directory)",
+        group="output",
+    ),
+    Option(
+        "--json",
+        frozenset({"run", "tokenize", "replay", "inspect", "bench"}),
+        False,
+        "print JSON instead of text (replay: one object per turn, per line)",
+        "output",
+        {"action": "store_true"},
+    ),
+    Option(
+        "--layer",
+        frozenset({"inspect"}),
+        None,
+        "also give this layer's attention head by head",
+        "output",
+        {"type": int},
+    ),
+    Option("--out", frozenset({"export"}), None, "write to this file instead of stdout", "output"),
+    Option("--layouts", BENCH, "float32,quantized", "our weight layouts to measure", "bench"),
+    Option("--mlx-lm", BENCH, "quantized,float32", "mlx-lm weight layouts to measure ('' skips)", "bench"),
+    Option("--sizes", BENCH, "64,512,2048", "prompt lengths for prefill", "bench"),
+    Option("--decode-tokens", BENCH, 256, "tokens to decode", "bench", {"type": int}),
+    Option("--repeats", BENCH, 1, "runs of each measurement", "bench", {"type": int}),
+    Option(
+        "--budget",
+        BENCH,
+        180.0,
+        "skip a measurement the rates so far say would take longer (seconds)",
+        "bench",
+        {"type": float},
+    ),
+    Option("--skip-extras-check", BENCH, False, "skip timing the per-token extras", "bench", {"action": "store_true"}),
+    Option(
+        "--ui",
+        BENCH,
+        False,
+        "instead: decode through the Textual app (headless) against the engine alone",
+        "bench",
+        {"action": "store_true"},
+    ),
+    Option("--rounds", BENCH, 3, "with --ui: interleaved runs of each setting (medians)", "bench", {"type": int}),
+    Option(
+        "--eviction-tokens",
+        BENCH,
+        600,
+        "decode this many tokens in a 256-token cache to time evictions (0 skips)",
+        "bench",
+        {"type": int},
+    ),
+]
+
+
+def for_command(command: str) -> list[Option]:
+    return [option for option in OPTIONS if command in option.commands]
+
+
+def attach(parser: argparse.ArgumentParser, command: str) -> None:
+    """Every option on `parser`; those that do not apply to `command` are accepted but not listed in its help."""
+    groups: dict[str, Any] = {}
+    for option in OPTIONS:
+        shown = command in option.commands
+        group = groups.setdefault(option.group, parser.add_argument_group(option.group)) if shown else parser
+        option.attach(group, shown)
+
+
+def complete(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, defaults: Optional[dict] = None
+) -> argparse.Namespace:
+    """Refuse what was typed for another command, then fill in the defaults of the command's options
+    (`defaults`, by dest, replace the table's: the app's settings file)."""
+    defaults = defaults or {}
+    command = args.command
+    for option in OPTIONS:
+        if hasattr(args, option.dest) and command not in option.commands:
+            where = ", ".join(_name(c) for c in sorted(option.commands, key=lambda c: (c != APP, c)))
+            parser.error(f"{option.flag} does not apply to {_name(command)}, only to {where}")
+    for option in for_command(command):
+        if not hasattr(args, option.dest):
+            setattr(args, option.dest, defaults.get(option.dest, option.default))
+    return args
+
+
+def _name(command: str) -> str:
+    return "the app" if command == APP else command
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """What the engine is built with, from the parsed options of the app, `run` or `replay`."""
+    return EngineOptions(
+        model=args.model,
+        layout=args.weights,
+        system=args.system,
+        sampling=SamplingSettings(
+            temperature=args.temp,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            min_p=args.min_p,
+            repetition_penalty=args.repetition_penalty,
+            seed=args.seed,
+        ),
+        cache=CacheSettings(max_kv_size=args.max_kv_size, keep=args.keep, kv_bits=args.kv_bits),
+        max_tokens=args.max_tokens,
+        top_k_shown=args.show_top,
+    )
