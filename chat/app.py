@@ -11,6 +11,7 @@ from typing import Optional
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from model.loading.tokenizer import TextTokenizer
 from model.runtime.engine import EngineOptions
 
 from . import views as view_table
@@ -76,7 +77,7 @@ class GlasschatApp(App):
         if stack and stack[0].is_attached:  # not while the app is closing
             await stack[0].router.route(message.event)
 
-    def tokenizer(self):
+    def tokenizer(self) -> Optional[TextTokenizer]:
         """The model's tokenizer (Rust, not MLX: the UI thread may use it); None before the model loads."""
         loaded = getattr(self.bridge.engine, "loaded", None)
         return loaded.tokenizer if loaded is not None else None

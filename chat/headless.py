@@ -5,7 +5,7 @@ read exactly the events the Textual app reads.
 """
 
 import queue
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -96,10 +96,6 @@ class HeadlessSession:
             elif isinstance(event, TurnFailed):
                 result.failed = event
                 return result
-
-    def turns(self, users: Iterable[str]) -> Iterable[TurnResult]:
-        for user in users:
-            yield self.turn(user)
 
     def close(self) -> None:
         self.engine.shutdown()

@@ -1,13 +1,16 @@
 """The command palette's settings forms, and how their answers reach the engine."""
 
 from dataclasses import replace
+from typing import Optional
+
+from textual.app import App
 
 from model.runtime.settings import CacheSettings, SamplingSettings
 
 from .screens.form import FormScreen
 
 
-def _number(value: str, kind, low, high, name):
+def _number(value: str, kind: type, low: float, high: float, name: str) -> tuple[Optional[float], Optional[str]]:
     try:
         number = kind(value)
     except ValueError:
@@ -25,7 +28,8 @@ SAMPLING_FIELDS = [
 ]
 
 
-def parse_sampling(values: dict, current: SamplingSettings):
+def parse_sampling(values: dict, current: SamplingSettings) -> tuple[Optional[SamplingSettings], Optional[str]]:
+    """The form's sampling settings, or None and the one-line reason they are refused."""
     parsed = {}
     for label, key, kind, low, high in SAMPLING_FIELDS:
         parsed[key], error = _number(values[key], kind, low, high, label.split(" (")[0])
@@ -36,11 +40,11 @@ def parse_sampling(values: dict, current: SamplingSettings):
     ), None
 
 
-def edit_sampling(app) -> None:
+def edit_sampling(app: App) -> None:
     s = app.options.sampling
     current = {"temp": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p}
 
-    def done(values):
+    def done(values: Optional[dict]) -> None:
         if values is None:
             return
         settings, _ = parse_sampling(values, app.options.sampling)
@@ -61,8 +65,8 @@ def edit_sampling(app) -> None:
     )
 
 
-def edit_system_prompt(app) -> None:
-    def done(values):
+def edit_system_prompt(app: App) -> None:
+    def done(values: Optional[dict]) -> None:
         if values is None:
             return
         system = values["system"].strip() or None
@@ -80,7 +84,8 @@ def edit_system_prompt(app) -> None:
     )
 
 
-def parse_cache(values: dict, current: CacheSettings):
+def parse_cache(values: dict, current: CacheSettings) -> tuple[Optional[CacheSettings], Optional[str]]:
+    """The form's cache settings, or None and the one-line reason they are refused."""
     size, error = _number(values["size"], int, 64, 1 << 20, "capacity")
     if error:
         return None, error
@@ -92,10 +97,10 @@ def parse_cache(values: dict, current: CacheSettings):
     return replace(current, max_kv_size=size, keep=keep), None
 
 
-def edit_cache(app) -> None:
+def edit_cache(app: App) -> None:
     c = app.options.cache
 
-    def done(values):
+    def done(values: Optional[dict]) -> None:
         if values is None:
             return
         settings, _ = parse_cache(values, app.options.cache)

@@ -122,7 +122,7 @@ class Store:
                         self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {step + 1}")
 
-    def transaction(self):
+    def transaction(self) -> "_Transaction":
         return _Transaction(self.db)
 
     def _write(self, sql: str, args=()) -> sqlite3.Cursor:
@@ -204,7 +204,14 @@ class Store:
             )
         return cur.lastrowid
 
-    def add_message(self, conversation_id: int, role: str, content: str, token_ids=None, status="complete") -> int:
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        token_ids: Optional[list[int]] = None,
+        status: str = "complete",
+    ) -> int:
         try:
             with self.transaction():
                 return self._append(conversation_id, role, content, token_ids, status)

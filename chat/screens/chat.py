@@ -20,7 +20,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TextArea
 
 from model.internals.watch import Watch
-from model.runtime.events import ConversationReset, HistoryRestored, ModelFailed, ModelReady, TurnEnded, TurnFailed
+from model.runtime.events import (
+    ConversationReset,
+    Event,
+    HistoryRestored,
+    ModelFailed,
+    ModelReady,
+    TurnEnded,
+    TurnFailed,
+)
 
 from .. import settings_forms
 from ..engine_view import EngineView, handles
@@ -309,7 +317,7 @@ class ChatScreen(EngineView, Screen):
             self.notify(self.app.store_problem or "Saving is off: there is no database.", severity="warning")
             return
 
-        async def chosen(result):
+        async def chosen(result: Optional[tuple[str, int]]) -> None:
             if result is None:
                 return
             kind, conversation_id = result
@@ -363,6 +371,6 @@ class ChatScreen(EngineView, Screen):
             self._save(self.app.recorder.reply_ended, event, list(event.reply_ids))
 
     @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset)
-    def engine_idle(self, _event) -> None:
+    def engine_idle(self, _event: Event) -> None:
         self.busy = False
         self._send_next_queued()

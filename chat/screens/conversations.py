@@ -2,6 +2,7 @@
 
 import time
 from pathlib import Path
+from typing import Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -81,7 +82,7 @@ class ConversationsScreen(ModalScreen):
         if chosen is None:
             return
 
-        def done(values):
+        def done(values: Optional[dict]) -> None:
             if values and values["title"].strip():
                 self.store.rename(chosen, values["title"].strip())
                 self.refresh_list()
@@ -93,7 +94,7 @@ class ConversationsScreen(ModalScreen):
         if chosen is None:
             return
 
-        def done(values):
+        def done(values: Optional[dict]) -> None:
             if values is not None and values["confirm"].strip().lower() in ("y", "yes"):
                 self.store.delete(chosen)
                 self.refresh_list()

@@ -7,6 +7,8 @@ each bucket's share (each row scaled to its own peak); the list names the
 most attended tokens with their head-averaged weights.
 """
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual.binding import Binding
 
@@ -22,7 +24,7 @@ LEVELS = " ▁▂▃▄▅▆▇█"
 NAMED = 5  # most attended tokens listed
 
 
-def buckets(weights, columns: int = COLUMNS) -> list[float]:
+def buckets(weights: Sequence[float], columns: int = COLUMNS) -> list[float]:
     """Sum of the weights in each of `columns` equal runs of positions (fewer if there are fewer positions)."""
     n = len(weights)
     columns = min(columns, n)

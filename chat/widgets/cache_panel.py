@@ -4,6 +4,7 @@ from rich.text import Text
 
 from model.runtime.events import (
     ConversationReset,
+    Event,
     HistoryRestored,
     ModelReady,
     PrefillProgress,
@@ -27,7 +28,7 @@ class CachePanel(Panel):
 
     @handles(ModelReady, PrefillProgress, HistoryRestored, TurnEnded, ConversationReset)
     @draws(TokenGenerated)
-    def cache_changed(self, event) -> None:
+    def cache_changed(self, event: Event) -> None:
         self.show(event.cache)
 
     def show(self, state: CacheState) -> None:

@@ -5,6 +5,7 @@ from textual.widgets import Static
 
 from model.runtime.events import (
     ConversationReset,
+    Event,
     HistoryRestored,
     ModelFailed,
     ModelLoading,
@@ -54,7 +55,7 @@ class StatusLine(EngineView, Static):
         self.set_state("no model loaded")
 
     @handles(ModelReady, HistoryRestored, TurnFailed, ConversationReset)
-    def ready(self, _event) -> None:
+    def ready(self, _event: Event) -> None:
         self.set_state("ready")
 
     @handles(TurnStarted)

@@ -17,6 +17,7 @@ from typing import Optional
 
 from markdown_it import MarkdownIt
 from textual.containers import VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Markdown, Static
 
 from model.runtime.events import (
@@ -142,7 +143,7 @@ async def show_twin(reply: AssistantMessage, view: Optional[type], live: bool = 
             await reply.update(reply.text)  # it was not appended to while the twin was shown
 
 
-async def toggle_chips(message, tokens) -> None:
+async def toggle_chips(message: Widget, tokens: Optional[tuple[list[int], list[str]]]) -> None:
     """Show the message's tokens under it, or hide them again."""
     siblings = list(message.parent.children)
     index = siblings.index(message)
@@ -191,7 +192,7 @@ class Transcript(EngineView, VerticalScroll):
         found = self.query(Welcome)
         return found.first() if found else None
 
-    async def add(self, widget) -> None:
+    async def add(self, widget: Widget) -> None:
         await self.mount(widget)
 
     def last_reply(self) -> AssistantMessage | None:
