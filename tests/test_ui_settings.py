@@ -62,3 +62,23 @@ async def test_a_broken_setting_is_one_line_in_the_transcript(config):
         assert "app.theme" in str(notice.render()) and "plaid" in str(notice.render())
         assert app.theme == "textual-dark" and shown(app) == {"decode"}
         assert sum("plaid" in row for row in screen_text(app)) == 1
+
+
+@pytest.mark.asyncio
+async def test_model_info_shows_this_runs_settings_and_the_file(config):
+    app, _ = fake_app(settings_file=read_settings(), max_tokens=77)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        app.chat.action_model_info()
+        await pilot.pause(0.2)
+        text = "\n".join(screen_text(app))
+        assert "This run" in text and "77 tokens" in text and "greedy pick" in text
+        assert "settings file" in text
+        # The path is there whole, folded over rows when it is long.
+        rows = screen_text(app)
+        first = next(i for i, row in enumerate(rows) if "settings file" in row)
+        start = rows[first].index("/", rows[first].index("settings file"))
+        end = rows[first].index("│", start)
+        pieces = [row[start:end].strip() for row in rows[first:]]
+        path = "".join(pieces[: next(i for i, p in enumerate(pieces) if p.startswith("changes"))])
+        assert path == str(config)

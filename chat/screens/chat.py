@@ -228,7 +228,9 @@ class ChatScreen(EngineView, Screen):
             )
         yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
         yield SystemCommand(
-            "Model info", "Architecture, layers, heads, parameters, weights, backend", self.action_model_info
+            "Model info",
+            "Architecture, layers, heads, parameters, weights, backend, this run's settings",
+            self.action_model_info,
         )
         yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard", self.action_copy_last_reply)
 

@@ -6,6 +6,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from ..user_settings import settings_path
 from ..views import ViewSpec, by_key
 
 KEYS = """\
@@ -17,10 +18,11 @@ KEYS = """\
 |---|---|
 | Enter | send the message |
 | Shift+Enter, Ctrl+J | new line in the message |
+| ↑ / ↓ | on the first / last line: your earlier messages (this chat's, then older ones); the draft is kept |
 | Esc | stop the reply (the partial reply is kept) |
 | Ctrl+N | new conversation (clears the KV cache) |
 | Ctrl+O | saved conversations: open, rename, delete, export |
-| Ctrl+P | command palette: system prompt, sampling, cache size, views, model info |
+| Ctrl+P | command palette: system prompt, sampling, cache size, views, theme, model info |
 {views}
 | Ctrl+T | show token ids in the Next token panel |
 | Ctrl+Y | copy the last reply (or focus a message and press c) |
@@ -32,7 +34,14 @@ KEYS = """\
 {about}
 
 The attention and lens views make the engine look inside one step every 0.4 s while
-they are open; closed, they cost nothing.
+they are open; closed, they cost nothing. When the views are taller than the window,
+the side column scrolls, and a bar at its edge names the views out of sight (click it).
+
+**Settings that stay**
+
+Sampling, reply length, cache size, KV bits, the system prompt, the open views and
+the theme are kept in `{settings}` when you change them here; a command-line flag
+beats the file for one run. Model info (Ctrl+P) shows this run's settings.
 """
 
 
@@ -43,7 +52,7 @@ def help_text(views: list[ViewSpec]) -> str:
         hint = f" ({spec.focus_keys})" if spec.focus_keys else ""
         rows.append(f"| {spec.key.upper()} | show or hide {spec.title}{hint} |")
     about = "\n".join(f"- **{spec.title}**: {spec.about}" for spec in views)
-    return KEYS.format(views="\n".join(rows), about=about)
+    return KEYS.format(views="\n".join(rows), about=about, settings=settings_path())
 
 
 class HelpScreen(ModalScreen):

@@ -50,7 +50,7 @@ def settings_table(options, settings_file) -> Table:
     """This run's settings, and the file that keeps them (a flag on the command line beats it)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long path is folded, never cut: the user needs all of it
     cache = options.cache
     table.add_row("sampling", options.sampling.distribution_label())
     table.add_row("longest reply", f"{options.max_tokens} tokens")
