@@ -1,10 +1,14 @@
 """Take the README's screenshot: a real conversation with the default model, at 140x45.
 
-Writes assets/glasschat.svg (Textual's own screenshot) and assets/glasschat.png
-(converted with rsvg-convert, from Debian's librsvg2-bin, when it is installed).
+The prompt is picked from the welcome screen with its key ("1", Enter), as a new
+user would: a haiku, whose lines show that a reply keeps its line breaks.
+Writes assets/glasschat.svg (Textual's own screenshot) and assets/glasschat.png,
+rendered by headless Chromium when it is installed (`apt-get install chromium`;
+rsvg-convert squeezes the terminal's spaces, so it is not used).
 """
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +21,7 @@ import model  # noqa: E402,F401  (picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
 
-QUESTIONS = ["What is the capital of France?", "Write a Python function that reverses a string."]
+QUESTIONS = ["1"]  # the welcome's first example: a haiku
 
 
 async def main() -> None:
@@ -35,12 +39,18 @@ async def main() -> None:
         svg = ROOT / "assets" / "glasschat.svg"
         app.save_screenshot(filename=svg.name, path=str(svg.parent))
     print(f"wrote {svg}")
-    if shutil.which("rsvg-convert"):
-        png = svg.with_suffix(".png")
-        subprocess.run(["rsvg-convert", "-w", "1680", str(svg), "-o", str(png)], check=True)
-        print(f"wrote {png}")
-    else:
-        print("rsvg-convert not found (apt-get install librsvg2-bin): PNG not written")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        print("chromium not found (apt-get install chromium): PNG not written")
+        return
+    width, height = (round(float(v)) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg.read_text()).groups())
+    png = svg.with_suffix(".png")
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+         f"--window-size={width},{height}", str(svg)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":
