@@ -5,15 +5,19 @@ from model.runtime.events import PrefillProgress, TokenGenerated, TurnEnded, Tur
 
 
 class SyncEngine:
-    def __init__(self, **options):
+    def __init__(self, clock=None, **options):
         self.events = []
         self.on_token = None  # optional hook, called with each TokenGenerated
         self.on_prefill_chunk = None  # optional hook, called with each PrefillProgress
-        self.engine = Engine(EngineOptions(**options), self._emit)
+        self.on_event = None  # optional hook, called with every event
+        extra = {"clock": clock} if clock is not None else {}
+        self.engine = Engine(EngineOptions(**options), self._emit, **extra)
         self.engine.load()
 
     def _emit(self, event):
         self.events.append(event)
+        if self.on_event:
+            self.on_event(event)
         if isinstance(event, TokenGenerated) and self.on_token:
             self.on_token(event)
         if isinstance(event, PrefillProgress) and self.on_prefill_chunk:

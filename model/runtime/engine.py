@@ -10,6 +10,7 @@ import gc
 import os
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -95,9 +96,12 @@ _SHUTDOWN = object()
 
 
 class Engine:
-    def __init__(self, options: EngineOptions, emit: Callable[[Event], None]):
+    def __init__(
+        self, options: EngineOptions, emit: Callable[[Event], None], clock: Callable[[], float] = time.perf_counter
+    ):
         self.options = options
         self.emit = emit
+        self.clock = clock  # every time the panels show is read from this (tests pass a fake one)
         self._requests: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._stopped = threading.Event()
@@ -231,7 +235,7 @@ class Engine:
         self.reset_now(system)
         conv = self.conversation
         conv.messages.extend(messages)
-        clock = TurnClock()
+        clock = TurnClock(now=self.clock)
         ids, _ = encode_conversation(
             self.loaded.template, self.loaded.tokenizer, conv.messages, add_generation_prompt=False
         )
@@ -287,7 +291,7 @@ class Engine:
         if not user_text.strip():
             self.emit(TurnFailed(turn, "Type a message first: empty messages are not sent."))
             return
-        clock = TurnClock()
+        clock = TurnClock(now=self.clock)
         readable = tok.readable(user_text)
         unreadable_note = ""
         if readable != user_text:
@@ -321,7 +325,7 @@ class Engine:
                 self.loaded.model, conv.cache, prompt.ids, opts.prefill_chunk, on_chunk, self._cancel.is_set
             )
             self._key, turn_key = mx.random.split(self._key)
-            watcher = StepWatcher(self.loaded.model, conv.cache, lambda: self.watch)
+            watcher = StepWatcher(self.loaded.model, conv.cache, lambda: self.watch, now=self.clock)
             steps = decode(
                 self.loaded.model,
                 conv.cache,
