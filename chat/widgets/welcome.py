@@ -6,6 +6,7 @@ Enter (a single digit alone is never a message anyone means to send), or by a
 click.
 """
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -93,7 +94,12 @@ class Welcome(Vertical):
         yield Static("Try one: type its number and press Enter, or click it.", classes="hint")
         for number, text in enumerate(EXAMPLES, start=1):
             yield Example(number, text)
-        yield Static("\n".join(f"[b]{key:<7}[/] {escape(what)}" for key, what in KEYS), classes="keys")
+        keys = Table.grid(padding=(0, 2))
+        keys.add_column(style="bold", no_wrap=True)
+        keys.add_column()  # wraps under itself on a narrow screen, not under the keys
+        for key, what in KEYS:
+            keys.add_row(key, what)
+        yield Static(keys, classes="keys")
 
     def on_mount(self) -> None:
         self.border_title = "Welcome to glasschat"
