@@ -8,8 +8,9 @@ import pytest
 from cli_helpers import glasschat
 from engine_harness import SyncEngine
 
-from model.internals.inspect import cache_grid, explicit_attention, fresh_cache, inspect_prompt, step_inside
+from model.internals.inspect import cache_grid, fresh_cache, inspect_prompt, step_inside
 from model.loading.chat_template import Message, encode_conversation
+from model.network.probe import Probe, explicit_attention
 from model.runtime.settings import CacheSettings
 
 PROMPT = "The cat sat on the unbelievable mat."
@@ -60,20 +61,14 @@ def test_weights_reproduce_each_layers_attention_output(default_model):
     from model.runtime.generate import prefill
 
     prefill(model, cache, prefill_ids)
+    probe = Probe(attention_layers=range(30))
+    model(mx.array([last]), cache, probe=probe)
     checks = []
-    for layer_cache in cache.layers:
-        original = layer_cache.update_and_attend
-
-        def rec(q, k, v, scale, mask, layer_cache=layer_cache, original=original):
-            out = original(q, k, v, scale, mask)
-            keys, values = layer_cache.stored(cache.length + 1)
-            weights = explicit_attention(q, keys, scale)  # (nh, S)
-            manual = weights[:, None, :] @ mx.repeat(values, 3, axis=1)[0]  # (nh, 1, hd)
-            checks.append(mx.abs(manual[:, 0, :] - out[0, :, -1, :]).max().item())
-            return out
-
-        layer_cache.update_and_attend = rec
-    model(mx.array([last]), cache)
+    for i, seen in sorted(probe.attention.items()):
+        keys, values = cache.layers[i].stored(cache.length)  # what the cache holds now, the new token included
+        weights = explicit_attention(seen.q, keys, seen.scale)  # (nh, S)
+        manual = weights[:, None, :] @ mx.repeat(values, 3, axis=1)[0]  # (nh, 1, hd)
+        checks.append(mx.abs(manual[:, 0, :] - seen.out[0, :, -1, :]).max().item())
     assert len(checks) == 30 and max(checks) < 1e-4
 
 

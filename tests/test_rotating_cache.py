@@ -8,6 +8,7 @@ from tiny_models import build_tiny_model
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_quantized import QuantizedKVCache
+from model.network.probe import Probe
 from model.runtime.generate import prefill
 from model.runtime.settings import CacheSettings
 
@@ -28,26 +29,14 @@ def attention_reference(q, keys, values, scale):
 
 def check_next_step_attention(model, cache, token, tolerance):
     """Run one decode step; every layer's output must equal attention recomputed from what the cache holds."""
-    checks = []
-    for layer in cache.layers:
-        original = layer.update_and_attend
-
-        def recorder(q, k, v, scale, mask, layer=layer, original=original):
-            old_k, old_v = layer.stored(cache.length)  # what the cache held before this token
-            out = original(q, k, v, scale, mask)
-            checks.append((q, mx.concatenate([old_k, k], axis=2), mx.concatenate([old_v, v], axis=2), scale, out))
-            return out
-
-        layer.update_and_attend = recorder
-    try:
-        model(mx.array([[token]]), cache)
-    finally:
-        for layer in cache.layers:
-            del layer.update_and_attend
-    assert len(checks) == len(cache.layers)
-    for q, keys, values, scale, out in checks:
-        assert keys.shape[2] == cache.length  # the new token included
-        np.testing.assert_allclose(np.array(out), attention_reference(q, keys, values, scale), atol=tolerance)
+    probe = Probe(attention_layers=range(len(cache.layers)))
+    model(mx.array([[token]]), cache, probe=probe)
+    assert len(probe.attention) == len(cache.layers)
+    for i, seen in probe.attention.items():
+        keys, values = cache.layers[i].stored(cache.length)  # the new token included
+        assert keys.shape[2] == cache.length
+        reference = attention_reference(seen.q, keys, values, seen.scale)
+        np.testing.assert_allclose(np.array(seen.out), reference, atol=tolerance)
 
 
 def check_layer0_keys_at_design_positions(model, cache, held_ids, tolerance):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import mlx.core as mx
 
 from model.loading.config import ModelConfig
-from model.network.attention import attend
+from model.network.attention import KV, plain
 from model.runtime.stats import CacheState
 
 ALLOC_STEP = 256  # grow storage in steps, so short chats stay small
@@ -34,14 +34,18 @@ class LayerCache:
         self.keys = None  # (1, n_kv_heads, allocated, head_dim)
         self.values = None
 
-    def update_and_attend(self, q, k, v, scale, mask) -> mx.array:
+    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[KV, KV]:
+        """Store the new keys and values after those held; return all of them, oldest first, for attention."""
         start, end = self.owner.length, self.owner.length + k.shape[2]
         self.keys[..., start:end, :] = k
         self.values[..., start:end, :] = v
-        keys, values = self.keys[..., :end, :], self.values[..., :end, :]
-        return attend(q, keys, values, scale, mask)
+        return self.fetch(end)
 
     # Storage hooks, overridden by the quantized cache.
+    def fetch(self, end: int) -> tuple[KV, KV]:
+        """Keys and values for positions 0..end-1, as stored."""
+        return self.keys[..., :end, :], self.values[..., :end, :]
+
     def allocate(self, shape, dtype) -> None:
         grown_k, grown_v = mx.zeros(shape, dtype), mx.zeros(shape, dtype)
         if self.keys is not None:
@@ -57,9 +61,10 @@ class LayerCache:
         self.keys[..., dst : dst + count, :] = moved_k
         self.values[..., dst : dst + count, :] = moved_v
 
-    def stored(self, end: int):
+    def stored(self, end: int) -> tuple[mx.array, mx.array]:
         """Keys and values for positions 0..end-1 in the model's dtype (for tests and views)."""
-        return self.keys[..., :end, :], self.values[..., :end, :]
+        keys, values = self.fetch(end)
+        return plain(keys), plain(values)
 
     def nbytes(self) -> int:
         return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes

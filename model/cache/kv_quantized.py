@@ -2,8 +2,9 @@
 
 mlx-lm cannot combine its rotating and quantized caches. Here the layout and
 eviction are the plain cache's (see `kv_cache`); only storage differs: each
-of K and V is a (packed, scales, biases) triple, and attention runs on them
-with `quantized_matmul`, so the full-precision cache is never materialised.
+of K and V is a (packed, scales, biases) triple, handed to attention as a
+`QuantizedKV`, which runs on it with `quantized_matmul`, so the
+full-precision cache is never materialised.
 An eviction dequantizes just the surviving block, re-rotates it, and
 quantizes it again, once per eviction.
 """
@@ -12,26 +13,7 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache, LayerCache
 from model.errors import ModelError
-
-
-def quantized_attention(q, keys, values, scale, mask, group_size, bits) -> mx.array:
-    """softmax(q k^T * scale) v with k and v quantized; grouped-query heads by reshaping."""
-    B, n_heads, L, D = q.shape
-    n_kv = keys[0].shape[1]
-    repeats = n_heads // n_kv
-    q = q * scale
-    if repeats > 1:
-        q = q.reshape(B, n_kv, repeats, L, D)
-        keys = tuple(x[:, :, None] for x in keys)
-        values = tuple(x[:, :, None] for x in values)
-    scores = mx.quantized_matmul(q, *keys, transpose=True, group_size=group_size, bits=bits)  # (..., L, S)
-    if mask == "causal":
-        S = scores.shape[-1]
-        visible = mx.arange(S - L, S)[:, None] >= mx.arange(S)[None, :]
-        scores = mx.where(visible, scores, mx.finfo(scores.dtype).min)
-    weights = mx.softmax(scores, axis=-1, precise=True)
-    out = mx.quantized_matmul(weights, *values, transpose=False, group_size=group_size, bits=bits)
-    return out.reshape(B, n_heads, L, D)
+from model.network.attention import QuantizedKV
 
 
 class QuantizedLayerCache(LayerCache):
@@ -41,14 +23,18 @@ class QuantizedLayerCache(LayerCache):
     def _dequantize(self, triple):
         return mx.dequantize(*triple, group_size=self.owner.group_size, bits=self.owner.bits)
 
-    def update_and_attend(self, q, k, v, scale, mask) -> mx.array:
+    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[QuantizedKV, QuantizedKV]:
         start, end = self.owner.length, self.owner.length + k.shape[2]
         for store, new in ((self.keys, self._quantize(k)), (self.values, self._quantize(v))):
             for part, value in zip(store, new):
                 part[..., start:end, :] = value
-        keys = tuple(x[..., :end, :] for x in self.keys)
-        values = tuple(x[..., :end, :] for x in self.values)
-        return quantized_attention(q, keys, values, scale, mask, self.owner.group_size, self.owner.bits)
+        return self.fetch(end)
+
+    def fetch(self, end: int) -> tuple[QuantizedKV, QuantizedKV]:
+        gs, bits = self.owner.group_size, self.owner.bits
+        keys = QuantizedKV(*(x[..., :end, :] for x in self.keys), gs, bits)
+        values = QuantizedKV(*(x[..., :end, :] for x in self.values), gs, bits)
+        return keys, values
 
     def allocate(self, shape, dtype) -> None:
         B, H, S, D = shape
@@ -75,12 +61,6 @@ class QuantizedLayerCache(LayerCache):
             part[..., dst : dst + count, :] = value
         for part in self.values:
             part[..., dst : dst + count, :] = part[..., src : src + count, :]
-
-    def stored(self, end: int):
-        return (
-            self._dequantize([x[..., :end, :] for x in self.keys]),
-            self._dequantize([x[..., :end, :] for x in self.values]),
-        )
 
     def nbytes(self) -> int:
         return 0 if self.keys is None else sum(x.nbytes for x in (*self.keys, *self.values))

@@ -1,10 +1,11 @@
 """What one step of the model looks like inside: attention, the logit lens, and the cache grid.
 
 Computed only when asked (the `inspect` command, or a view that is open), so
-the fused kernels stay in use for every other step. Attention is recomputed
-with an explicit softmax for the chosen layers, from the very q and keys the
-model used; the logit lens reads each layer's residual stream through the
-final norm and the output head.
+the fused kernels stay in use for every other step. A probe (see
+model.network.probe) keeps the very q and keys the model used, and attention
+is recomputed from them with an explicit softmax for the chosen layers; the
+logit lens reads each layer's residual stream through the final norm and the
+output head.
 """
 
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import mlx.core as mx
 from model.cache.kv_cache import KVCache
 from model.cache.kv_factory import compute_dtype
 from model.internals.cache_grid import grid_cells
+from model.network.probe import Probe
 from model.runtime.generate import prefill
 
 
@@ -25,41 +27,16 @@ class StepInside:
     logits: mx.array  # the model's own next-token logits (vocab,)
 
 
-def explicit_attention(q: mx.array, keys: mx.array, scale: float) -> mx.array:
-    """softmax(q k^T * scale) for the last query row; q (1, nh, L, hd), keys (1, nkv, S, hd) -> (nh, S)."""
-    n_heads, n_kv = q.shape[1], keys.shape[1]
-    k = mx.repeat(keys, n_heads // n_kv, axis=1)  # (1, nh, S, hd): plain, no fused kernel
-    scores = (q[:, :, -1:, :].astype(mx.float32) * scale) @ k.astype(mx.float32).swapaxes(-1, -2)
-    return mx.softmax(scores, axis=-1, precise=True)[0, :, 0, :]  # last query sees every cached key
-
-
 def step_inside(model, cache, ids: list[int], layers: Optional[list[int]] = None) -> StepInside:
     """Feed `ids` (the last of them is the step looked at) and capture what happens inside."""
     layers = list(range(model.config.num_hidden_layers)) if layers is None else layers
-    attention: dict[int, mx.array] = {}
-    originals = {}
-    for i in layers:
-        layer_cache = cache.layers[i]
-        originals[i] = layer_cache.update_and_attend
-
-        def recorder(q, k, v, scale, mask, i=i, layer_cache=layer_cache, original=originals[i]):
-            out = original(q, k, v, scale, mask)
-            end = cache.length + k.shape[2]
-            keys, _ = layer_cache.stored(end)
-            attention[i] = explicit_attention(q, keys, scale)
-            return out
-
-        layer_cache.update_and_attend = recorder
-    residuals: list[mx.array] = []
-    try:
-        if len(ids) > 1:
-            prefill(model, cache, ids[:-1])
-        h = model.hidden_states(mx.array([ids[-1:]]), cache, collect=residuals)
-    finally:
-        for i in layers:
-            del cache.layers[i].update_and_attend
+    if len(ids) > 1:
+        prefill(model, cache, ids[:-1])
+    probe = Probe(attention_layers=layers, hidden=True)
+    h = model.hidden_states(mx.array([ids[-1:]]), cache, probe)
     logits = model.head(h)[0, -1]
-    lens = [mx.softmax(model.head(r)[0, -1].astype(mx.float32), axis=-1) for r in residuals]
+    attention = {i: seen.weights() for i, seen in probe.attention.items()}
+    lens = [mx.softmax(model.head(r)[0, -1].astype(mx.float32), axis=-1) for r in probe.hidden_states]
     return StepInside(attention, lens, logits)
 
 

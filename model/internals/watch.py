@@ -4,12 +4,13 @@ The views that show these are open only sometimes, and the UI draws them a
 few times a second, so a step is watched only while a view wants it and at
 most once per `interval_s`. Every other step runs the plain forward pass.
 
-A watched step runs the same forward pass with two additions, both lazy and
-evaluated together with the step's logits:
-- attention: the chosen layer's cache call is wrapped; after the fused
-  kernel has attended (its output is what the model uses), the same q and
-  the cached keys go through an explicit softmax(q k^T * scale), so the
-  weights shown are those of the model's own query, recomputed in the open;
+A watched step runs the same forward pass with a probe (see
+model.network.probe) and two additions, both lazy and evaluated together with
+the step's logits:
+- attention: the probe keeps the chosen layer's query and the keys the cache
+  returned; they go through an explicit softmax(q k^T * scale), so the
+  weights shown are those of the model's own query, recomputed in the open
+  (the fused kernel's output is still what the model uses);
 - logit lens: the chosen blocks' outputs at the new position go through the
   final norm and the output head together with the last block's output, in
   the one head call the step makes anyway (the head's weights are read once:
@@ -24,7 +25,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from model.internals.inspect import explicit_attention
+from model.network.probe import Probe
 from model.runtime.sampling import log_softmax
 
 LENS_TOP = 3  # candidates per layer (the view shows two)
@@ -53,28 +54,11 @@ class Inside:
     layer: Optional[int]  # the attention layer, or None
     attention: tuple  # per head: weights over the S cached positions (oldest first); () if not watched
     attention_mean: tuple  # the same, averaged over the heads
-    positions: int  # S: tokens in the cache when this query attended (itself included)
     evicted_total: int  # the cache's eviction count then, to name the positions' tokens
     sink: int  # the cache's pinned tokens then
     lens_layers: tuple  # the layers read, bottom to top; () if not watched
     lens_ids: tuple  # per layer read: top LENS_TOP token ids, most likely first
     lens_probs: tuple  # per layer read: their probabilities
-
-
-def _attention_hook(cache, layer_index: int, out: dict):
-    layer_cache = cache.layers[layer_index]
-    original = layer_cache.update_and_attend
-
-    def update_and_attend(q, k, v, scale, mask):
-        result = original(q, k, v, scale, mask)
-        end = cache.length + k.shape[2]
-        keys, _ = layer_cache.stored(end)
-        out["attention"] = weights = explicit_attention(q, keys, scale)
-        out["attention_mean"] = weights.mean(axis=0)  # once, here: the engine and the view both need it
-        out["positions"] = end
-        return result
-
-    return update_and_attend
 
 
 def top_by_argmax(logprobs: mx.array, k: int):
@@ -108,22 +92,19 @@ class StepWatcher:
         if not watch.active or t - self._last < watch.interval_s:
             return self.model(tokens, self.cache)[0, -1], None
         self._last = t
-        out: dict = {}
         layer = watch.attention_layer
         if layer is not None and not 0 <= layer < len(self.cache.layers):
             layer = None
+        probe = Probe(attention_layers=() if layer is None else (layer,), hidden=watch.lens)
+        h = self.model.hidden_states(tokens, self.cache, probe)
+        out: dict = {"layer": layer, "evicted_total": self.cache.evicted_total}
+        out["sink"] = min(self.cache.keep, self.cache.length)
         if layer is not None:
-            self.cache.layers[layer].update_and_attend = _attention_hook(self.cache, layer, out)
-        residuals: Optional[list] = [] if watch.lens else None
-        try:
-            h = self.model.hidden_states(tokens, self.cache, collect=residuals)
-        finally:
-            if layer is not None:
-                del self.cache.layers[layer].update_and_attend
-        out["layer"] = layer
-        out["evicted_total"], out["sink"] = self.cache.evicted_total, min(self.cache.keep, self.cache.length)
-        if residuals is None:
+            out["attention"] = weights = probe.attention[layer].weights()
+            out["attention_mean"] = weights.mean(axis=0)  # once, here: the engine and the view both need it
+        if not watch.lens:
             return self.model.head(h)[0, -1], out
+        residuals = probe.hidden_states
         # One head call for the lens rows and the step's own logits (the last row;
         # the last layer's output is h itself, so its lens row is that row too).
         layers = lens_rows(residuals, watch.lens_layers)
@@ -132,13 +113,6 @@ class StepWatcher:
         ids, probs = top_by_argmax(log_softmax(logits.astype(mx.float32)), LENS_TOP)
         out["lens_layers"], out["lens_ids"], out["lens_probs"] = tuple(layers), ids, probs
         return logits[-1], out
-
-
-def arrays_of(extras: Optional[dict]) -> list:
-    """The lazy arrays in a step's extras, to evaluate with the step."""
-    if not extras:
-        return []
-    return [v for v in extras.values() if isinstance(v, mx.array)]
 
 
 def read_inside(extras: dict) -> Inside:
@@ -151,7 +125,6 @@ def read_inside(extras: dict) -> Inside:
         layer=extras["layer"],
         attention=tuple(tuple(row) for row in attention.tolist()) if attention is not None else (),
         attention_mean=tuple(extras["attention_mean"].tolist()) if attention is not None else (),
-        positions=extras.get("positions", 0),
         evicted_total=extras["evicted_total"],
         sink=extras["sink"],
         lens_layers=extras.get("lens_layers", ()),

@@ -15,7 +15,7 @@ from model.errors import ModelError
 from model.loading.chat_template import ChatTemplate
 from model.loading.config import ModelConfig, config_from_gguf, config_from_hf
 from model.loading.default_model import default_model_path
-from model.loading.fusion import fuse_projections
+from model.loading.fusion import fuse_weights
 from model.loading.tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
 from model.loading.weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
 from model.network.transformer import Transformer, parameter_count
@@ -66,11 +66,9 @@ def load_model(
     """`fuse=False` keeps q/k/v and gate/up separate, with checkpoint names (for peers and tests)."""
     path = resolve_source(source, progress)
     if path.is_dir():
-        loaded = _load_folder(path, layout, progress)
+        loaded = _load_folder(path, layout, progress, fuse)
     else:
-        loaded = _load_gguf(path, layout, progress)
-    if fuse:
-        fuse_projections(loaded.model)
+        loaded = _load_gguf(path, layout, progress, fuse)
     loaded.source = source or "default (SmolLM2-135M-Instruct Q4_1)"
     return loaded
 
@@ -125,20 +123,27 @@ def _read_gguf(path: Path) -> tuple[dict, dict]:
         raise ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
 
 
-def _load_gguf(path: Path, layout: str, progress: Progress) -> LoadedModel:
+def _build(config: ModelConfig, weights: dict, group_size: int, layout: str, fuse: bool) -> tuple[Transformer, str]:
+    """The model, fused where its weights allow (see `fusion`), with the weights in `layout`."""
+    fused = fuse_weights(weights, config.num_hidden_layers) if fuse else None
+    model = Transformer(config, fused=fused is not None)
+    used = apply_weights(model, weights if fused is None else fused, group_size, layout)
+    return model, used
+
+
+def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool) -> LoadedModel:
     progress(f"reading {path.name}")
     tensors, meta = _read_gguf(path)
     config = config_from_gguf(meta, set(tensors))
     tokenizer = tokenizer_from_gguf(meta)
     weights = rename_gguf(tensors)
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
-    model = Transformer(config)
-    used = apply_weights(model, weights, _GGUF_GROUP_SIZE, layout)
+    model, used = _build(config, weights, _GGUF_GROUP_SIZE, layout, fuse)
     template = _template(meta.get("tokenizer.chat_template"), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 
 
-def _load_folder(path: Path, layout: str, progress: Progress) -> LoadedModel:
+def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool) -> LoadedModel:
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise ModelError(f"'{path}' has no config.json: give a Hugging Face or MLX model folder.")
@@ -156,8 +161,7 @@ def _load_folder(path: Path, layout: str, progress: Progress) -> LoadedModel:
         except Exception:
             raise ModelError(f"'{f.name}' is truncated or corrupt: re-download it.")
     group_size = (raw.get("quantization") or {}).get("group_size", 64)
-    model = Transformer(config)
-    used = apply_weights(model, weights, group_size, layout)
+    model, used = _build(config, weights, group_size, layout, fuse)
     template = _template(_folder_template(path), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 

@@ -11,6 +11,7 @@ import mlx.nn as nn
 
 from model.loading.config import ModelConfig
 from model.network.attention import attend, swiglu
+from model.network.probe import AttentionSeen, Probe, Recorder
 from model.network.rope import RoPE
 
 
@@ -21,19 +22,20 @@ class Attention(nn.Module):
         self.n_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         self.scale = config.head_dim**-0.5
+        self.make_projections(config)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+
+    def make_projections(self, config: ModelConfig) -> None:
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
 
-    def project(self, x):
-        """q, k and v for x, before RoPE (one fused GEMM once `fusion` has run)."""
-        if "qkv_proj" in self:
-            return mx.split(self.qkv_proj(x), self.qkv_split, axis=-1)
+    def project(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """q, k and v for x, before RoPE."""
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
-    def __call__(self, x, rope: RoPE, offset: int, mask, layer_cache) -> mx.array:
+    def __call__(self, x, rope: RoPE, offset: int, mask, layer_cache, record: Optional[Recorder] = None) -> mx.array:
         B, L, _ = x.shape
         q, k, v = self.project(x)
         q = q.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
@@ -41,13 +43,27 @@ class Attention(nn.Module):
         v = v.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         q = rope(q, offset)
         k = rope(k, offset)
-        if layer_cache is None:
-            out = attend(q, k, v, self.scale, mask)
-        else:
-            # The cache stores k and v, then attends over every key it holds;
-            # it knows its own storage (plain or quantized).
-            out = layer_cache.update_and_attend(q, k, v, self.scale, mask)  # (B, nh, L, hd)
+        # The cache stores the new k and v and returns every key and value it
+        # holds (plain or quantized); attention runs over those.
+        keys, values = (k, v) if layer_cache is None else layer_cache.update_and_fetch(k, v)
+        out = attend(q, keys, values, self.scale, mask)  # (B, nh, L, hd)
+        if record is not None:
+            record(AttentionSeen(q, keys, values, self.scale, out))
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+class FusedAttention(Attention):
+    """q, k and v from one GEMM: a decode step is a chain of small matrix-vector products,
+    and fewer, larger ones cost fewer dispatches (see model.loading.fusion)."""
+
+    def make_projections(self, config: ModelConfig) -> None:
+        out = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+        self.qkv_proj = nn.Linear(config.hidden_size, out, bias=config.attention_bias)
+        self.q_end = self.n_heads * self.head_dim  # where the fused output's k part starts
+        self.k_end = self.q_end + self.n_kv_heads * self.head_dim
+
+    def project(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        return tuple(mx.split(self.qkv_proj(x), [self.q_end, self.k_end], axis=-1))
 
 
 class MLP(nn.Module):
@@ -55,52 +71,65 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.make_projections(config)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
+    def make_projections(self, config: ModelConfig) -> None:
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+
+    def gate_and_up(self, x: mx.array) -> tuple[mx.array, mx.array]:
+        return self.gate_proj(x), self.up_proj(x)
+
     def __call__(self, x) -> mx.array:
-        if "gate_up_proj" in self:
-            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(swiglu(gate, up))
+        return self.down_proj(swiglu(*self.gate_and_up(x)))
+
+
+class FusedMLP(MLP):
+    """gate and up from one GEMM (as Phi-3 checkpoints store them)."""
+
+    def make_projections(self, config: ModelConfig) -> None:
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+
+    def gate_and_up(self, x: mx.array) -> tuple[mx.array, mx.array]:
+        return tuple(mx.split(self.gate_up_proj(x), 2, axis=-1))
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, fused: bool = False):
         super().__init__()
-        self.self_attn = Attention(config)
-        self.mlp = MLP(config)
+        self.self_attn = (FusedAttention if fused else Attention)(config)
+        self.mlp = (FusedMLP if fused else MLP)(config)
         self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def __call__(self, x, rope, offset, mask, layer_cache) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache)
+    def __call__(self, x, rope, offset, mask, layer_cache, record: Optional[Recorder] = None) -> mx.array:
+        h = x + self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, fused: bool = False):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = [Block(config) for _ in range(config.num_hidden_layers)]
+        self.layers = [Block(config, fused) for _ in range(config.num_hidden_layers)]
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, fused: bool = False):
+        """`fused`: q/k/v and gate/up as one projection each; the loader decides from the weights."""
         super().__init__()
         self.config = config
-        self.model = LlamaModel(config)
+        self.model = LlamaModel(config, fused)
         self.rope = RoPE(config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
-    def hidden_states(self, tokens: mx.array, cache=None, collect: Optional[list] = None) -> mx.array:
+    def hidden_states(self, tokens: mx.array, cache=None, probe: Optional[Probe] = None) -> mx.array:
         """Embed and run every block; returns the residual stream before the final norm.
 
-        With `collect`, each block's output is appended to it (for the logit lens)."""
+        A `probe` records what it asks for on the way (see model.network.probe)."""
         _, L = tokens.shape  # (B, L)
         h = self.model.embed_tokens(tokens)  # (B, L, d)
         # The cache makes room first (evicting if full), so the new tokens'
@@ -108,9 +137,11 @@ class Transformer(nn.Module):
         offset = cache.begin(L) if cache is not None else 0
         mask = "causal" if L > 1 else None
         for i, layer in enumerate(self.model.layers):
-            h = layer(h, self.rope, offset, mask, cache.layers[i] if cache is not None else None)
-            if collect is not None:
-                collect.append(h)
+            layer_cache = cache.layers[i] if cache is not None else None
+            record = probe.attention_recorder(i) if probe is not None else None
+            h = layer(h, self.rope, offset, mask, layer_cache, record)
+            if probe is not None:
+                probe.block_output(h)
         if cache is not None:
             cache.commit(L)
         return h
@@ -122,9 +153,11 @@ class Transformer(nn.Module):
             return self.model.embed_tokens.as_linear(h)
         return self.lm_head(h)
 
-    def __call__(self, tokens: mx.array, cache=None, last_only: bool = False) -> mx.array:
+    def __call__(
+        self, tokens: mx.array, cache=None, last_only: bool = False, probe: Optional[Probe] = None
+    ) -> mx.array:
         """Logits (B, L, vocab), or (B, 1, vocab) with `last_only` (prefill needs just the last)."""
-        h = self.hidden_states(tokens, cache)
+        h = self.hidden_states(tokens, cache, probe)
         if last_only:
             h = h[:, -1:, :]
         return self.head(h)
