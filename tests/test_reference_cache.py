@@ -9,8 +9,6 @@ driven through several wraps (prefill chunks, single decode steps, and the
 rollback of a token fed ahead) and must hold, layer by layer, what it says.
 """
 
-from contextlib import contextmanager
-
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from tiny_models import BASE_CONFIG, VARIANTS, build_tiny_model, random_weights
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_quantized import QuantizedKVCache
+from model.network.probe import Probe
 
 # Six layers, so that a fault in a deep layer (say layer 5) has somewhere to hide;
 # head_dim 32 is one quantization group.
@@ -33,25 +32,14 @@ def relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@contextmanager
-def given_to_cache(cache):
-    """Record, per layer, each call's (start position, q, k, v, attention output)."""
-    calls = [[] for _ in cache.layers]
-    for i, layer in enumerate(cache.layers):
-        original = layer.update_and_attend
-
-        def record(q, k, v, scale, mask, i=i, original=original):
-            start = cache.length
-            out = original(q, k, v, scale, mask)
-            calls[i].append((start, q, k, v, out))
-            return out
-
-        layer.update_and_attend = record
-    try:
-        yield calls
-    finally:
-        for layer in cache.layers:
-            del layer.update_and_attend
+def probed(model, cache, tokens: list[int], hidden: bool = False):
+    """One forward pass with a probe in every layer: the last hidden state, per layer the calls
+    [(start position, q, k, v, attention output)], and each block's output if `hidden`."""
+    probe = Probe(attention_layers=range(len(cache.layers)), hidden=hidden)
+    h = model.hidden_states(mx.array([tokens]), cache, probe)
+    start = cache.length - len(tokens)  # where this pass's tokens went, after any eviction it made
+    calls = [[(start, seen.q, seen.k, seen.v, seen.out)] for _, seen in sorted(probe.attention.items())]
+    return h, calls, probe.hidden_states
 
 
 def held(cache, layer: int):
@@ -76,8 +64,8 @@ def drive(model, cache, ops, ids, on_pass, on_rollback):
             continue
         chunk = ids[at : at + op]
         at += op
-        with given_to_cache(cache) as calls:
-            mx.eval(model(mx.array([chunk]), cache))
+        h, calls, _ = probed(model, cache, chunk)
+        mx.eval(h)
         on_pass(chunk, calls)
 
 
@@ -100,11 +88,9 @@ def test_float_cache_equals_the_reference_in_every_layer_after_wraps():
 
     # The next decode step: every layer's attention output and residual stream, and the logits.
     token = 7
-    with given_to_cache(cache) as calls:
-        residuals = []
-        h = model.hidden_states(mx.array([[token]]), cache, collect=residuals)
-        logits = model.head(h)[0, -1]
-        mx.eval(logits, residuals, [c[-1][4] for c in calls])
+    h, calls, residuals = probed(model, cache, [token], hidden=True)
+    logits = model.head(h)[0, -1]
+    mx.eval(logits, residuals, [c[-1][4] for c in calls])
     fed = ref.step([token])
     for layer in range(spec.layers):
         out = np.array(calls[layer][-1][4][0, :, -1, :])  # (heads, head_dim)
@@ -170,8 +156,8 @@ def test_quantized_cache_holds_what_each_layer_was_given_after_wraps(bits):
         assert layer_ratio < 1.5 and token_ratio < 3, f"layer {layer} keys: {layer_ratio:.3g}, {token_ratio:.3g}"
 
     # The next step's attention in every layer is softmax(q k^T / sqrt(d)) v over what is held.
-    with given_to_cache(cache) as calls:
-        mx.eval(model(mx.array([[7]]), cache))
+    h, calls, _ = probed(model, cache, [7])
+    mx.eval(h)
     for layer in range(spec.layers):
         _, q, _, _, out = calls[layer][-1]
         keys, values = held(cache, layer)
@@ -210,9 +196,9 @@ def test_default_model_cache_equals_the_reference_in_every_layer(default_model, 
         worst = max(worst, relative(keys, ref.kept.keys(layer)), relative(values, ref.kept.values[layer]))
     assert worst < 1e-4, worst  # measured 3e-6
 
-    with given_to_cache(cache) as calls:
-        logits = model(mx.array([[ids[-1]]]), cache)[0, -1]
-        mx.eval(logits, [c[-1][4] for c in calls])
+    h, calls, _ = probed(model, cache, [ids[-1]])
+    logits = model.head(h)[0, -1]
+    mx.eval(logits, [c[-1][4] for c in calls])
     fed = ref.step([ids[-1]])
     for layer in range(spec.layers):
         out = np.array(calls[layer][-1][4][0, :, -1, :])

@@ -30,6 +30,8 @@ class AttentionSeen:
     """One layer's attention in one forward pass, as the model ran it."""
 
     q: mx.array  # (B, nh, L, hd), after RoPE
+    k: mx.array  # (B, nkv, L, hd): this pass's new keys, after RoPE, as given to the cache
+    v: mx.array  # (B, nkv, L, hd): this pass's new values
     keys: KV  # (B, nkv, S, hd): every key attended over, the new ones last, as the cache returned them
     values: KV
     scale: float

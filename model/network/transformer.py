@@ -48,7 +48,7 @@ class Attention(nn.Module):
         keys, values = (k, v) if layer_cache is None else layer_cache.update_and_fetch(k, v)
         out = attend(q, keys, values, self.scale, mask)  # (B, nh, L, hd)
         if record is not None:
-            record(AttentionSeen(q, keys, values, self.scale, out))
+            record(AttentionSeen(q, k, v, keys, values, self.scale, out))
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
 
