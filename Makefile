@@ -5,6 +5,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.glasschat-installed
+# llama.cpp's tokenizer test data, extracted from the llama-cpp-python sdist (see tests/llama_vocab.py).
+VOCAB_DATA := $(VENV)/share/llama-vocab/.complete
 
 .PHONY: chat test lint bench clean
 
@@ -19,7 +21,10 @@ $(STAMP): pyproject.toml setup.py model/openblas_shim.c
 chat: $(STAMP)
 	$(VENV)/bin/glasschat
 
-test: $(STAMP)
+$(VOCAB_DATA): tests/llama_vocab.py | $(STAMP)
+	$(PY) tests/llama_vocab.py
+
+test: $(STAMP) $(VOCAB_DATA)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -14,6 +14,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from model.errors import ModelError
+from model.loading.prompt_encoding import Part, encode_parts
 
 # ChatML, for models that ship no template of their own.
 CHATML = (
@@ -87,19 +88,24 @@ def encode_conversation(
 ) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation, and where each message's content ends.
 
-    Markup goes through `encode_markup`; user and system text through
-    `encode_text`; assistant replies reuse their sampled ids when known.
+    Markup is encoded with control tokens recognised; user and system text as
+    plain text; assistant replies reuse their sampled ids when known (see
+    `prompt_encoding` for how the parts join). BOS goes first when the
+    vocabulary asks for it and the template did not write it.
     """
-    ids: list[int] = []
-    message_ends: list[int] = []
+    parts: list[Part] = []
+    content_parts: list[int] = []
     for seg in template.segments(messages, add_generation_prompt):
         if isinstance(seg, str):
-            ids += tokenizer.encode_markup(seg)
+            parts.append(("markup", seg))
             continue
         message = messages[seg]
         if message.token_ids is not None:
-            ids += list(message.token_ids)
+            parts.append(("ids", tuple(message.token_ids)))
         else:
-            ids += tokenizer.encode_text(message.content)
-        message_ends.append(len(ids))
-    return ids, message_ends
+            parts.append(("text", message.content))
+        content_parts.append(len(parts) - 1)
+    ids, ends = encode_parts(tokenizer, parts)
+    full = tokenizer.with_bos(ids) if ids else ids
+    shift = len(full) - len(ids)
+    return full, [ends[i] + shift for i in content_parts]

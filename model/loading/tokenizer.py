@@ -7,40 +7,15 @@ own markup into their ids.
 """
 
 import json
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer
 
 from model.errors import ModelError
-
-# GGUF token types (llama.cpp's llama_token_type).
-TOKEN_TYPE_CONTROL = 3
-TOKEN_TYPE_USER_DEFINED = 4
-
-# Pre-tokenizer splits by GGUF `tokenizer.ggml.pre`, as llama.cpp defines them.
-_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-
-def _split(pattern: str):
-    return pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
-
-
-def _gguf_pre_tokenizer(pre: str):
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    if pre in ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"):
-        # Each digit on its own, then GPT-2's split.
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), _split(_GPT2_SPLIT), byte_level])
-    if pre in ("llama3", "llama-bpe", "llama-v3", "smaug-bpe", "falcon3", "pixtral", "tekken"):
-        return pre_tokenizers.Sequence([_split(_LLAMA3_SPLIT), byte_level])
-    if pre in ("qwen2", "deepseek-r1-qwen"):
-        return pre_tokenizers.Sequence([_split(_QWEN2_SPLIT), byte_level])
-    return pre_tokenizers.Sequence([_split(_GPT2_SPLIT), byte_level])
+from model.loading.gguf_vocab import SPACE, vocab_from_gguf
 
 
 @lru_cache(maxsize=1)
@@ -59,16 +34,27 @@ def _byte_decoder() -> dict[str, int]:
 
 class TextTokenizer:
     def __init__(
-        self, markup: Tokenizer, byte_level: bool, bos_id: Optional[int], eos_id: Optional[int], add_bos: bool = False
+        self,
+        markup: Tokenizer,
+        byte_level: bool,
+        bos_id: Optional[int],
+        eos_id: Optional[int],
+        add_bos: bool = False,
+        add_space_prefix: bool = False,
+        byte_tokens: Optional[dict[int, int]] = None,
     ):
         self.markup = markup
-        # A second instance that never matches special tokens in text.
-        self.plain = Tokenizer.from_str(markup.to_str())
-        self.plain.encode_special_tokens = True
+        # One instance for both encoders, switched per call: a copy costs seconds for a large
+        # vocabulary (to_str/from_str). The app thread counts tokens while the engine encodes.
+        self._switch = threading.Lock()
         self.byte_level = byte_level
         self.bos_id, self.eos_id, self.add_bos = bos_id, eos_id, add_bos
+        # SentencePiece puts a ▁ before the text; decoding takes that one space off again.
+        self.add_space_prefix = add_space_prefix
+        self.byte_tokens = byte_tokens if byte_tokens is not None else _byte_fallback_tokens(markup)
         self._unreadable = self._missing_bytes() if byte_level else set()
         added = markup.get_added_tokens_decoder()
+        self.added_ids = set(added)
         self.special_ids = {i for i, tok in added.items() if tok.special}
         self.vocab_size = markup.get_vocab_size(with_added_tokens=True)
 
@@ -89,73 +75,81 @@ class TextTokenizer:
     # --- encoding ------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:
         """Plain text: control-token look-alikes stay characters."""
-        return self.plain.encode(text, add_special_tokens=False).ids
+        return self.encode_spans(text, markup=False)[0]
 
     def encode_markup(self, text: str) -> list[int]:
         """Template markup: `<|im_start|>` written here is the control token."""
-        return self.markup.encode(text, add_special_tokens=False).ids
+        return self.encode_spans(text, markup=True)[0]
+
+    def encode_spans(self, text: str, markup: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and the (start, end) characters of `text` each one covers."""
+        with self._switch:
+            self.markup.encode_special_tokens = not markup
+            try:
+                enc = self.markup.encode(text, add_special_tokens=False)
+            finally:
+                self.markup.encode_special_tokens = False  # at rest it is the markup encoder
+        return enc.ids, enc.offsets
+
+    def with_bos(self, ids: list[int]) -> list[int]:
+        """A prompt as llama.cpp starts it: BOS first when the vocabulary asks for one and it is not there."""
+        if self.add_bos and self.bos_id is not None and ids[:1] != [self.bos_id]:
+            return [self.bos_id, *ids]
+        return ids
 
     def token_id(self, text: str) -> Optional[int]:
         return self.markup.token_to_id(text)
 
     # --- decoding ------------------------------------------------------------
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
-        return self.markup.decode(ids, skip_special_tokens=skip_special)
+        """The text of `ids`, byte by byte as the streaming detokenizer builds it."""
+        data = b"".join(self.token_bytes(i) for i in ids if not (skip_special and i in self.special_ids))
+        text = data.decode("utf-8", errors="replace")
+        return text[1:] if self.add_space_prefix and text.startswith(" ") else text
 
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes a token stands for (may be part of a UTF-8 character)."""
         piece = self.markup.id_to_token(token_id)
         if piece is None:
             return b""
-        if token_id in self.special_ids:
-            return piece.encode()
+        if token_id in self.added_ids:
+            return piece.encode()  # added tokens are their own text, as llama.cpp prints them
         if self.byte_level:
             table = _byte_decoder()
             if all(ch in table for ch in piece):
                 return bytes(table[ch] for ch in piece)
             return piece.encode()
-        if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
-            return bytes([int(piece[3:5], 16)])  # SentencePiece byte fallback
-        return piece.replace("\u2581", " ").encode()
+        if token_id in self.byte_tokens:
+            return bytes([self.byte_tokens[token_id]])  # SentencePiece byte fallback, <0xE2>
+        return piece.replace(SPACE, " ").encode()
 
     def piece(self, token_id: int) -> str:
         """A token as readable text; bytes that are not whole characters show as \\xNN."""
         return self.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
 
 
+def _byte_fallback_tokens(tk: Tokenizer) -> dict[int, int]:
+    """`<0xNN>` tokens of a SentencePiece-style vocabulary (a tokenizer.json does not type them)."""
+    out = {}
+    for piece, i in tk.get_vocab(with_added_tokens=False).items():
+        if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            try:
+                out[i] = int(piece[3:5], 16)
+            except ValueError:
+                pass
+    return out
+
+
 def tokenizer_from_gguf(meta: dict) -> TextTokenizer:
-    model_kind = str(meta.get("tokenizer.ggml.model", "?"))
-    if model_kind != "gpt2":
-        raise ModelError(
-            f"This GGUF uses a '{model_kind}' tokenizer; glasschat reads byte-level BPE (gpt2) "
-            "vocabularies from GGUF. Use the model's Hugging Face folder instead."
-        )
-    tokens = list(meta["tokenizer.ggml.tokens"])
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    types = meta.get("tokenizer.ggml.token_type")
-    types = types.tolist() if types is not None else [1] * len(tokens)
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tk.pre_tokenizer = _gguf_pre_tokenizer(str(meta.get("tokenizer.ggml.pre", "gpt2")))
-    tk.decoder = decoders.ByteLevel()
-    added = [
-        AddedToken(tok, special=(kind == TOKEN_TYPE_CONTROL), normalized=False)
-        for tok, kind in zip(tokens, types)
-        if kind in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED)
-    ]
-    tk.add_tokens(added)
-
-    def get_id(key):
-        value = meta.get(key)
-        return int(value.item()) if value is not None else None
-
-    add_bos = meta.get("tokenizer.ggml.add_bos_token")
+    vocab = vocab_from_gguf(meta)
     return TextTokenizer(
-        tk,
-        byte_level=True,
-        bos_id=get_id("tokenizer.ggml.bos_token_id"),
-        eos_id=get_id("tokenizer.ggml.eos_token_id"),
-        add_bos=bool(add_bos.item()) if add_bos is not None else False,
+        vocab.tokenizer,
+        byte_level=vocab.byte_level,
+        bos_id=vocab.bos_id,
+        eos_id=vocab.eos_id,
+        add_bos=vocab.add_bos,
+        add_space_prefix=vocab.add_space_prefix,
+        byte_tokens=vocab.byte_tokens,
     )
 
 
@@ -165,7 +159,8 @@ def tokenizer_from_folder(folder: Path) -> TextTokenizer:
         raise ModelError(f"{folder} has no tokenizer.json: copy the model's tokenizer files into it.")
     tk = Tokenizer.from_file(str(path))
     spec = json.loads(path.read_text())
-    byte_level = "ByteLevel" in json.dumps(spec.get("decoder") or {})
+    decoder = json.dumps(spec.get("decoder") or {})
+    byte_level = "ByteLevel" in decoder
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
 
@@ -181,4 +176,6 @@ def tokenizer_from_folder(folder: Path) -> TextTokenizer:
         bos_id=special("bos_token"),
         eos_id=special("eos_token"),
         add_bos=bool(cfg.get("add_bos_token", False)),
+        # SentencePiece decoders that drop the prefix space again: Strip (Llama 2), Metaspace (older files).
+        add_space_prefix=not byte_level and ('"Strip"' in decoder or '"Metaspace"' in decoder),
     )

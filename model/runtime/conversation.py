@@ -13,6 +13,7 @@ from typing import Optional
 from model.cache.kv_cache import KVCache
 from model.errors import ModelError
 from model.loading.chat_template import ChatTemplate, Message, encode_conversation
+from model.loading.prompt_encoding import encode_parts
 from model.runtime.settings import CacheSettings
 
 MIN_CAPACITY = 64  # below this a reply barely fits beside the system prompt
@@ -50,10 +51,9 @@ def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int
     while header < min(len(before_first), len(before_third)) and before_first[-1 - header] == before_third[-1 - header]:
         header += 1
     prefix = segs[: cut - 1] + [before_first[: len(before_first) - header]]
-    ids = 0
-    for seg in prefix:
-        ids += len(tokenizer.encode_markup(seg) if isinstance(seg, str) else tokenizer.encode_text(probe[seg].content))
-    return max(MIN_SINK, ids)
+    parts = [("markup", seg) if isinstance(seg, str) else ("text", probe[seg].content) for seg in prefix]
+    ids, _ = encode_parts(tokenizer, parts)
+    return max(MIN_SINK, len(tokenizer.with_bos(ids)))  # the conversation's BOS, when llama.cpp would add one
 
 
 class Conversation:
