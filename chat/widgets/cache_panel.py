@@ -35,7 +35,9 @@ class CachePanel(Panel):
         previous = self.state
         self.state = state
         if previous is not None and state.evicted_total > previous.evicted_total:
-            self.flash = f"⟲ evicted {state.evicted_total - previous.evicted_total} oldest tokens"
+            # The engine's own count of the latest eviction, not the difference since the
+            # last redraw: which steps get drawn depends on timing, the state does not.
+            self.flash = f"⟲ evicted {state.last_evicted} oldest tokens"
             self.set_timer(3.0, self._clear_flash)
         self.refresh_body()
 
