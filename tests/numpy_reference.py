@@ -310,4 +310,5 @@ class Reference:
     def head(self, h: np.ndarray) -> np.ndarray:
         """Final norm, then the output head: next-token logits for residual-stream rows h (..., hidden)."""
         table = self.w["model.embed_tokens.weight" if self.spec.tied else "lm_head.weight"]
-        return rms_norm(h, self.w["model.norm.weight"], self.spec.eps) @ table.T
+        with threadpool_limits(1, user_api="blas"):
+            return rms_norm(h, self.w["model.norm.weight"], self.spec.eps) @ table.T

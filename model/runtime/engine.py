@@ -264,9 +264,12 @@ class Engine:
             # The cache holds the pinned sink, then everything after what was evicted.
             held = fed[: inside.sink] + fed[inside.sink + inside.evicted_total :]
             mean = inside.attention_mean
+            if len(held) != len(mean):
+                # The conversation's record and the cache disagree, so no name could be trusted,
+                # nor the next turn's reuse of the cache: fail loudly (the turn ends, the cache is rebuilt).
+                raise RuntimeError(f"the cache attends over {len(mean)} positions but holds {len(held)} known tokens")
             order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
-            if len(held) == len(mean):
-                most = tuple(AttendedToken(p, tok.piece(held[p]), mean[p]) for p in order)
+            most = tuple(AttendedToken(p, tok.piece(held[p]), mean[p]) for p in order)
         lens = tuple(
             tuple(TopToken(i, tok.piece(i), p) for i, p in zip(ids, probs))
             for ids, probs in zip(inside.lens_ids, inside.lens_probs)
