@@ -21,13 +21,14 @@ ROWS = [
     ("parameters", "parameters"),
     ("weight_dtype", "weight dtype"),
     ("weight_layout", "weight layout"),
+    ("file_types", "file tensors"),
     ("weight_bytes", "weight memory"),
     ("backend", "backend"),
     ("blas", "BLAS"),
     ("blas_note", "BLAS note"),
 ]
 # Shown only when there is something to say.
-OPTIONAL = {"blas_note"}
+OPTIONAL = {"blas_note", "file_types"}
 
 
 def info_table(info: dict) -> Table:

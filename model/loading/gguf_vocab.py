@@ -77,7 +77,7 @@ def _added_tokens(tokens: list[str], types: list[int], phi3: bool) -> list[Added
 
 def _byte_level_bpe(meta: dict, tokens: list[str]) -> Tokenizer:
     pre = gguf_pre_tokenizer(str(meta.get("tokenizer.ggml.pre", "default")))
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=pre.ignore_merges))
     tk.pre_tokenizer = byte_level(pre)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import mlx.core as mx
 
 from model.blas import blas_info
 from model.errors import ModelError
+from model.loading import gguf_file
 from model.loading.chat_template import ChatTemplate
 from model.loading.config import ModelConfig, config_from_gguf, config_from_hf
 from model.loading.default_model import default_model_path
@@ -33,6 +35,7 @@ class LoadedModel:
     source: str  # what the user asked for
     path: str  # the file or folder it resolved to
     layout: str  # weight layout in use: quantized, float32, ...
+    file_types: str = ""  # a GGUF's tensor types and how they were read, e.g. "Q4_K x169, Q6_K x25 (as float16)"
 
     def info(self) -> dict:
         """Model facts for the model-info panel and `--json`."""
@@ -49,6 +52,7 @@ class LoadedModel:
             "vocab_size": c.vocab_size,
             "parameters": parameter_count(self.model),
             "weight_layout": self.layout,
+            **({"file_types": self.file_types} if self.file_types else {}),
             "weight_dtype": weight_dtype(self.model),
             "weight_bytes": weight_bytes(self.model),
             "backend": "gpu" if mx.default_device() == mx.gpu else "cpu",
@@ -113,12 +117,23 @@ def _from_hub(repo_id: str, progress: Progress) -> Path:
 
 
 def _read_gguf(path: Path) -> tuple[dict, dict]:
+    tensors, meta, _ = _read_gguf_with_types(path)
+    return tensors, meta
+
+
+def _read_gguf_with_types(path: Path) -> tuple[dict, dict, Counter]:
+    """Tensors, metadata, and how many tensors of each GGUF type the file holds."""
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
         raise ModelError(f"'{path.name}' is not a GGUF file (wrong magic bytes): point --model at a real model file.")
     try:
-        return mx.load(str(path), return_metadata=True)
+        types = gguf_file.tensor_types(gguf_file.read_header(path, metadata=False)[1])
+        if set(types) <= gguf_file.MX_LOAD_TYPES:
+            return (*mx.load(str(path), return_metadata=True), types)
+        return (*gguf_file.load(path, gguf_file.read_header(path)), types)
+    except ModelError:
+        raise
     except Exception as exc:  # mlx raises plain RuntimeError/ValueError for short reads
         raise ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
 
@@ -133,14 +148,14 @@ def _build(config: ModelConfig, weights: dict, group_size: int, layout: str, fus
 
 def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool) -> LoadedModel:
     progress(f"reading {path.name}")
-    tensors, meta = _read_gguf(path)
+    tensors, meta, types = _read_gguf_with_types(path)
     config = config_from_gguf(meta, set(tensors))
     tokenizer = tokenizer_from_gguf(meta)
     weights = rename_gguf(tensors)
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
     model, used = _build(config, weights, _GGUF_GROUP_SIZE, layout, fuse)
     template = _template(meta.get("tokenizer.chat_template"), tokenizer)
-    return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
+    return LoadedModel(model, config, tokenizer, template, str(path), str(path), used, gguf_file.describe(types))
 
 
 def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool) -> LoadedModel:
