@@ -1,7 +1,8 @@
 """Settings that stay between runs: a small TOML file in the user's config directory.
 
 It holds what a user sets in the app: sampling, reply length, cache size and
-sink, KV bits, the system prompt, the open panels and views, and the theme.
+sink, KV bits, the system prompt, the open panels and views, and the theme; and
+the models opened before, for the Models screen.
 Only what was set is written, so a default that changes in a later version
 still reaches everyone who never touched it.
 
@@ -88,13 +89,14 @@ class UserSettings:
     system: Optional[str] = _setting("chat", "system", _TEXT)
     theme: Optional[str] = _setting("app", "theme", _TEXT)  # a Textual theme, as the palette's picker names it
     views: Optional[tuple[str, ...]] = _setting("app", "views", _NAMES)  # the panels and views open
+    recent: Optional[tuple[str, ...]] = _setting("models", None, _NAMES)  # models opened, newest first (paths, Hub ids)
 
     def flag_defaults(self) -> dict:
         """The command-line defaults this file sets, by argparse dest."""
         return {f.metadata["flag"]: getattr(self, f.name) for f in _flagged() if getattr(self, f.name) is not None}
 
     def changed(self, **values) -> "UserSettings":
-        return replace(self, **{k: tuple(v) if k == "views" else v for k, v in values.items()})
+        return replace(self, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def _flagged():
@@ -130,7 +132,7 @@ def to_toml(settings: UserSettings) -> dict:
     for f in fields(UserSettings):
         value = getattr(settings, f.name)
         if value is not None:  # TOML has no null: an unset setting is left out
-            tables.setdefault(f.metadata["section"], {})[f.name] = list(value) if f.name == "views" else value
+            tables.setdefault(f.metadata["section"], {})[f.name] = list(value) if isinstance(value, tuple) else value
     return tables
 
 
@@ -176,5 +178,5 @@ def from_toml(data: dict, views: Collection[str] = (), themes: Collection[str] =
             elif key == "theme" and themes and value not in themes:
                 problems.append(f"app.theme: no theme called {value!r}; using the default theme.")
             else:
-                values[key] = tuple(value) if key == "views" else value
+                values[key] = tuple(value) if isinstance(value, list) else value
     return values, problems

@@ -8,8 +8,21 @@ from pathlib import Path
 
 import event_codec
 
+from model.errors import ModelError
 from model.internals.watch import Watch
-from model.runtime.events import ConversationReset, HistoryRestored, InsideStep, TokenGenerated, TurnEnded, TurnStarted
+from model.loading import hub
+from model.loading.loader import resolve_source
+from model.runtime.events import (
+    ConversationReset,
+    DownloadProgress,
+    HistoryRestored,
+    InsideStep,
+    ModelLoading,
+    SwitchFailed,
+    TokenGenerated,
+    TurnEnded,
+    TurnStarted,
+)
 
 RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
 
@@ -17,8 +30,9 @@ RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
 class FakeEngine:
     """Same interface as model.runtime.engine.Engine; each `send` replays the next recorded turn."""
 
-    def __init__(self, options, emit, delay: float = 0.0, recording: Path = RECORDING, gate_at: int = 1):
+    def __init__(self, options, emit, delay: float = 0.0, recording: Path = RECORDING, gate_at: int = 1, download=None):
         self.options, self.emit, self.delay = options, emit, delay
+        self.download = download  # stands in for snapshot_download when a switch fetches a Hub id (None: the real one)
         self.load_events, self.turns = event_codec.load(recording)
         self.sent: list[str] = []
         self.updates: list[dict] = []
@@ -49,6 +63,9 @@ class FakeEngine:
         self.restored = (system, list(messages))
         self._requests.put(("restore", len(messages)))
 
+    def switch_model(self, model):
+        self._requests.put(("switch", model))
+
     def set_sampling(self, settings):
         self.update(sampling=settings)
 
@@ -75,6 +92,30 @@ class FakeEngine:
                 self.emit(ConversationReset(self.load_events[-1].cache, arg))
             if kind == "send":
                 self._replay(arg, self.turns[(len(self.sent) - 1) % len(self.turns)])
+            if kind == "switch":
+                self._switch(arg)
+
+    def _switch(self, source):
+        """As the engine does up to the weights: the source is resolved for real (a path, the Hub cache, a
+        download through `model.loading.hub`), then the recorded model is announced under the new name."""
+        self._cancel.clear()
+
+        def fetch_hub(repo_id):
+            def report(t):
+                self.emit(DownloadProgress(t.repo_id, t.done_bytes, t.total_bytes, t.bytes_per_s))
+
+            return hub.fetch(repo_id, report, self._cancel.is_set, download=self.download)
+
+        try:
+            path = resolve_source(source, lambda m: self.emit(ModelLoading(m)), fetch_hub)
+        except ModelError as exc:
+            self.emit(SwitchFailed(str(exc), source))
+            return
+        ready = self.load_events[-1]
+        self.options = dataclasses.replace(self.options, model=source)
+        self.emit(
+            dataclasses.replace(ready, info={**ready.info, "source": source or ready.info["source"], "path": str(path)})
+        )
 
     def _replay(self, user, events):
         self._cancel.clear()

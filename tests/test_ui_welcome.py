@@ -26,7 +26,7 @@ async def test_welcome_names_the_model_and_an_example_is_picked_by_its_number():
         assert "on the CPU with OpenBLAS (system)" in shown
         for example in EXAMPLES:
             assert example in shown
-        for key in ("F1", "F6–F9", "Ctrl+P"):
+        for key in ("F1", "F6–F9", "Ctrl+L", "Ctrl+P"):
             assert key in shown
 
         await pilot.press("2", "enter")

@@ -97,3 +97,51 @@ def build_tiny_model(variant: str, seed: int = 0, **overrides):
     model = Transformer(config_from_hf(config))
     apply_weights(model, random_weights(config, seed), 64, "float32")
     return model
+
+
+# --- a tiny chat model on disk: config, random weights, a byte-level BPE and a chat template ----------
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+_CORPUS = [
+    "The cat sat on the mat. The dog sat on the log. A bird sang in the tree.",
+    "Hello! How are you today? I am fine, thank you. What is the weather like?",
+    "Let me think. The answer is yes.\n\nOK, no.\n\n",
+]
+
+
+def tiny_tokenizer_json() -> str:
+    """A byte-level BPE of about 300 tokens trained on a few sentences (deterministic), with ChatML and think tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=CHAT_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(_CORPUS, trainer)
+    return tk.to_str()
+
+
+def write_chat_folder(folder: Path, variant: str = "llama_tied", seed: int = 0, template: str = CHATML, **overrides):
+    """A loadable model folder: `load_model(str(folder))` gives a working (random) chat model."""
+    from tokenizers import Tokenizer
+
+    tokenizer = tiny_tokenizer_json()
+    vocab = Tokenizer.from_str(tokenizer).get_vocab_size(with_added_tokens=True)
+    config = {**BASE_CONFIG, **VARIANTS[variant], "vocab_size": vocab, **overrides}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    mx.save_safetensors(str(folder / "model.safetensors"), random_weights(config, seed))
+    (folder / "tokenizer.json").write_text(tokenizer)
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": template, "bos_token": None, "eos_token": "<|im_end|>"})
+    )
+    return config

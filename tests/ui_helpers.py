@@ -10,12 +10,12 @@ from chat.app import GlasschatApp
 from model.runtime.engine import EngineOptions
 
 
-def fake_app(delay=0.0, tokenizer=None, recorder=None, settings_file=None, **options):
-    """The app on a FakeEngine; pass a real tokenizer for views that show tokens."""
+def fake_app(delay=0.0, tokenizer=None, recorder=None, settings_file=None, download=None, **options):
+    """The app on a FakeEngine; pass a real tokenizer for views that show tokens, `download` for a fake Hub."""
     holder = {}
 
     def factory(opts, emit):
-        holder["engine"] = FakeEngine(opts, emit, delay=delay)
+        holder["engine"] = FakeEngine(opts, emit, delay=delay, download=download)
         if tokenizer is not None:
             holder["engine"].loaded = SimpleNamespace(tokenizer=tokenizer)
         return holder["engine"]

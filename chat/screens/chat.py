@@ -24,7 +24,6 @@ from model.runtime.events import (
     ConversationReset,
     Event,
     HistoryRestored,
-    ModelFailed,
     ModelReady,
     TurnEnded,
     TurnFailed,
@@ -36,6 +35,7 @@ from ..messages import NeedsChanged, PromptSubmitted
 from ..router import Router
 from ..store import StoreError
 from ..views import Needs, ViewSpec
+from ..widgets.download_bar import DownloadBar
 from ..widgets.prompt_input import PromptInput
 from ..widgets.side_column import SideColumn
 from ..widgets.status_line import StatusLine
@@ -43,11 +43,12 @@ from ..widgets.transcript import Notice, Transcript, UserMessage
 from ..widgets.welcome import Welcome, example_for
 from .conversations import ConversationsScreen
 from .model_info import ModelInfoScreen, settings_table
+from .model_switching import ModelSwitching
 
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 
 
-class ChatScreen(EngineView, Screen):
+class ChatScreen(EngineView, ModelSwitching, Screen):
     DEFAULT_CSS = """
     #main { height: 1fr; }
     #chat-column { width: 1fr; }
@@ -59,6 +60,9 @@ class ChatScreen(EngineView, Screen):
         Binding("escape", "cancel_reply", "Stop reply"),
         Binding("ctrl+n", "new_conversation", "New chat"),
         Binding("ctrl+o", "conversations", "Chats"),
+        # Ctrl+M is Enter (a carriage return) unless the terminal speaks the kitty keyboard
+        # protocol (kitty, WezTerm, foot, Ghostty): there it opens the screen too; Ctrl+L works everywhere.
+        Binding("ctrl+l,ctrl+m", "models", "Models"),
         Binding("ctrl+y", "copy_last_reply", "Copy reply"),
         Binding("f1", "app.help", "Help"),
         Binding("question_mark", "app.help", "Help", show=False),
@@ -77,10 +81,11 @@ class ChatScreen(EngineView, Screen):
             panel.display = self.open[view_id]
         self.transcript = Transcript(id="transcript")
         self.status = StatusLine(id="status")
+        self.download = DownloadBar(id="download")
         for spec in views:
             # priority: the prompt box (a TextArea) binds F6 to "select line".
             self._bindings.bind(spec.key, f"toggle_view('{spec.id}')", spec.title, show=False, priority=True)
-        self.router = Router(self, [*self.panels.values(), self.status, self.transcript, self])
+        self.router = Router(self, [*self.panels.values(), self.status, self.download, self.transcript, self])
         self.ready = False
         self._busy = False
         self._blink = True  # the prompt cursor's blink setting, kept while a reply pauses it
@@ -114,6 +119,7 @@ class ChatScreen(EngineView, Screen):
         with Horizontal(id="main"):
             with Vertical(id="chat-column"):
                 yield self.transcript
+                yield self.download
                 yield self.status
                 yield PromptInput(id="prompt", history=self.earlier_messages)
             yield SideColumn(*self.panels.values(), id="sidebar")
@@ -207,6 +213,11 @@ class ChatScreen(EngineView, Screen):
         app = self.app
         yield SystemCommand("New conversation", "Clear the chat and its KV cache", self.action_new_conversation)
         yield SystemCommand("Conversations", "Open, rename, delete or export saved chats", self.action_conversations)
+        yield SystemCommand(
+            "Models",
+            "Ctrl+L: load another model (on disk, in the Hub cache, or a Hub id) in a new conversation",
+            self.action_models,
+        )
         yield SystemCommand(
             "System prompt",
             "Set the system prompt (starts a new conversation)",
@@ -302,7 +313,9 @@ class ChatScreen(EngineView, Screen):
             self._send(text, bubble)
 
     def action_cancel_reply(self) -> None:
-        if self.busy:
+        if self.cancel_switch():
+            self.status.set_state("cancelling…")
+        elif self.busy:
             self.app.bridge.cancel()
             self.status.set_state("stopping…")
 
@@ -362,10 +375,6 @@ class ChatScreen(EngineView, Screen):
         )
         self.ready = True
         self._send_next_queued()
-
-    @handles(ModelFailed)
-    def model_failed(self, _event: ModelFailed) -> None:
-        self.app.sub_title = "no model"
 
     @handles(TurnEnded)
     def save_reply(self, event: TurnEnded) -> None:

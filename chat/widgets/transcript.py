@@ -291,10 +291,17 @@ class Transcript(EngineView, VerticalScroll):
 
     @handles(ConversationReset)
     async def reset(self, event: ConversationReset) -> None:
-        await self.remove_children()
-        await self.add(
-            Notice(
-                "New conversation: the KV cache is empty." + (f" System prompt: {event.system}" if event.system else "")
-            )
+        notice = "New conversation: the KV cache is empty." + (
+            f" System prompt: {event.system}" if event.system else ""
         )
+        await self.start_over(notice)
+
+    async def start_over(self, notice: str, model_info: Optional[dict] = None) -> None:
+        """An empty transcript with one notice and the welcome (for `model_info`, or the model in use)."""
+        if model_info is not None:
+            self.model_info = model_info
+        self.reply = None
+        self._pending = ""
+        await self.remove_children()
+        await self.add(Notice(notice))
         await self.add(Welcome(self.model_info))

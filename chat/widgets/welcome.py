@@ -25,6 +25,7 @@ EXAMPLES = (
 KEYS = (
     ("F1", "what each panel shows"),
     ("F6–F9", "more views: the KV cache grid, attention, the logit lens, confidence"),
+    ("Ctrl+L", "another model: on disk, in the Hub cache, or by Hub id"),
     ("Ctrl+P", "settings, the theme, and everything else"),
     ("↑", "your earlier messages"),
 )

@@ -1,7 +1,6 @@
 """Turn what the user named (a GGUF file, a model folder, a Hub id, or nothing) into a ready model."""
 
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import mlx.core as mx
 
 from model.blas import blas_info
 from model.errors import ModelError
-from model.loading import gguf_file
+from model.loading import gguf_file, hub
 from model.loading.chat_template import ChatTemplate
 from model.loading.config import ModelConfig, config_from_gguf, config_from_hf
 from model.loading.default_model import default_model_path
@@ -23,7 +22,6 @@ from model.loading.weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, 
 from model.network.transformer import Transformer, parameter_count
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-_HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]
 
 
 @dataclass
@@ -62,13 +60,18 @@ class LoadedModel:
 
 
 Progress = Callable[[str], None]
+FetchHub = Callable[[str], Path]  # a Hub id to its local snapshot folder
 
 
 def load_model(
-    source: Optional[str] = None, layout: str = "auto", progress: Progress = lambda _: None, fuse: bool = True
+    source: Optional[str] = None,
+    layout: str = "auto",
+    progress: Progress = lambda _: None,
+    fuse: bool = True,
+    fetch_hub: Optional[FetchHub] = None,
 ) -> LoadedModel:
     """`fuse=False` keeps q/k/v and gate/up separate, with checkpoint names (for peers and tests)."""
-    path = resolve_source(source, progress)
+    path = resolve_source(source, progress, fetch_hub)
     if path.is_dir():
         loaded = _load_folder(path, layout, progress, fuse)
     else:
@@ -86,34 +89,21 @@ def load_tokenizer(source: Optional[str] = None) -> TextTokenizer:
     return tokenizer_from_gguf(meta)
 
 
-def resolve_source(source: Optional[str], progress: Progress) -> Path:
+def resolve_source(source: Optional[str], progress: Progress, fetch_hub: Optional[FetchHub] = None) -> Path:
+    """The file or folder to load; a Hub id is fetched (`fetch_hub` reports the download, see `model.loading.hub`)."""
     if source is None:
         return default_model_path()
     path = Path(source).expanduser()
     if path.exists():
         return path
     if _HUB_ID.match(source) and not source.startswith("."):
-        return _from_hub(source, progress)
+        return _from_hub(source, progress, fetch_hub)
     raise ModelError(f"No model at '{source}': give a .gguf file, a model folder, or a Hub id like org/name.")
 
 
-def _from_hub(repo_id: str, progress: Progress) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    progress(f"resolving {repo_id} ({'offline cache' if offline else 'Hugging Face Hub'})")
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=offline))
-    except LocalEntryNotFoundError:
-        raise ModelError(
-            f"'{repo_id}' is not in the local Hub cache and the Hub can't be reached: "
-            "connect once to download it, or pass a local path with --model."
-        )
-    except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(
-            f"Could not fetch '{repo_id}' from the Hub ({type(exc).__name__}); check the id and the network."
-        )
+def _from_hub(repo_id: str, progress: Progress, fetch_hub: Optional[FetchHub]) -> Path:
+    progress(f"resolving {repo_id} ({'offline cache' if hub.offline() else 'Hugging Face Hub'})")
+    return (fetch_hub or hub.fetch)(repo_id)
 
 
 def _read_gguf(path: Path) -> tuple[dict, dict]:

@@ -21,6 +21,7 @@ import mlx.core as mx
 from model.cache.kv_factory import make_cache
 from model.errors import ModelError
 from model.internals.watch import Inside, StepWatcher, Watch, read_inside
+from model.loading import hub
 from model.loading.chat_template import encode_conversation
 from model.loading.detokenizer import StreamingDetokenizer
 from model.loading.loader import LoadedModel, load_model
@@ -28,6 +29,7 @@ from model.runtime.conversation import Conversation
 from model.runtime.events import (
     AttendedToken,
     ConversationReset,
+    DownloadProgress,
     Event,
     HistoryRestored,
     InsideStep,
@@ -36,6 +38,7 @@ from model.runtime.events import (
     ModelReady,
     PrefillDone,
     PrefillProgress,
+    SwitchFailed,
     TokenGenerated,
     TopToken,
     TurnEnded,
@@ -88,6 +91,11 @@ class _Restore:
 
 
 @dataclass(frozen=True)
+class _Switch:
+    model: Optional[str]  # as --model takes it; None is the default model
+
+
+@dataclass(frozen=True)
 class _Update:
     changes: dict  # EngineOptions fields to replace
 
@@ -132,6 +140,13 @@ class Engine:
         """Start over on a saved conversation: its history is prefilled into a fresh cache."""
         self._requests.put(_Restore(system, tuple(messages)))
 
+    def switch_model(self, model: Optional[str]) -> None:
+        """Load another model (downloading it if it is a Hub id) and start a new conversation on it.
+
+        The model in use stays until the new one is ready; if it cannot be loaded, or `cancel`
+        stops its download, nothing changes (SwitchFailed)."""
+        self._requests.put(_Switch(model))
+
     def set_watch(self, watch: Watch) -> None:
         """Open or close the inside views; takes effect at the next decode step, even mid-reply."""
         self.watch = watch  # one reference swap: the engine thread reads it whole
@@ -172,14 +187,18 @@ class Engine:
             self.load()
         except ModelError as exc:
             self.emit(ModelFailed(str(exc)))
-            return
         except Exception as exc:  # an unexpected loader bug still gets one line
             self.emit(ModelFailed(f"Could not load the model: {type(exc).__name__}: {exc}"))
-            return
         while True:
             request = self._requests.get()
             if request is _SHUTDOWN:
                 return
+            if isinstance(request, _Switch):
+                self.switch_now(request.model)
+                continue
+            if self.loaded is None:  # the first load failed: only another model can help
+                self.emit(TurnFailed(self._turn, "No model is loaded: load another one first."))
+                continue
             try:
                 if isinstance(request, _Send):
                     self.answer(request.text)
@@ -200,15 +219,48 @@ class Engine:
 
     def load(self) -> None:
         """Load the model and build the conversation (on the engine thread, or in a script without one)."""
-        opts = self.options
-        self.loaded = load_model(opts.model, opts.layout, progress=lambda m: self.emit(ModelLoading(m)))
-        tok = self.loaded.tokenizer
+        self._install(self._read_model(self.options.model))
+
+    def _read_model(self, source: Optional[str]) -> LoadedModel:
+        """Load (and if need be download) a model; `cancel` stops a download."""
+        self._cancel.clear()
+
+        def fetch_hub(repo_id: str):
+            report = lambda t: self.emit(DownloadProgress(t.repo_id, t.done_bytes, t.total_bytes, t.bytes_per_s))  # noqa: E731
+            return hub.fetch(repo_id, report, self._cancel.is_set)
+
+        progress = lambda m: self.emit(ModelLoading(m))  # noqa: E731
+        return load_model(source, self.options.layout, progress=progress, fetch_hub=fetch_hub)
+
+    def switch_now(self, source: Optional[str]) -> None:
+        """Replace the model; the old one is used until the new one has loaded, and kept if it cannot."""
+        try:
+            loaded = self._read_model(source)
+        except ModelError as exc:
+            self.emit(SwitchFailed(str(exc), source))
+            return
+        except Exception as exc:  # an unexpected loader bug still gets one line
+            self.emit(SwitchFailed(f"Could not load {source}: {type(exc).__name__}: {exc}", source))
+            return
+        # Free the old model and cache before the new cache is allocated.
+        self.loaded = self.conversation = None
+        gc.collect()
+        self.options = replace(self.options, model=source)
+        try:
+            self._install(loaded)
+        except ModelError as exc:  # e.g. the cache settings do not fit this model
+            self.emit(ModelFailed(str(exc)))
+
+    def _install(self, loaded: LoadedModel) -> None:
+        """Make `loaded` the model in use, with a new conversation and an empty cache."""
+        opts, tok = self.options, loaded.tokenizer
+        self.emit(ModelLoading("warming up (compiles the CPU kernels once)"))
+        warm_up(loaded.model)
+        cache = make_cache(loaded, opts.cache)
+        self.conversation = Conversation(loaded.template, tok, cache, opts.cache, opts.system)
+        self.loaded = loaded
         self.stop_ids = {tok.eos_id} | {tok.token_id(t) for t in END_OF_TURN_TOKENS}
         self.stop_ids.discard(None)
-        self.emit(ModelLoading("warming up (compiles the CPU kernels once)"))
-        warm_up(self.loaded.model)
-        cache = make_cache(self.loaded, opts.cache)
-        self.conversation = Conversation(self.loaded.template, tok, cache, opts.cache, opts.system)
         self._new_key()
         self.emit(ModelReady(self.loaded.info(), cache.state(), opts.sampling.distribution_label()))
 

@@ -28,6 +28,24 @@ class ModelReady(Event):
 
 
 @dataclass(frozen=True)
+class DownloadProgress(Event):
+    """A Hub download's bytes so far, a few times a second while it runs (Esc / `cancel` stops it)."""
+
+    repo_id: str
+    done_bytes: int
+    total_bytes: int  # 0 while unknown; grows as each file's size becomes known
+    bytes_per_s: float  # over the last few seconds
+
+
+@dataclass(frozen=True)
+class SwitchFailed(Event):
+    """Another model could not be loaded, or its download was cancelled; the model in use stays."""
+
+    message: str
+    model: Optional[str]  # the one asked for
+
+
+@dataclass(frozen=True)
 class ModelFailed(Event):
     """Loading failed; `message` is the one line to show."""
 

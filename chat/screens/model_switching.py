@@ -1,0 +1,103 @@
+"""Switching the model while the app runs: the chat screen's side of the Models screen.
+
+A pick (Ctrl+L, or the palette) asks the engine to load the model; a reply in
+progress is stopped first and kept. The engine keeps the model in use until the new
+one is ready, so a download can be cancelled (Esc) or fail and nothing changes but
+one line in the transcript. When the new model is ready the conversation so far is
+already saved (it is saved as it goes); the transcript starts over on the new model,
+and messages typed while it loaded are carried over and sent. The models opened are
+remembered in the settings file for the Models screen.
+"""
+
+from dataclasses import replace
+from typing import Optional
+
+from model.runtime.events import ModelFailed, ModelReady, SwitchFailed
+
+from ..engine_view import handles
+from ..model_catalog import remembered
+from ..widgets.transcript import Notice, UserMessage
+from .models import Choice, ModelsScreen
+
+
+def model_name(source: Optional[str]) -> str:
+    return source or "the default model"
+
+
+class ModelSwitching:
+    """Mixed into the chat screen (before it, so a new model's conversation starts before queued messages go)."""
+
+    switching = False  # a switch was asked for and has not finished
+    asked_model: Optional[str] = None
+    has_model = False  # some model is loaded (the first load may have failed)
+
+    def action_models(self) -> None:
+        settings = self.app.settings_file
+        recent = (settings.settings.recent or ()) if settings is not None else ()
+
+        async def chosen(choice: Optional[Choice]) -> None:
+            if choice is not None:
+                await self.switch_model(choice[0])
+
+        self.app.push_screen(ModelsScreen(self.app.options.model, recent), chosen)
+
+    async def switch_model(self, source: Optional[str]) -> None:
+        if self.switching:
+            self.notify("A model is already loading; Esc cancels it.", severity="warning")
+            return
+        if self.has_model and source == self.app.options.model:
+            self.notify(f"{model_name(source)} is already loaded.")
+            return
+        if self.busy:
+            self.app.bridge.cancel()  # the reply is kept and saved, as with Esc
+        self.switching, self.asked_model, self.ready = True, source, False
+        self.status.set_state(f"loading {model_name(source)}…  (Esc cancels a download)")
+        self.app.bridge.switch_model(source)
+
+    def cancel_switch(self) -> bool:
+        """Esc during a switch: stop the download, if there is one. True if there was a switch to stop."""
+        if self.switching:
+            self.app.bridge.cancel()
+            return True
+        return False
+
+    @handles(ModelReady)
+    async def model_switched(self, event: ModelReady) -> None:
+        app = self.app
+        self.has_model = True
+        if self.switching:
+            self.switching = False
+            app.options = replace(app.options, model=self.asked_model)
+            await self._start_over(event)
+        if app.settings_file is not None and app.options.model is not None:  # the default is always listed
+            app.remember(recent=remembered(app.settings_file.settings.recent or (), app.options.model))
+
+    async def _start_over(self, event: ModelReady) -> None:
+        """A new conversation on the new model; messages queued while it loaded stay queued in it."""
+        app = self.app
+        if app.recorder is not None:
+            app.recorder.model = app.options.model or "default"
+            app.recorder.new(app.options.system)
+        saved = " The previous conversation is saved (Ctrl+O)." if app.recorder is not None else ""
+        await self.transcript.start_over(f"Now chatting with {event.info['source']}.{saved}", event.info)
+        carried = []
+        for text, _old in self.queue:
+            bubble = UserMessage(text, queued=True)
+            await self.transcript.add(bubble)
+            carried.append((text, bubble))
+        self.queue = carried
+
+    @handles(SwitchFailed)
+    async def switch_failed(self, event: SwitchFailed) -> None:
+        self.switching = False
+        self.ready = self.has_model
+        still = f" Still on {self.model_info.get('source', 'the model in use')}." if self.has_model else ""
+        await self.transcript.add(Notice(event.message + still, "error"))
+        self.status.set_state("ready" if self.has_model else "no model loaded: Ctrl+L picks one")
+        if self.has_model:
+            self._send_next_queued()
+
+    @handles(ModelFailed)
+    def model_failed(self, _event: ModelFailed) -> None:
+        self.switching = self.has_model = False
+        self.app.sub_title = "no model"

@@ -1,0 +1,225 @@
+"""What a model source is, read cheaply: architecture, size on disk and quantization, without loading weights.
+
+The Models screen lists every model a user could open, and the Hub cache alone may
+hold gigabytes: reading each with `mx.load` would take seconds and the memory of
+the weights. A GGUF's header is a few kilobytes of key/value pairs before the
+tensors (read here field by field, skipping the vocabulary's arrays), and a
+folder's `config.json` says its family and how its weights are stored. No MLX here:
+the UI calls this from a worker thread.
+"""
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Optional
+
+# llama.cpp's `general.file_type` (enum llama_ftype), as `gguf.LlamaFileType` names them.
+GGUF_FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+}
+# ggml's tensor types (enum ggml_type), for files that do not name their file type.
+GGML_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    30: "BF16",
+}
+
+# GGUF value types: struct formats of the fixed-size ones; 8 is a string, 9 an array.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+_WANTED = ("general.architecture", "general.name", "general.file_type", "general.size_label")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One model the user could open, as the Models screen lists it."""
+
+    source: Optional[str]  # what --model takes to load it: a path or a Hub id; None is the default model
+    name: str  # shown
+    architecture: str = "?"  # the family: llama, qwen3, gemma3_text, ...
+    size_bytes: int = 0  # on disk
+    quantization: str = "?"  # Q4_K_M, 4-bit (group 64), bfloat16, ...
+    where: str = ""  # default, recent, Hub cache
+    problem: str = ""  # why it may not load (missing, unreadable); empty if none is known
+
+
+def describe_path(path: Path, name: Optional[str] = None, where: str = "") -> ModelCard:
+    """A GGUF file or a model folder, read from its header or config only; its source is the path."""
+    source = str(path)
+    name = name or path.name
+    if not path.exists():
+        return ModelCard(source, name, where=where, problem="not found")
+    try:
+        if path.is_dir():
+            return _describe_folder(path, source, name, where)
+        return _describe_gguf(path, source, name, where)
+    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        return ModelCard(source, name, size_bytes=_size(path), where=where, problem=f"unreadable ({exc})"[:80])
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    # Hub snapshots are symlinks into blobs/: stat follows them to the real sizes.
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _describe_folder(path: Path, source: str, name: str, where: str) -> ModelCard:
+    config_path = path / "config.json"
+    if not config_path.exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        problem = f"no config.json; it holds {len(ggufs)} GGUF file(s)" if ggufs else "no config.json"
+        return ModelCard(source, name, size_bytes=_size(path), where=where, problem=problem)
+    config = json.loads(config_path.read_text())
+    return ModelCard(source, name, folder_architecture(config), _size(path), folder_quantization(config), where, "")
+
+
+def folder_architecture(config: dict) -> str:
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    found = config.get("model_type") or text.get("model_type")
+    if not found and config.get("architectures"):
+        found = config["architectures"][0]
+    return str(found or "?")
+
+
+def folder_quantization(config: dict) -> str:
+    """MLX's affine quantization, another tool's (GPTQ, AWQ, FP8), or the dtype the weights are stored in."""
+    mlx_quant = config.get("quantization")
+    if isinstance(mlx_quant, dict) and "bits" in mlx_quant:
+        return f"{mlx_quant['bits']}-bit (group {mlx_quant.get('group_size', 64)})"
+    other = config.get("quantization_config")
+    if isinstance(other, dict):
+        method = str(other.get("quant_method", "quantized"))
+        return f"{method} {other['bits']}-bit" if "bits" in other else method
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    return str(dtype) if dtype else "?"
+
+
+def _describe_gguf(path: Path, source: str, name: str, where: str) -> ModelCard:
+    header = read_gguf_header(path)
+    arch = str(header.get("general.architecture", "?"))
+    file_type = header.get("general.file_type")
+    if file_type is not None:
+        quant = GGUF_FILE_TYPES.get(file_type, f"file type {file_type}")
+    else:
+        quant = header.get("dominant_type", "?")
+    return ModelCard(source, name, arch, path.stat().st_size, quant, where, "")
+
+
+def read_gguf_header(path: Path) -> dict:
+    """The header keys the Models screen shows; without `general.file_type`, the tensors' dominant type.
+
+    Raises ValueError for a file that is not GGUF."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError("not a GGUF file")
+        version, n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is too old")
+        found: dict = {}
+        for _ in range(n_kv):
+            key = _string(f)
+            kind = _u32(f)
+            if key in _WANTED:
+                found[key] = _value(f, kind)
+            else:
+                _skip(f, kind)
+        if "general.file_type" not in found:
+            found["dominant_type"] = _dominant_type(f, n_tensors)
+    return found
+
+
+def _u32(f: BinaryIO) -> int:
+    return struct.unpack("<I", f.read(4))[0]
+
+
+def _string(f: BinaryIO) -> str:
+    (n,) = struct.unpack("<Q", f.read(8))
+    return f.read(n).decode("utf-8")
+
+
+def _value(f: BinaryIO, kind: int):
+    if kind == _STRING:
+        return _string(f)
+    if kind in _SCALARS:
+        fmt = _SCALARS[kind]
+        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+    _skip(f, kind)
+    return None
+
+
+def _skip(f: BinaryIO, kind: int) -> None:
+    if kind == _STRING:
+        (n,) = struct.unpack("<Q", f.read(8))
+        f.seek(n, 1)
+    elif kind == _ARRAY:
+        item, count = struct.unpack("<IQ", f.read(12))
+        if item in _SCALARS:
+            f.seek(count * struct.calcsize(_SCALARS[item]), 1)
+        else:  # strings (the vocabulary) or nested arrays: one at a time
+            for _ in range(count):
+                _skip(f, item)
+    elif kind in _SCALARS:
+        f.seek(struct.calcsize(_SCALARS[kind]), 1)
+    else:
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+
+def _dominant_type(f: BinaryIO, n_tensors: int) -> str:
+    """The tensor type holding the most elements (the one the file is named after, e.g. Q4_K)."""
+    elements: dict[int, int] = {}
+    for _ in range(n_tensors):
+        _string(f)
+        n_dims = _u32(f)
+        dims = struct.unpack(f"<{n_dims}Q", f.read(8 * n_dims))
+        kind, _offset = struct.unpack("<IQ", f.read(12))
+        count = 1
+        for d in dims:
+            count *= d
+        elements[kind] = elements.get(kind, 0) + count
+    if not elements:
+        return "?"
+    kind = max(elements, key=elements.get)
+    return GGML_TYPES.get(kind, f"type {kind}")

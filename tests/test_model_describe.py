@@ -1,0 +1,167 @@
+"""Describing a model without loading it (GGUF headers, config.json), the Hub cache's models, and a Hub fetch."""
+
+import json
+import os
+
+import gguf
+import numpy as np
+import pytest
+from hub_cache import SteppedDownload, tiny_gguf, write_cached_repo
+
+from model.errors import ModelError
+from model.loading import hub
+from model.loading.describe import GGML_TYPES, GGUF_FILE_TYPES, describe_path, read_gguf_header
+
+
+def test_the_type_names_are_llama_cpps():
+    """Our tables against the `gguf` package's enums (llama.cpp's own Python)."""
+    for number, name in GGUF_FILE_TYPES.items():
+        assert gguf.LlamaFileType(number).name.split("_", 1)[1] == name
+    for number, name in GGML_TYPES.items():
+        assert gguf.GGMLQuantizationType(number).name == name
+
+
+def test_the_default_gguf_is_read_from_its_header(default_gguf_path):
+    import mlx.core as mx
+
+    _, reference = mx.load(str(default_gguf_path), return_metadata=True)  # MLX's own GGUF reader
+    card = describe_path(default_gguf_path)
+    assert card.architecture == reference["general.architecture"] == "llama"
+    file_type = reference["general.file_type"].item()
+    assert card.quantization == gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_") == "Q4_1"
+    assert card.size_bytes == os.path.getsize(default_gguf_path) and not card.problem
+
+
+def test_without_a_file_type_the_tensors_dominant_type_is_named(tmp_path):
+    tensors = {
+        "blk.0.ffn_up.weight": (np.ones((64, 256), np.float32), gguf.GGMLQuantizationType.Q8_0),
+        "token_embd.weight": (np.ones((40, 64), np.float32), None),  # F32, fewer elements
+    }
+    path = tiny_gguf(tmp_path / "x.gguf", "gemma3", None, tensors)
+    reference = gguf.GGUFReader(path)
+    by_type = {}
+    for t in reference.tensors:
+        by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + int(t.n_elements)
+    assert "general.file_type" not in reference.fields
+    assert read_gguf_header(path)["dominant_type"] == max(by_type, key=by_type.get) == "Q8_0"
+    assert describe_path(path).architecture == "gemma3"
+
+
+def test_a_file_that_is_not_gguf_is_described_as_unreadable(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"nope" * 10)
+    card = describe_path(bad)
+    assert card.problem.startswith("unreadable") and card.architecture == "?"
+    assert describe_path(tmp_path / "gone.gguf").problem == "not found"
+
+
+@pytest.mark.parametrize(
+    "config, architecture, quantization",
+    [
+        ({"model_type": "qwen3", "torch_dtype": "bfloat16"}, "qwen3", "bfloat16"),
+        ({"model_type": "llama", "quantization": {"group_size": 64, "bits": 4}}, "llama", "4-bit (group 64)"),
+        (
+            {"architectures": ["Phi3ForCausalLM"], "quantization_config": {"quant_method": "gptq", "bits": 4}},
+            "Phi3ForCausalLM",
+            "gptq 4-bit",
+        ),
+        (
+            {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}, "dtype": "float16"},
+            "gemma3",
+            "float16",
+        ),
+    ],
+)
+def test_a_folder_is_read_from_its_config(tmp_path, config, architecture, quantization):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 1234)
+    card = describe_path(tmp_path)
+    assert (card.architecture, card.quantization) == (architecture, quantization)
+    assert card.size_bytes == 1234 + len(json.dumps(config))
+
+
+def write_cache(cache):
+    """A folder model, a repo of GGUF files, and a dataset (not a model); returns the blob sizes per repo."""
+    config = json.dumps({"model_type": "qwen3", "torch_dtype": "bfloat16"}).encode()
+    write_cached_repo(cache, "org/tiny-qwen", {"config.json": config, "model.safetensors": b"\1" * 5000})
+    ggufs = tmp = cache.parent / "gguf-src"
+    tmp.mkdir(exist_ok=True)
+    q4 = tiny_gguf(ggufs / "m-Q4_K_M.gguf", "qwen3", gguf.LlamaFileType.MOSTLY_Q4_K_M).read_bytes()
+    q8 = tiny_gguf(ggufs / "m-Q8_0.gguf", "qwen3", gguf.LlamaFileType.MOSTLY_Q8_0).read_bytes()
+    write_cached_repo(cache, "org/tiny-gguf", {"m-Q4_K_M.gguf": q4, "m-Q8_0.gguf": q8, "README.md": b"hi"})
+    write_cached_repo(cache, "org/data", {"train.json": b"{}"}, kind="datasets")
+    return {"org/tiny-qwen": len(config) + 5000, "q4": len(q4), "q8": len(q8)}
+
+
+def test_the_hub_cache_lists_folder_models_and_each_gguf(tmp_path):
+    cache = tmp_path / "hub"
+    sizes = write_cache(cache)
+    cards = hub.cached_models(cache)
+    assert [c.name for c in cards] == ["org/tiny-gguf/m-Q4_K_M.gguf", "org/tiny-gguf/m-Q8_0.gguf", "org/tiny-qwen"]
+    q4, q8, folder = cards
+    assert (folder.source, folder.architecture, folder.quantization) == ("org/tiny-qwen", "qwen3", "bfloat16")
+    assert folder.size_bytes == sizes["org/tiny-qwen"] and folder.where == "Hub cache"
+    assert (q4.quantization, q4.size_bytes, q8.quantization, q8.size_bytes) == (
+        "Q4_K_M",
+        sizes["q4"],
+        "Q8_0",
+        sizes["q8"],
+    )
+    assert q4.source.endswith("snapshots/" + "0123456789abcdef0123456789abcdef01234567/m-Q4_K_M.gguf")
+    assert hub.cached_models(tmp_path / "no-cache-here") == []
+
+
+def test_offline_a_cached_id_resolves_and_a_missing_one_is_one_line(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    write_cache(cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    assert (
+        hub.fetch("org/tiny-qwen") == cache / "models--org--tiny-qwen" / "snapshots" / write_cached_repo.__defaults__[0]
+    )
+    with pytest.raises(ModelError) as err:
+        hub.fetch("nobody/not-cached")
+    assert str(err.value) == (
+        "'nobody/not-cached' is not in the local Hub cache and the Hub can't be reached: "
+        "connect once to download it, or pass a local path with --model."
+    )
+
+
+def test_a_fetch_reports_bytes_as_they_come_and_stops_when_cancelled(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cache = tmp_path / "hub"
+    download = SteppedDownload(cache, "org/m", {"config.json": b"{}"}, chunks=3, chunk=500)
+    reports = []
+
+    def report(transfer):
+        reports.append(transfer)
+        if transfer.done_bytes == download.allowed * download.chunk:
+            download.allow()
+
+    download.allow()
+    path = hub.fetch("org/m", report, cache_dir=cache, download=download)
+    assert (path / "config.json").read_bytes() == b"{}"
+    assert {500, 1000, 1500} <= {r.done_bytes for r in reports} and {r.total_bytes for r in reports} == {1500}
+
+    cancel = []
+    download = SteppedDownload(cache, "org/n", {"config.json": b"{}"}, chunks=3, chunk=500)
+
+    def report_and_cancel(transfer):
+        if transfer.done_bytes >= 500:
+            cancel.append(True)
+
+    download.allow()
+    with pytest.raises(hub.DownloadCancelled, match="^Download of org/n cancelled.$"):
+        hub.fetch("org/n", report_and_cancel, lambda: bool(cancel), cache_dir=cache, download=download)
+    assert download.stopped.wait(30)  # the thread doing the download stopped too
+
+
+def test_the_speed_is_over_the_last_seconds():
+    meter = hub.RateMeter(window_s=3.0)
+    assert meter.add(0.0, 0) == 0.0
+    assert meter.add(1.0, 1000) == 1000.0
+    assert meter.add(2.0, 3000) == 1500.0
+    # After a stall the old fast seconds leave the window and the rate falls.
+    for t in (3.0, 4.0, 5.0, 6.0):
+        rate = meter.add(t, 3000)
+    assert rate == 0.0
