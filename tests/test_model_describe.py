@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 
 import gguf
 import numpy as np
@@ -165,3 +166,25 @@ def test_the_speed_is_over_the_last_seconds():
     for t in (3.0, 4.0, 5.0, 6.0):
         rate = meter.add(t, 3000)
     assert rate == 0.0
+
+
+def test_a_file_count_is_never_shown_as_bytes(tmp_path, monkeypatch):
+    """Older huggingface_hub passes our tqdm class to its "Fetching N files" bar only: no bytes are claimed."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cache = tmp_path / "hub"
+    release = threading.Event()
+
+    def files_only(repo_id, allow_patterns, cache_dir, tqdm_class=None, local_files_only=False):
+        files = tqdm_class(total=3, desc="Fetching 3 files")
+        files.update(2)
+        assert release.wait(30)
+        return write_cached_repo(cache_dir, repo_id, {"config.json": b"{}"})
+
+    reports = []
+
+    def report(transfer):
+        reports.append(transfer)
+        release.set()
+
+    hub.fetch("org/m", report, cache_dir=cache, download=files_only)
+    assert reports and all((r.done_bytes, r.total_bytes) == (0, 0) for r in reports)
