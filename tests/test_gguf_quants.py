@@ -92,6 +92,17 @@ def test_every_type_reads_as_llama_cpps_decoder(tmp_path):
     np.testing.assert_array_equal(np.array(loaded["f32.weight"]), plain)
 
 
+def test_a_large_tensor_reads_the_same_across_row_chunks(tmp_path):
+    """Tensors are converted a million weights at a time: 4100 rows of 256 is two chunks."""
+    rng = np.random.default_rng(3)
+    raws = {kind: random_blocks(kind, 4100, 256, rng) for kind in ("Q4_K", "Q6_K")}
+    loaded, _ = _read_gguf(write(tmp_path / "big.gguf", {f"{k}.weight": (raw, k) for k, raw in raws.items()}))
+    for kind, raw in raws.items():
+        ref = reference(raw, T[kind])
+        ours = as_float(loaded, f"{kind}.weight", KEPT_QUANTIZED.get(kind, 0))
+        np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=1e-3 * np.abs(ref).max(), err_msg=kind)
+
+
 def test_mlx_reads_q2_k_and_q6_k_the_same_way(tmp_path):
     """mx.load dequantizes Q2_K, Q4_K and Q6_K itself and refuses Q3_K and Q5_K. Its Q4_K is wrong
     (gguf-tools' decoder scales each high-nibble group with the previous group's scale), which is

@@ -178,8 +178,8 @@ def _tensor(info: TensorInfo, data: np.memmap, start: int) -> dict[str, mx.array
         raise ValueError(f"tensor '{info.name}' has {cols} columns, not whole {info.kind} blocks")
     raw = np.asarray(_span(data, at, count // per_block * size)).reshape(rows, -1)
     if not bits:
-        values = gguf_quants.dequantize(info.kind, raw, rows).reshape(info.shape)
-        return {info.name: mx.array(values.astype(np.float16))}
+        values = gguf_quants.dequantize(info.kind, raw, rows, dtype=np.float16).reshape(info.shape)
+        return {info.name: mx.array(values)}
     weight, scales, biases = gguf_quants.to_affine(info.kind, raw, rows)
     stem = info.name[: -len(".weight")] if info.name.endswith(".weight") else info.name
     lead = info.shape[:-1]

@@ -135,29 +135,53 @@ def _blocks(kind: str, raw: np.ndarray) -> np.ndarray:
 
 
 def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
-    """Rows of `bits`-bit values as MLX packs them: one little-endian bit stream, read as uint32."""
+    """Rows of `bits`-bit values as MLX packs them: one little-endian bit stream, read as uint32.
+
+    Eight values fill `bits` whole bytes, so each run of eight is summed into a uint64 and its
+    low `bits` bytes kept (hosts are little-endian: x86-64 and Apple silicon)."""
     rows = q.shape[0]
-    stream = np.unpackbits(q.reshape(rows, -1, 1), axis=2, count=bits, bitorder="little")
-    return np.packbits(stream.reshape(rows, -1), axis=1, bitorder="little").view(np.uint32)
+    eights = q.reshape(rows, -1, 8)
+    acc = np.zeros(eights.shape[:2], dtype=np.uint64)
+    for k in range(8):
+        acc |= eights[:, :, k].astype(np.uint64) << np.uint64(bits * k)
+    packed = acc.view(np.uint8).reshape(rows, -1, 8)[:, :, :bits]
+    return np.ascontiguousarray(packed).reshape(rows, -1).view(np.uint32)
+
+
+def _row_chunks(rows: int, cols: int):
+    """Row ranges of about a million weights: bounded temporaries for a 128k-row embedding."""
+    step = max(1, (1 << 20) // cols)
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)]
 
 
 def to_affine(kind: str, raw: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Packed uint32 weights, float16 scales and float16 biases (group 32) for a tensor of `rows` rows."""
-    q, scale, bias = _affine(kind, _blocks(kind, raw))
-    return (
-        pack_bits(q.reshape(rows, -1), BLOCKS[kind][2]),
-        scale.reshape(rows, -1).astype(np.float16),
-        bias.reshape(rows, -1).astype(np.float16),
-    )
+    per_block, size, bits = BLOCKS[kind]
+    cols = raw.shape[-1] // size * per_block
+    weight = np.empty((rows, cols * bits // 32), dtype=np.uint32)
+    scales = np.empty((rows, cols // GROUP_SIZE), dtype=np.float16)
+    biases = np.empty_like(scales)
+    for a, b in _row_chunks(rows, cols):
+        q, scale, bias = _affine(kind, _blocks(kind, raw[a:b]))
+        weight[a:b] = pack_bits(q.reshape(b - a, -1), bits)
+        scales[a:b] = scale.reshape(b - a, -1)
+        biases[a:b] = bias.reshape(b - a, -1)
+    return weight, scales, biases
 
 
-def dequantize(kind: str, raw: np.ndarray, rows: int) -> np.ndarray:
-    """float32 weights, rows by columns."""
+def dequantize(kind: str, raw: np.ndarray, rows: int, dtype=np.float32) -> np.ndarray:
+    """Weights, rows by columns, in `dtype`."""
     if kind not in BLOCKS:
         raise ModelError(f"GGUF type {kind} cannot be read by glasschat.")
-    b = _blocks(kind, raw)
-    if BLOCKS[kind][2] == 0:
-        return _dequantized(kind, b).reshape(rows, -1)
-    q, scale, bias = _affine(kind, b)
-    groups = q.reshape(-1, GROUP_SIZE).astype(np.float32)
-    return (groups * scale.reshape(-1, 1) + bias.reshape(-1, 1)).reshape(rows, -1)
+    per_block, size, bits = BLOCKS[kind]
+    cols = raw.shape[-1] // size * per_block
+    out = np.empty((rows, cols), dtype=dtype)
+    for a, b in _row_chunks(rows, cols):
+        blocks = _blocks(kind, raw[a:b])
+        if bits == 0:
+            out[a:b] = _dequantized(kind, blocks).reshape(b - a, -1)
+            continue
+        q, scale, bias = _affine(kind, blocks)
+        groups = q.reshape(-1, GROUP_SIZE).astype(np.float32)
+        out[a:b] = (groups * scale.reshape(-1, 1) + bias.reshape(-1, 1)).reshape(b - a, -1)
+    return out
