@@ -102,7 +102,17 @@ def test_a_cache_the_conversation_cannot_account_for_fails_loudly(run):
     """More positions attended than the conversation knows of: an error, not a view without names.
 
     On the engine thread the error becomes TurnFailed ("Internal error ...") and the cache is rebuilt."""
-    inside = Inside(5, ((0.5, 0.3, 0.2),), (0.5, 0.3, 0.2), 3, 0, 1, (), (), ())
+    weights = (0.5, 0.3, 0.2)
+    inside = Inside(
+        layer=5,
+        attention=(weights,),
+        attention_mean=weights,
+        evicted_total=0,
+        sink=1,
+        lens_layers=(),
+        lens_ids=(),
+        lens_probs=(),
+    )
     assert len(run.engine._inside_event(1, 1, inside, fed=[7, 8, 9]).most_attended) == 3
     with pytest.raises(RuntimeError, match="3 positions but holds 2 known tokens"):
         run.engine._inside_event(1, 1, inside, fed=[7, 8])
