@@ -17,6 +17,7 @@ from model.runtime.events import (
     DownloadProgress,
     HistoryRestored,
     InsideStep,
+    ModelFailed,
     ModelLoading,
     SwitchFailed,
     TokenGenerated,
@@ -80,8 +81,11 @@ class FakeEngine:
         self._requests.put(("stop", None))
 
     def _run(self):
-        for event in self.load_events:
-            self.emit(event)
+        if self.options.model is None:
+            for event in self.load_events:
+                self.emit(event)
+        else:  # --model at start: resolved (and fetched) as a switch is, failing as the engine's load does
+            self._switch(self.options.model, failed=ModelFailed)
         while True:
             kind, arg = self._requests.get()
             if kind == "stop":
@@ -95,7 +99,7 @@ class FakeEngine:
             if kind == "switch":
                 self._switch(arg)
 
-    def _switch(self, source):
+    def _switch(self, source, failed=SwitchFailed):
         """As the engine does up to the weights: the source is resolved for real (a path, the Hub cache, a
         download through `model.loading.hub`), then the recorded model is announced under the new name."""
         self._cancel.clear()
@@ -109,7 +113,7 @@ class FakeEngine:
         try:
             path = resolve_source(source, lambda m: self.emit(ModelLoading(m)), fetch_hub)
         except ModelError as exc:
-            self.emit(SwitchFailed(str(exc), source))
+            self.emit(SwitchFailed(str(exc), source) if failed is SwitchFailed else ModelFailed(str(exc)))
             return
         ready = self.load_events[-1]
         self.options = dataclasses.replace(self.options, model=source)

@@ -188,3 +188,14 @@ def test_a_file_count_is_never_shown_as_bytes(tmp_path, monkeypatch):
 
     hub.fetch("org/m", report, cache_dir=cache, download=files_only)
     assert reports and all((r.done_bytes, r.total_bytes) == (0, 0) for r in reports)
+
+
+def test_without_a_dtype_in_config_the_safetensors_header_says_it(tmp_path):
+    import mlx.core as mx
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    mx.save_safetensors(
+        str(tmp_path / "model.safetensors"),
+        {"a": mx.zeros((64, 64), dtype=mx.bfloat16), "norm": mx.zeros((64,), dtype=mx.float32)},
+    )
+    assert describe_path(tmp_path).quantization == "bfloat16"  # the dtype holding the most bytes

@@ -223,3 +223,28 @@ async def test_a_hub_id_offline_and_not_cached_is_one_line(hub_cache, monkeypatc
         await pilot.pause(0.1)
         assert sum("not in the local Hub cache" in row for row in screen_text(app)) == 1
         assert app.options.model is None and app.chat.ready
+
+
+@pytest.mark.asyncio
+async def test_a_hub_id_on_the_command_line_downloads_the_same_way(hub_cache):
+    """--model org/new at start: the same progress bar; Esc cancels it; the Models screen then loads another."""
+    download = SteppedDownload(hub_cache, "org/new", {"config.json": QWEN_CONFIG}, chunks=2, chunk=1 << 20)
+    app, _ = fake_app(download=download, model="org/new")
+    async with app.run_test(size=(140, 45)) as pilot:
+        app.query_one(PromptInput).cursor_blink = False
+        bar = app.query_one(DownloadBar)
+        download.allow()
+        await wait_for(pilot, lambda: bar.latest is not None and bar.latest.done_bytes == 1 << 20)
+        assert "1.0 MB of 2.0 MB" in "\n".join(screen_text(app))
+
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "Download of org/new cancelled." in notices(app))
+        assert download.stopped.wait(30) and not bar.display and not app.chat.ready
+        assert any("no model loaded: Ctrl+L picks one" in row for row in screen_text(app))
+
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app.screen.cards)
+        assert rows(app)[0][:2] == ["", "SmolLM2-135M-Instruct Q4_1"]  # nothing is loaded, so nothing is marked
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chat.ready)
+        assert app.options.model is None and app.query_one(Welcome).info["source"].startswith("default")

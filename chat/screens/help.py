@@ -22,6 +22,7 @@ KEYS = """\
 | Esc | stop the reply (the partial reply is kept) |
 | Ctrl+N | new conversation (clears the KV cache) |
 | Ctrl+O | saved conversations: open, rename, delete, export |
+| Ctrl+L | models: load another (on disk, in the Hub cache, or a Hub id) in a new conversation; Esc stops a download |
 | Ctrl+P | command palette: system prompt, sampling, cache size, views, theme, model info |
 {views}
 | Ctrl+T | show token ids in the Next token panel |

@@ -28,6 +28,7 @@ class ModelSwitching:
     """Mixed into the chat screen (before it, so a new model's conversation starts before queued messages go)."""
 
     switching = False  # a switch was asked for and has not finished
+    first_load = True  # the model named at start (--model) is loading, perhaps downloading
     asked_model: Optional[str] = None
     has_model = False  # some model is loaded (the first load may have failed)
 
@@ -55,8 +56,8 @@ class ModelSwitching:
         self.app.bridge.switch_model(source)
 
     def cancel_switch(self) -> bool:
-        """Esc during a switch: stop the download, if there is one. True if there was a switch to stop."""
-        if self.switching:
+        """Esc while a model loads: stop its download, if there is one. True if a model was loading."""
+        if self.switching or self.first_load:
             self.app.bridge.cancel()
             return True
         return False
@@ -64,7 +65,7 @@ class ModelSwitching:
     @handles(ModelReady)
     async def model_switched(self, event: ModelReady) -> None:
         app = self.app
-        self.has_model = True
+        self.has_model, self.first_load = True, False
         if self.switching:
             self.switching = False
             app.options = replace(app.options, model=self.asked_model)
@@ -99,5 +100,5 @@ class ModelSwitching:
 
     @handles(ModelFailed)
     def model_failed(self, _event: ModelFailed) -> None:
-        self.switching = self.has_model = False
+        self.switching = self.has_model = self.first_load = False
         self.app.sub_title = "no model"

@@ -25,7 +25,24 @@ from ..formatting import human_bytes
 from ..model_catalog import catalog, looks_like_hub_id
 
 COLUMNS = ("", "model", "architecture", "size", "quantization", "where")
+NAME_WIDTH = 48  # a GGUF in a Hub repo is named repo/file: its middle goes first
 Choice = tuple[Optional[str]]  # (source,): a tuple, because None (the default model) is a choice too
+
+
+def middle_cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, its middle replaced by an ellipsis (both ends say the most)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
+def home_short(path: Path) -> str:
+    """A path under the home folder as ~/..., as a shell shows it."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 def source_problem(text: str) -> Optional[str]:
@@ -58,8 +75,7 @@ class ModelsScreen(ModalScreen[Optional[Choice]]):
         with Vertical():
             yield Label("[b]Models[/b]")
             yield Label(
-                "Enter loads the highlighted model in a new conversation (this one stays saved) · "
-                "Tab: type a Hub id or a path · Esc closes",
+                "Enter loads it in a new conversation (this one stays saved) · Tab: a Hub id or a path · Esc closes",
                 classes="hint",
             )
             table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
@@ -68,7 +84,7 @@ class ModelsScreen(ModalScreen[Optional[Choice]]):
             yield Input(placeholder="a Hub id (org/name), or the path of a .gguf file or a model folder", id="source")
             yield Label("", id="models-error")
             offline = " · offline (HF_HUB_OFFLINE): only the cache is read" if hub.offline() else ""
-            yield Label(f"Hub cache: {self.cache_dir}{offline}", id="cache-dir", classes="hint")
+            yield Label(f"Hub cache: {home_short(self.cache_dir)}{offline}", id="cache-dir", classes="hint")
 
     def on_mount(self) -> None:
         self.query_one(DataTable).loading = True
@@ -94,7 +110,7 @@ class ModelsScreen(ModalScreen[Optional[Choice]]):
         where = f"{card.where} · {card.problem}" if card.problem else card.where
         size = human_bytes(card.size_bytes) if card.size_bytes else "–"
         marker = Text("●", style="bold green") if card.source == self.current else Text("")
-        cells = (card.name, card.architecture, size, card.quantization, where)
+        cells = (middle_cut(card.name, NAME_WIDTH), card.architecture, size, card.quantization, where)
         return [marker, *(Text(str(c), style=style) for c in cells)]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

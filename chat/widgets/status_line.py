@@ -52,7 +52,7 @@ class StatusLine(EngineView, Static):
 
     @handles(ModelFailed)
     def failed(self, _event: ModelFailed) -> None:
-        self.set_state("no model loaded")
+        self.set_state("no model loaded: Ctrl+L picks one")
 
     @handles(ModelReady, HistoryRestored, TurnFailed, ConversationReset)
     def ready(self, _event: Event) -> None:

@@ -113,7 +113,9 @@ def _describe_folder(path: Path, source: str, name: str, where: str) -> ModelCar
         problem = f"no config.json; it holds {len(ggufs)} GGUF file(s)" if ggufs else "no config.json"
         return ModelCard(source, name, size_bytes=_size(path), where=where, problem=problem)
     config = json.loads(config_path.read_text())
-    return ModelCard(source, name, folder_architecture(config), _size(path), folder_quantization(config), where, "")
+    return ModelCard(
+        source, name, folder_architecture(config), _size(path), folder_quantization(config, path), where, ""
+    )
 
 
 def folder_architecture(config: dict) -> str:
@@ -124,8 +126,9 @@ def folder_architecture(config: dict) -> str:
     return str(found or "?")
 
 
-def folder_quantization(config: dict) -> str:
-    """MLX's affine quantization, another tool's (GPTQ, AWQ, FP8), or the dtype the weights are stored in."""
+def folder_quantization(config: dict, folder: Optional[Path] = None) -> str:
+    """MLX's affine quantization, another tool's (GPTQ, AWQ, FP8), or the dtype the weights are stored in
+    (from config.json, else from the safetensors header in `folder`: converters often leave it out)."""
     mlx_quant = config.get("quantization")
     if isinstance(mlx_quant, dict) and "bits" in mlx_quant:
         return f"{mlx_quant['bits']}-bit (group {mlx_quant.get('group_size', 64)})"
@@ -134,7 +137,31 @@ def folder_quantization(config: dict) -> str:
         method = str(other.get("quant_method", "quantized"))
         return f"{method} {other['bits']}-bit" if "bits" in other else method
     dtype = config.get("torch_dtype") or config.get("dtype")
-    return str(dtype) if dtype else "?"
+    if dtype:
+        return str(dtype)
+    return safetensors_dtype(folder) if folder is not None else "?"
+
+
+# safetensors' dtype names, as config.json spells them.
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "U32": "uint32"}
+
+
+def safetensors_dtype(folder: Path) -> str:
+    """The dtype holding the most weights, from the first safetensors file's JSON header (its first bytes)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return "?"
+    with open(files[0], "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    sizes: dict[str, int] = {}
+    for name, entry in header.items():
+        if name != "__metadata__":
+            sizes[entry["dtype"]] = sizes.get(entry["dtype"], 0) + entry["data_offsets"][1] - entry["data_offsets"][0]
+    if not sizes:
+        return "?"
+    dtype = max(sizes, key=sizes.get)
+    return _SAFETENSORS_DTYPES.get(dtype, dtype)
 
 
 def _describe_gguf(path: Path, source: str, name: str, where: str) -> ModelCard:

@@ -79,7 +79,7 @@ def _folder_card(repo_id: str, snapshot: Path, size: int) -> ModelCard:
         repo_id,
         folder_architecture(config),
         size,
-        folder_quantization(config),
+        folder_quantization(config, snapshot),
         "Hub cache",
         "" if weights else "weights not downloaded",
     )
