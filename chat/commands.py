@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from model.errors import ModelError
 from model.runtime.events import Event, TokenGenerated
@@ -41,8 +41,47 @@ def _streamer(enabled: bool) -> Callable[[Event], None]:
     return on_event
 
 
+def _group(args: argparse.Namespace):
+    """With --ranks N > 1: the local group (rank 0 is this process); None for one process."""
+    if args.ranks < 1:
+        raise ModelError(f"--ranks {args.ranks}: give 1 or more processes.")
+    if args.ranks == 1:
+        return None
+    from model.distributed.group import LocalGroup
+
+    return LocalGroup(args.ranks, args.model, args.weights)
+
+
+def _with_group(row: dict, group) -> dict:
+    """A --json row, plus the group's figures when there is one (the model facts stay the full model's)."""
+    if group is None:
+        return row
+    if "model" in row:
+        row["model"] = {k: v for k, v in row["model"].items() if k != "cluster"}
+    figures = group.figures()
+    return {**row, "ranks": figures.pop("ranks"), **figures}
+
+
+def _session(args: argparse.Namespace, options) -> tuple[HeadlessSession, object]:
+    group = _group(args)
+    if group is not None:
+        options = replace(options, shard=group.shard)
+    try:
+        return HeadlessSession(options, _streamer(not args.json)), group
+    except BaseException:
+        if group is not None:
+            group.close()
+        raise
+
+
+def _close(session: HeadlessSession, group) -> None:
+    session.close()
+    if group is not None:
+        group.close()
+
+
 def run_command(args: argparse.Namespace) -> int:
-    session = HeadlessSession(engine_options(args), _streamer(not args.json))
+    session, group = _session(args, engine_options(args))
     _blas_note(session.ready.info)
     try:
         result = TurnResult(args.prompt)
@@ -56,7 +95,7 @@ def run_command(args: argparse.Namespace) -> int:
         if result.failed:
             raise ModelError(result.failed.message)
         if args.json:
-            _print_json(result.as_json(session.ready.info))
+            _print_json(_with_group(result.as_json(session.ready.info), group))
         else:
             sys.stdout.write("\n")
             e = result.ended.stats
@@ -67,7 +106,7 @@ def run_command(args: argparse.Namespace) -> int:
             )
         return 0
     finally:
-        session.close()
+        _close(session, group)
 
 
 def tokenize_command(args: argparse.Namespace) -> int:
@@ -114,7 +153,7 @@ def replay_command(args: argparse.Namespace) -> int:
             {"sampling": asdict(options.sampling), "cache": asdict(options.cache)},
         )
         recorder.new(options.system)
-    session = HeadlessSession(options, _streamer(not args.json))
+    session, group = _session(args, options)
     _blas_note(session.ready.info)
     failures = 0
     try:
@@ -134,12 +173,12 @@ def replay_command(args: argparse.Namespace) -> int:
                 row = result.as_json(session.ready.info)
                 row.pop("model")
                 row.pop("top_k")
-                _print_json({"turn": n, "user": user, **row})
+                _print_json(_with_group({"turn": n, "user": user, **row}, group))
             else:
                 print()
         return 1 if failures else 0
     finally:
-        session.close()
+        _close(session, group)
 
 
 def history_command(args: argparse.Namespace) -> int:

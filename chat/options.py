@@ -72,6 +72,13 @@ OPTIONS: list[Option] = [
         "--keep", CHATS, None, "tokens pinned at the cache start (default: the system prompt)", kwargs={"type": int}
     ),
     Option("--kv-bits", CHATS, None, "quantize the KV cache", kwargs={"type": int, "choices": (4, 8)}),
+    Option(
+        "--ranks",
+        frozenset({"run", "replay"}),
+        1,
+        "split the model over this many processes on this machine (tensor parallel, MLX ring over 127.0.0.1)",
+        kwargs={"type": int},
+    ),
     Option("--show-top", CHATS | BENCH, 10, "next-token candidates computed per step", kwargs={"type": int}),
     Option(
         "--db",

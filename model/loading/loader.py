@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import mlx.core as mx
 
@@ -34,9 +34,12 @@ class LoadedModel:
     path: str  # the file or folder it resolved to
     layout: str  # weight layout in use: quantized, float32, ...
     file_types: str = ""  # a GGUF's tensor types and how they were read, e.g. "Q4_K x169, Q6_K x25 (as float16)"
+    group: Optional[Any] = None  # when sharded over ranks: the group, which reports the full model (model.distributed)
 
     def info(self) -> dict:
         """Model facts for the model-info panel and `--json`."""
+        if self.group is not None:
+            return self.group.info()
         c = self.config
         return {
             "source": self.source,

@@ -72,6 +72,8 @@ class EngineOptions:
     max_tokens: int = 512  # per reply
     top_k_shown: int = 10  # rows in the top-k panel; 0 computes none
     prefill_chunk: int = PREFILL_CHUNK
+    # Run on each loaded model before use: tensor parallel makes it this rank's share (model.distributed).
+    shard: Optional[Callable[[LoadedModel], LoadedModel]] = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,8 @@ class Engine:
                 elif isinstance(request, _Update):
                     self.apply_update(request.changes)
             except Exception as exc:
+                if self.loaded.group is not None:
+                    self.loaded.group.failed(exc)  # a sharded model cannot recover here: one line, then the end
                 # Keep the app alive; start the cache over so it cannot be inconsistent.
                 traceback.print_exc()
                 self.conversation.history = []
@@ -230,7 +234,8 @@ class Engine:
             return hub.fetch(repo_id, report, self._cancel.is_set)
 
         progress = lambda m: self.emit(ModelLoading(m))  # noqa: E731
-        return load_model(source, self.options.layout, progress=progress, fetch_hub=fetch_hub)
+        loaded = load_model(source, self.options.layout, progress=progress, fetch_hub=fetch_hub)
+        return self.options.shard(loaded) if self.options.shard else loaded
 
     def switch_now(self, source: Optional[str]) -> None:
         """Replace the model; the old one is used until the new one has loaded, and kept if it cannot."""

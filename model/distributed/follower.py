@@ -1,0 +1,50 @@
+"""A follower rank: load the model, keep this rank's share, run what rank 0 announces, exit on STOP.
+
+Started by `group.LocalGroup` (or by `mlx.launch`, which sets the same MLX_RANK
+and MLX_HOSTFILE) with the model options rank 0 was given.
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+from model.distributed.group import POLL_S
+
+
+def _exit_with_parent() -> None:
+    """Rank 0 gone (killed, crashed): nothing will ever be announced, so end rather than wait forever."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(POLL_S)
+    os._exit(4)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="glasschat-follower")
+    parser.add_argument("--model")
+    parser.add_argument("--weights", default="auto")
+    args = parser.parse_args()
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+    import mlx.core as mx
+
+    from model.distributed.group import shard_loaded
+    from model.distributed.mirror import follow
+    from model.errors import ModelError
+    from model.loading.loader import load_model
+
+    try:
+        loaded = load_model(args.model, args.weights)
+        group = mx.distributed.init(backend="ring", strict=True)
+        shard_loaded(loaded, group)
+    except ModelError as exc:
+        print(f"glasschat (rank {os.environ.get('MLX_RANK')}): {exc}", file=sys.stderr, flush=True)
+        return 2
+    follow(loaded.model, group)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

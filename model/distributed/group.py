@@ -1,0 +1,175 @@
+"""A local group of ranks on this machine: ports, the ring hostfile, the follower processes, and a watchdog.
+
+`glasschat ... --ranks N` makes one: this process is rank 0, and it starts
+ranks 1..N-1 itself as `python -m model.distributed.follower`, with the
+environment `mlx.launch --backend ring` would give them (MLX_RANK and
+MLX_HOSTFILE, a JSON list of each rank's "ip:port"), over 127.0.0.1.
+
+A rank that dies makes MLX's ring fail rank 0's next `all_sum`, but rank 0 may
+be between steps, or a follower may die while loading; so a watchdog thread
+polls the followers and, when one has stopped, prints one line and ends rank 0
+(a wedged group cannot be resumed: every rank's cache is part of the state).
+Followers watch rank 0 the same way (see `follower`).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from model.distributed.plan import split
+from model.distributed.shard import shard_model
+
+POLL_S = 0.2  # how often the watchdogs look
+DEATH_WAIT_S = 5.0  # after a failed pass, how long to wait for the dead rank's process to be reaped
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS says are free now (bound and released; the ring binds them a moment later)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def init_ring(rank: int, hostfile: str):
+    """Join the ring group as `rank` (what mlx.launch's environment does)."""
+    import mlx.core as mx
+
+    os.environ["MLX_RANK"] = str(rank)
+    os.environ["MLX_HOSTFILE"] = hostfile
+    return mx.distributed.init(backend="ring", strict=True)
+
+
+def shard_loaded(loaded, group):
+    """This rank's share of a loaded model, in place; returns the full model's facts first."""
+    full_info = loaded.info()
+    share = split(loaded.config, group.size())[group.rank()]
+    shard_model(loaded.model, share, group)
+    loaded.config = loaded.model.config
+    return full_info, share
+
+
+class LocalGroup:
+    """N ranks on this machine; this process is rank 0."""
+
+    def __init__(self, size: int, model: Optional[str], layout: str):
+        self.size = size
+        self.folder = tempfile.TemporaryDirectory(prefix="glasschat-ranks-")
+        self.hostfile = str(Path(self.folder.name) / "hostfile.json")
+        Path(self.hostfile).write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(size)]))
+        self.stopping = False
+        self._ending = threading.Lock()
+        self.followers = [self._spawn(rank, model, layout) for rank in range(1, size)]
+        self.leader = None
+        self.full_info: dict = {}
+        self.comm_s_per_step: Optional[float] = None
+        threading.Thread(target=self._watch, name="glasschat-rank-watchdog", daemon=True).start()
+
+    def _spawn(self, rank: int, model: Optional[str], layout: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "model.distributed.follower", "--weights", layout]
+        if model:
+            cmd += ["--model", model]
+        env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": self.hostfile}
+        log = open(Path(self.folder.name) / f"rank{rank}.log", "wb")
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+    def _dead(self) -> Optional[tuple[int, int]]:
+        for rank, proc in enumerate(self.followers, start=1):
+            code = proc.poll()
+            if code is not None:
+                return rank, code
+        return None
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            dead = self._dead()
+            if dead is not None and not self.stopping:
+                self._end(*dead)
+            time.sleep(POLL_S)
+
+    def failed(self, exc: Exception) -> None:
+        """The engine's pass failed (MLX's ring reports a lost peer): say which rank, in one line, and end.
+
+        Called instead of the engine's usual recovery: the followers' caches are gone with them."""
+        for _ in range(int(DEATH_WAIT_S / POLL_S)):
+            dead = self._dead()
+            if dead is not None:
+                self._end(*dead)
+            time.sleep(POLL_S)
+        self._say(f"glasschat: the group of {self.size} ranks failed ({exc}); start again with --ranks {self.size}.")
+
+    def _end(self, rank: int, code: int) -> None:
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        said = self._last_words(rank)
+        self._say(
+            f"glasschat: rank {rank} of {self.size} stopped ({said or how}); the group cannot go on. "
+            f"Completed turns are saved: start again with --ranks {self.size}."
+        )
+
+    def _say(self, line: str) -> None:
+        with self._ending:  # the watchdog and the engine may both see the loss: one line, from whichever is first
+            print(line, file=sys.stderr, flush=True)
+            self._kill_followers()
+            os._exit(3)
+
+    def _last_words(self, rank: int) -> str:
+        """The follower's own one-line error, if it printed one (a model it could not load, a bad --ranks)."""
+        try:
+            lines = (Path(self.folder.name) / f"rank{rank}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        said = [line for line in lines if line.startswith("glasschat")]
+        return said[-1].split(": ", 1)[-1] if said else ""
+
+    def shard(self, loaded):
+        """The engine's hook (runs on the engine thread, which owns MLX): join the ring, keep rank 0's share."""
+        from model.distributed.mirror import Leader
+
+        group = init_ring(0, self.hostfile)
+        self.full_info, self.share = shard_loaded(loaded, group)
+        self.leader = Leader(loaded.model, group)
+        loaded.model = self.leader
+        self.comm_s_per_step = self.leader.time_step_comm()
+        loaded.group = self
+        return loaded
+
+    def info(self) -> dict:
+        """The full model's facts, as a single process reports them, plus the group's."""
+        return {**self.full_info, "cluster": self.figures()}
+
+    def figures(self) -> dict:
+        """Plain numbers about the group (no MLX call: safe from any thread)."""
+        per_rank = [
+            {"rank": r, "weight_bytes": w, "kv_bytes": kv}
+            for r, (w, kv) in enumerate(self.leader.figures if self.leader else [])
+        ]
+        return {
+            "ranks": self.size,
+            "backend": "ring (127.0.0.1)",
+            "all_sum_s_per_step": self.comm_s_per_step,
+            "per_rank": per_rank,
+        }
+
+    def close(self) -> None:
+        """End the followers and reap them (see `mirror.follow` for why there is no stop message)."""
+        self.stopping = True
+        self._kill_followers()
+        self.folder.cleanup()
+
+    def _kill_followers(self) -> None:
+        for proc in self.followers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()

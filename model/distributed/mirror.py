@@ -1,0 +1,154 @@
+"""Rank 0 leads, the others follow: every forward pass rank 0 runs, each follower runs on its share too.
+
+Before each forward pass rank 0 sends a small header (which cache, its
+capacity, KV bits, sink size and length, and how many tokens) and then the
+token ids; each follower sets its own cache to the same length and sink and
+runs the same pass. That is all a follower needs: eviction, K-shift, rollback
+(a shorter length) and reset (length 0) all follow from the length and sink,
+so the caches stay in step without being told about each operation. Only rank 0
+samples: the followers never see logits.
+
+Both messages are `all_sum`s, the followers adding zeros, so the token ids may
+still be lazy on rank 0 (decode queues step n+1 before reading token n); the
+header is read at once, since a follower must know what to run. Each rank also
+writes its weight and KV bytes into its own slots of the header, which is how
+rank 0 learns every rank's figures at no extra cost.
+"""
+
+import time
+from typing import Optional
+
+import mlx.core as mx
+
+from model.cache.kv_cache import KVCache
+from model.cache.kv_factory import compute_dtype
+from model.loading.weights import weight_bytes
+
+FORWARD, TIME_ALL_SUMS = 1, 2
+_FIELDS = 8  # op, cache number, capacity, kv bits, keep, length, tokens, spare
+_KEPT_CACHES = 2  # the conversation's cache and the warm-up's; older ones are dropped on both sides
+
+
+def _header(group, fields: list[int], own: tuple[int, int]) -> list[int]:
+    """All ranks' header: rank 0's fields, and each rank's (weight bytes, KV bytes) in its slots."""
+    size, rank = group.size(), group.rank()
+    x = [0] * (_FIELDS + 2 * size)
+    x[: len(fields)] = fields
+    x[_FIELDS + 2 * rank : _FIELDS + 2 * rank + 2] = own
+    return mx.distributed.all_sum(mx.array(x, dtype=mx.int64), group=group).tolist()
+
+
+def _kv_bytes(cache: Optional[KVCache]) -> int:
+    return 0 if cache is None else sum(layer.nbytes() for layer in cache.layers)
+
+
+def time_all_sums(group, count: int, width: int, dtype) -> float:
+    """Seconds for `count` all_sums of one token's residual stream (what one decode step sends)."""
+    x = mx.zeros((1, 1, width), dtype)
+    mx.eval(mx.distributed.all_sum(x, group=group))
+    start = time.perf_counter()
+    for _ in range(count):
+        x = mx.distributed.all_sum(x, group=group)
+        mx.eval(x)
+    return time.perf_counter() - start
+
+
+class Leader:
+    """Rank 0's model: the share it holds, announcing each forward pass to the followers first.
+
+    Everything else (config, rope, head, the inner modules) is the share's own."""
+
+    def __init__(self, share_model, group):
+        self.inner = share_model
+        self.group = group
+        self.caches: dict[int, tuple[int, KVCache]] = {}  # id(cache) -> (number, cache)
+        self.next_number = 0
+        self.weight_bytes = weight_bytes(share_model)
+        self.figures: list[tuple[int, int]] = []  # per rank: (weight bytes, KV bytes), as of the last step
+        self.pending = None  # the last pass's output, until the next one is announced
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _number(self, cache) -> int:
+        if cache is None:
+            return -1
+        if id(cache) not in self.caches:
+            self.caches[id(cache)] = (self.next_number, cache)  # holding it keeps its id from being reused
+            self.next_number += 1
+            while len(self.caches) > _KEPT_CACHES:
+                self.caches.pop(next(iter(self.caches)))
+        return self.caches[id(cache)][0]
+
+    def _announce(self, tokens: mx.array, cache) -> mx.array:
+        # Collectives run in the order graphs are evaluated, not the order they were built: a
+        # previous pass still lazy (warm-up feeds the argmax of logits it never evaluated) would
+        # send its all_sums after this header, while the followers wait for them before it.
+        if self.pending is not None:
+            mx.async_eval(self.pending)
+            self.pending = None
+        bits = getattr(cache, "bits", 0)
+        fields = [FORWARD, self._number(cache)]
+        if cache is not None:
+            fields += [cache.capacity, bits, cache.keep, cache.length]
+        else:
+            fields += [0, 0, 0, 0]
+        fields.append(tokens.shape[1])
+        header = _header(self.group, fields, (self.weight_bytes, _kv_bytes(cache)))
+        self.figures = [tuple(header[_FIELDS + 2 * r : _FIELDS + 2 * r + 2]) for r in range(self.group.size())]
+        # The followers add zeros: the sum is rank 0's ids, and using it keeps the send in rank 0's graph.
+        return mx.distributed.all_sum(tokens.astype(mx.int32), group=self.group)
+
+    def hidden_states(self, tokens, cache=None, probe=None):
+        h = self.inner.hidden_states(self._announce(tokens, cache), cache, probe)
+        # Evaluated now, even when the caller only wants the cache filled: the last
+        # block's all_sums must run on every rank, or the ranks' sends fall out of step.
+        mx.eval(h)
+        return h
+
+    def __call__(self, tokens, cache=None, last_only: bool = False, probe=None):
+        # The head needs the whole residual stream, so every all_sum is in this graph.
+        self.pending = self.inner(self._announce(tokens, cache), cache, last_only, probe)
+        return self.pending
+
+    def time_step_comm(self, repeats: int = 5) -> float:
+        """Seconds of communication in one decode step: its 2 x layers all_sums, timed alone (median of repeats)."""
+        count = 2 * self.inner.config.num_hidden_layers
+        times = []
+        for _ in range(repeats):
+            _header(self.group, [TIME_ALL_SUMS, count], (self.weight_bytes, 0))
+            times.append(time_all_sums(self.group, count, self.inner.config.hidden_size, compute_dtype(self.inner)))
+        return sorted(times)[len(times) // 2]
+
+
+def follow(model, group) -> None:
+    """A follower's loop: run every forward pass rank 0 announces, on this rank's share, until it is stopped.
+
+    Rank 0 ends the group by ending the processes (a follower waiting in an all_sum is in MLX, deaf to signals
+    Python would handle), so there is no stop message."""
+    from model.cache.kv_quantized import QuantizedKVCache
+
+    caches: dict[int, KVCache] = {}
+    own_bytes = weight_bytes(model)
+    cache = None
+    while True:
+        op, number, capacity, bits, keep, length, n_tokens, _ = _header(group, [], (own_bytes, _kv_bytes(cache)))[
+            :_FIELDS
+        ]
+        if op == TIME_ALL_SUMS:
+            time_all_sums(group, number, model.config.hidden_size, compute_dtype(model))
+            continue
+        cache = None
+        if number >= 0:
+            if number not in caches:
+                dtype = compute_dtype(model)
+                if bits:
+                    caches[number] = QuantizedKVCache(model.config, capacity, model.rope.shift, bits=bits, dtype=dtype)
+                else:
+                    caches[number] = KVCache(model.config, capacity, model.rope.shift, dtype=dtype)
+                for old in sorted(caches)[:-_KEPT_CACHES]:
+                    del caches[old]
+            cache = caches[number]
+            cache.keep, cache.length = keep, length
+        tokens = mx.distributed.all_sum(mx.zeros((1, n_tokens), mx.int32), group=group)
+        mx.eval(model.hidden_states(tokens, cache))

@@ -1,0 +1,68 @@
+"""Which heads and which MLP columns each rank of a tensor-parallel group holds.
+
+Heads are dealt out by key/value group, so a rank's query heads always read
+the key/value heads it holds and attention needs no communication. The default
+model has 3 KV heads: over 2 ranks one gets 2 (and their 6 query heads), the
+other 1 (and 3). The MLP columns are then split the other way round, so every
+rank does about the same work per layer.
+"""
+
+from dataclasses import dataclass, replace
+
+from model.errors import ModelError
+from model.loading.config import ModelConfig
+
+ALIGN = 64  # MLP split points are multiples of this: every quantization group size we load divides it
+
+
+@dataclass(frozen=True)
+class Share:
+    rank: int
+    kv_heads: range  # this rank's key/value heads
+    q_heads: range  # the query heads that read them
+    mlp: range  # SwiGLU columns (gate/up outputs, down inputs)
+
+    def config(self, full: ModelConfig) -> ModelConfig:
+        """The config as this rank's layers see it: its head counts and MLP width (the KV cache is sized from it)."""
+        return replace(
+            full,
+            num_attention_heads=len(self.q_heads),
+            num_key_value_heads=len(self.kv_heads),
+            intermediate_size=len(self.mlp),
+        )
+
+
+def _deal(n: int, size: int) -> list[range]:
+    """n items in `size` contiguous runs, the first ranks taking one more when it does not divide."""
+    counts = [n // size + (1 if r < n % size else 0) for r in range(size)]
+    starts = [sum(counts[:r]) for r in range(size)]
+    return [range(s, s + c) for s, c in zip(starts, counts)]
+
+
+def split(config: ModelConfig, size: int) -> list[Share]:
+    """Every rank's share; ranks beyond the number of KV heads would hold no attention, so they are refused."""
+    n_kv, n_q, d, hd, f = (
+        config.num_key_value_heads,
+        config.num_attention_heads,
+        config.hidden_size,
+        config.head_dim,
+        config.intermediate_size,
+    )
+    if not 1 <= size <= n_kv:
+        raise ModelError(f"This model has {n_kv} key/value heads, so it splits over 1 to {n_kv} ranks, not {size}.")
+    group = n_q // n_kv  # query heads per KV head
+    kv = _deal(n_kv, size)
+    # Per-layer weights of each rank's attention (q and o: d x hd per query head; k and v: per KV head),
+    # then MLP columns (3 x d each) to bring every rank to the same total.
+    attention = [2 * d * hd * (group * len(r) + len(r)) for r in kv]
+    target = (sum(attention) + 3 * d * f) / size
+    widths = []
+    for r in range(size - 1):
+        want = max(0.0, (target - attention[r]) / (3 * d))
+        widths.append(min(int(round(want / ALIGN)) * ALIGN, f - sum(widths)))
+    widths.append(f - sum(widths))
+    starts = [sum(widths[:r]) for r in range(size)]
+    return [
+        Share(r, kv[r], range(kv[r].start * group, kv[r].stop * group), range(starts[r], starts[r] + widths[r]))
+        for r in range(size)
+    ]
