@@ -26,6 +26,7 @@ SAMPLES = {
     "--keep": (["8"], 8),
     "--kv-bits": (["4"], 4),
     "--show-top": (["3"], 3),
+    "--ranks": (["2"], 2),
     "--db": (["chats.db"], "chats.db"),
     "--json": ([], True),
     "--layer": (["2"], 2),
