@@ -130,3 +130,19 @@ def test_more_ranks_than_kv_heads_is_one_line(tiny):
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert "splits over 1 to 3 ranks, not 4" in lines[0]
     assert not followers_alive()
+
+
+@pytest.mark.slow  # about a minute per run on 2 busy cores: the default model, once with 1 rank and once with 2
+def test_default_model_over_two_ranks_gives_the_single_process_reply():
+    prompt = "Name three colours of the rainbow."
+    runs = []
+    for ranks in ("1", "2"):
+        proc = glasschat("run", "--json", "--max-tokens", "32", "--ranks", ranks, prompt, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    one, two = runs
+    assert two["token_ids"] == one["token_ids"]
+    for step_one, step_two in zip(one["top_k"], two["top_k"], strict=True):
+        assert [t[0] for t in step_two] == [t[0] for t in step_one]
+        assert [t[2] for t in step_two] == pytest.approx([t[2] for t in step_one], abs=1e-4)
+    assert not followers_alive()
