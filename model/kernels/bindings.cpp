@@ -1,0 +1,27 @@
+// Python bindings: `model.kernels._qmv`. Built in MLX's nanobind domain, so
+// its functions take and return the same `mx.array` objects as mlx.core.
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include "mlx/version.h"
+#include "qmv_op.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+#define GLASSCHAT_STR(x) #x
+#define GLASSCHAT_XSTR(x) GLASSCHAT_STR(x)
+
+NB_MODULE(_qmv, m) {
+  m.doc() = "SIMD matrix-vector products over MLX's 4- and 8-bit affine quantized layout (CPU).";
+  m.def("quantized_matvec", &glasschat::quantized_matvec, "x"_a, "w"_a, "scales"_a, "biases"_a, "group_size"_a,
+        "bits"_a, "x @ dequantize(w, scales, biases).T for float32 x; few rows (decode), on the CPU.");
+  m.def("set_threads", &glasschat::set_threads, "threads"_a);
+  m.def("threads", &glasschat::threads);
+  m.def("set_kernel", &glasschat::set_kernel, "name"_a, "'best', or 'scalar' / 'avx2' / 'neon' (tests).");
+  m.def("kernel_name", &glasschat::kernel_name);
+  // The mlx these headers came from: a different one at run time may not match its C++ ABI.
+  m.attr("built_for_mlx") = GLASSCHAT_XSTR(MLX_VERSION_MAJOR) "." GLASSCHAT_XSTR(MLX_VERSION_MINOR) "." GLASSCHAT_XSTR(
+      MLX_VERSION_PATCH);
+}

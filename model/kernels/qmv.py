@@ -1,0 +1,106 @@
+"""The SIMD quantized matrix-vector kernel, when it was built, or why it is not in use.
+
+MLX's CPU `quantized_matmul` has no SIMD on x86, so a decode step through it
+is slower than through float32 weights. The C++ extension `_qmv` (sources
+beside this file, built by `pip install -e .`) multiplies few-row inputs by
+MLX's own 4- and 8-bit affine layout with AVX2 (x86-64) or NEON (arm64), the
+input quantized to int8 per block of 32 as llama.cpp does. Everything here
+degrades to MLX's own path: no compiler at install, a different mlx at run
+time, a failed self-check, or GLASSCHAT_NO_KERNEL=1.
+"""
+
+import os
+from typing import Optional
+
+import mlx.core as mx
+
+DISABLE_ENV = "GLASSCHAT_NO_KERNEL"  # any non-empty value: MLX's own quantized path
+THREADS_ENV = "GLASSCHAT_KERNEL_THREADS"
+MAX_ROWS = 8  # beyond this a GEMM (BLAS on dequantized weights) wins
+BITS = (4, 8)
+GROUP_SIZES = (32, 64, 128)
+
+_state: dict = {}
+
+
+def _default_threads() -> int:
+    # Decode is memory-bound: past a few cores the rows come no faster.
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _self_check(ext) -> Optional[str]:
+    """A small product against mx.dequantize; None when it agrees."""
+    key = mx.random.key(7)
+    w_float = mx.random.normal((40, 128), key=key)
+    x = mx.random.normal((3, 128), key=mx.random.split(key)[0])
+    for bits in BITS:
+        w, scales, biases = mx.quantize(w_float, group_size=32, bits=bits)
+        got = ext.quantized_matvec(x, w, scales, biases, 32, bits)
+        want = x @ mx.dequantize(w, scales, biases, group_size=32, bits=bits).T
+        # int8 inputs: ~1% of the output's scale (the tests hold the exact bound).
+        if mx.abs(got - want).max().item() > 0.05 * mx.abs(want).max().item():
+            return f"{bits}-bit self-check failed"
+    return None
+
+
+def _load():
+    if os.environ.get(DISABLE_ENV):
+        return None, f"off ({DISABLE_ENV} is set)"
+    try:
+        from model.kernels import _qmv
+    except ModuleNotFoundError:
+        return None, "not built: reinstall with a C++ compiler (pip install -e .)"
+    except ImportError as exc:
+        if "cannot import name" in str(exc):
+            return None, "not built: reinstall with a C++ compiler (pip install -e .)"
+        return None, f"failed to load ({str(exc).splitlines()[0][:60]})"
+    if _qmv.built_for_mlx != mx.__version__:
+        return None, f"built for mlx {_qmv.built_for_mlx}, running {mx.__version__}: reinstall (pip install -e .)"
+    try:
+        failure = _self_check(_qmv)
+    except Exception as exc:  # a mismatched nanobind or mlx ABI shows up here, not at import
+        failure = f"failed to run ({type(exc).__name__}: {str(exc)[:60]})"
+    if failure:
+        return None, failure
+    _qmv.set_threads(int(os.environ.get(THREADS_ENV) or _default_threads()))
+    return _qmv, None
+
+
+def extension():
+    """The loaded `_qmv` module, or None (then `unavailable_reason()` says why)."""
+    if "ext" not in _state:
+        _state["ext"], _state["why"] = _load()
+    return _state["ext"]
+
+
+def unavailable_reason() -> Optional[str]:
+    extension()
+    return _state["why"]
+
+
+def describe() -> str:
+    """One line for model info: which matvec path quantized layers take on this machine."""
+    ext = extension()
+    if ext is None:
+        return f"MLX quantized_matmul (SIMD kernel {unavailable_reason()})"
+    threads = ext.threads()
+    return f"SIMD kernel ({ext.kernel_name()}, {threads} thread{'s' if threads > 1 else ''})"
+
+
+def fits(layer) -> bool:
+    """Whether the kernel knows this layer's layout (4/8-bit affine, float32 scales, its group sizes)."""
+    if getattr(layer, "mode", "affine") != "affine" or layer.bits not in BITS or layer.group_size not in GROUP_SIZES:
+        return False
+    return layer.scales.dtype == mx.float32 and layer.biases.dtype == mx.float32
+
+
+def applies(x: mx.array, layer) -> bool:
+    """Whether `layer(x)` should take the kernel: few float32 rows, on the CPU, a layout it knows."""
+    if x.dtype != mx.float32 or x.size > MAX_ROWS * x.shape[-1]:
+        return False
+    return mx.default_device() == mx.cpu and fits(layer) and extension() is not None
+
+
+def matvec(x: mx.array, layer) -> mx.array:
+    """x @ dequantize(layer's weight).T through the kernel (check `applies` first)."""
+    return extension().quantized_matvec(x, layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)

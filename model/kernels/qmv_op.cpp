@@ -1,0 +1,175 @@
+// Graph construction and CPU evaluation of QuantizedMatvec.
+
+#include "qmv_op.h"
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "qmv_kernels.h"
+
+namespace glasschat {
+
+namespace {
+
+std::atomic<int> threads_{1};
+std::atomic<const qmv::Kernel*> kernel_{nullptr};
+
+const qmv::Kernel& current_kernel() {
+  const qmv::Kernel* k = kernel_.load();
+  return k ? *k : qmv::best_kernel();
+}
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    throw std::invalid_argument("quantized_matvec: " + what);
+  }
+}
+
+// A row-contiguous float32 copy of `a`, for the rare non-contiguous input.
+std::vector<float> gather(const mx::array& a) {
+  std::vector<float> out(a.size());
+  const float* src = a.data<float>();
+  const auto& shape = a.shape();
+  const auto& strides = a.strides();
+  for (size_t i = 0; i < a.size(); i++) {
+    size_t rest = i;
+    int64_t loc = 0;
+    for (int d = int(shape.size()) - 1; d >= 0; d--) {
+      loc += int64_t(rest % shape[d]) * strides[d];
+      rest /= shape[d];
+    }
+    out[i] = src[loc];
+  }
+  return out;
+}
+
+}  // namespace
+
+void set_threads(int threads) {
+  threads_.store(std::max(1, threads));
+}
+
+int threads() {
+  return threads_.load();
+}
+
+void set_kernel(const std::string& name) {
+  if (name == "best") {
+    kernel_.store(nullptr);
+    return;
+  }
+  if (name == "scalar") {
+    kernel_.store(&qmv::scalar_kernel());
+    return;
+  }
+#if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx2" && &qmv::best_kernel() == &qmv::avx2_kernel()) {
+    kernel_.store(&qmv::avx2_kernel());
+    return;
+  }
+#endif
+#if defined(__aarch64__)
+  if (name == "neon") {
+    kernel_.store(&qmv::neon_kernel());
+    return;
+  }
+#endif
+  throw std::invalid_argument("quantized_matvec: no kernel '" + name + "' on this CPU");
+}
+
+std::string kernel_name() {
+  return current_kernel().name;
+}
+
+mx::array quantized_matvec(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits) {
+  check(bits == 4 || bits == 8, "bits must be 4 or 8");
+  check(group_size == 32 || group_size == 64 || group_size == 128, "group_size must be 32, 64 or 128");
+  check(w.dtype() == mx::uint32 && w.ndim() == 2, "w must be a 2-D uint32 array");
+  check(x.dtype() == mx::float32 && scales.dtype() == mx::float32 && biases.dtype() == mx::float32,
+        "x, scales and biases must be float32");
+  const int N = w.shape(0);
+  const int K = w.shape(1) * 32 / bits;
+  check(x.ndim() >= 1 && x.shape(-1) == K, "x's last axis must be " + std::to_string(K));
+  check(K % group_size == 0, "the input size must be a multiple of group_size");
+  const mx::Shape groups{N, K / group_size};
+  check(scales.shape() == groups && biases.shape() == groups, "scales and biases must be (N, K / group_size)");
+  auto shape = x.shape();
+  shape.back() = N;
+  auto stream = mx::default_stream(mx::Device::cpu);
+  return mx::array(
+      shape, mx::float32, std::make_shared<QuantizedMatvec>(stream, group_size, bits), {x, w, scales, biases});
+}
+
+std::vector<mx::Shape> QuantizedMatvec::output_shapes(const std::vector<mx::array>& inputs) {
+  auto shape = inputs[0].shape();
+  shape.back() = inputs[1].shape(0);
+  return {shape};
+}
+
+bool QuantizedMatvec::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const QuantizedMatvec&>(other);
+  return group_size_ == o.group_size_ && bits_ == o.bits_;
+}
+
+void QuantizedMatvec::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("QuantizedMatvec runs on the CPU only");
+}
+
+void QuantizedMatvec::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  // The arrays are captured (not just their pointers) so their buffers
+  // outlive the task on the stream's thread.
+  encoder.dispatch([x = inputs[0], w = inputs[1], s = inputs[2], b = inputs[3], out, gs = group_size_,
+                    bits = bits_, kernel = &current_kernel(), threads = threads_.load()]() mutable {
+    std::vector<float> xs, ss, bs;
+    const float* xp = x.data<float>();
+    if (!x.flags().row_contiguous) {
+      xs = gather(x);
+      xp = xs.data();
+    }
+    const float* sp = s.data<float>();
+    const float* bp = b.data<float>();
+    if (!s.flags().row_contiguous) {
+      ss = gather(s);
+      sp = ss.data();
+    }
+    if (!b.flags().row_contiguous) {
+      bs = gather(b);
+      bp = bs.data();
+    }
+    // Loaded weights are always contiguous; a view of them is copied once.
+    std::vector<uint32_t> ws;
+    const uint32_t* wp = w.data<uint32_t>();
+    if (!w.flags().row_contiguous) {
+      ws.resize(w.size());
+      for (size_t i = 0; i < w.size(); i++) {
+        const int r = int(i / w.shape(1)), c = int(i % w.shape(1));
+        ws[i] = wp[int64_t(r) * w.strides(0) + int64_t(c) * w.strides(1)];
+      }
+      wp = ws.data();
+    }
+    const int N = w.shape(0);
+    const int K = w.shape(1) * 32 / bits;
+    const int M = int(x.size() / K);
+    qmv::Problem p{xp, wp, sp, bp, out.data<float>(), M, N, K, gs, bits};
+    qmv::run(p, *kernel, threads);
+  });
+}
+
+}  // namespace glasschat

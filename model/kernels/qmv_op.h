@@ -1,0 +1,47 @@
+// The MLX side of the kernel: an op that builds a graph node, and the
+// Primitive that evaluates it on the CPU by calling into qmv_kernels.
+
+#pragma once
+
+#include "mlx/array.h"
+#include "mlx/primitives.h"
+
+namespace glasschat {
+
+namespace mx = mlx::core;
+
+// x (..., K) @ dequantize(w, scales, biases, group_size, bits).T -> (..., N),
+// all float32, w packed as `mx.quantize` packs it (affine mode).
+mx::array quantized_matvec(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits);
+
+// Threads the kernel splits output rows over (1 = the stream's own thread only).
+void set_threads(int threads);
+int threads();
+
+// Which kernel runs: "best" (default), or "scalar" / "avx2" / "neon" for tests.
+void set_kernel(const std::string& name);
+std::string kernel_name();
+
+class QuantizedMatvec : public mx::Primitive {
+ public:
+  QuantizedMatvec(mx::Stream stream, int group_size, int bits)
+      : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override;
+  bool is_equivalent(const mx::Primitive& other) const override;
+  const char* name() const override { return "QuantizedMatvec"; }
+
+ private:
+  int group_size_;
+  int bits_;
+};
+
+}  // namespace glasschat
