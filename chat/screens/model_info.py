@@ -23,6 +23,7 @@ ROWS = [
     ("weight_layout", "weight layout"),
     ("file_types", "file tensors"),
     ("weight_bytes", "weight memory"),
+    ("matvec", "decode matvec"),
     ("backend", "backend"),
     ("blas", "BLAS"),
     ("blas_note", "BLAS note"),

@@ -19,6 +19,7 @@ from model.loading.default_model import default_model_path
 from model.loading.fusion import fuse_weights
 from model.loading.tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
 from model.loading.weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
+from model.network.quantized import matvec_path
 from model.network.transformer import Transformer, parameter_count
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -56,6 +57,7 @@ class LoadedModel:
             **({"file_types": self.file_types} if self.file_types else {}),
             "weight_dtype": weight_dtype(self.model),
             "weight_bytes": weight_bytes(self.model),
+            "matvec": matvec_path(self.model),
             "backend": "gpu" if mx.default_device() == mx.gpu else "cpu",
             "blas": blas_info().summary(),
             "blas_note": blas_info().note,  # why matrix products are slower than they could be, if they are

@@ -7,6 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model.errors import ModelError
+from model.network.quantized import quantize
 
 # GGUF tensor names (llama.cpp) -> Hugging Face names (what our modules are called).
 _GGUF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -103,7 +104,7 @@ def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: in
     if layout in ("float32", "float16", "bfloat16"):
         weights = dequantize(weights, groups, getattr(mx, layout))
     elif groups:
-        nn.quantize(model, class_predicate=lambda path, _m: groups.get(path, False))
+        quantize(model, groups)
     if groups and layout not in ("float32", "float16", "bfloat16") and mx.default_device() == mx.cpu:
         # On CPU a quantized matmul whose activations and scales are both
         # float16 runs ~40x slower than when either is float32 (measured:
