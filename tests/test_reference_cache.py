@@ -64,8 +64,12 @@ def drive(model, cache, ops, ids, on_pass, on_rollback):
             continue
         chunk = ids[at : at + op]
         at += op
+        reported = cache.state().position  # "the RoPE position the next token gets"
         h, calls, _ = probed(model, cache, chunk)
         mx.eval(h)
+        if op == 1:
+            # Each kept token's key is checked to be rotated to its index, so this is where it went.
+            assert reported == cache.length - 1, (reported, cache.length - 1)
         on_pass(chunk, calls)
 
 

@@ -109,12 +109,16 @@ class KVCache:
         """Make room for `n` new tokens and return the position of the first."""
         if n > self.window:
             raise ValueError(f"a step of {n} tokens cannot fit a cache window of {self.window}")
-        overflow = self.length + n - self.capacity
-        if overflow > 0:
-            block = max(overflow, int(self.window * self.evict_fraction))
-            self.evict(min(block, self.length - self.keep))
+        self.evict(self._eviction_for(n))
         self._ensure_allocated(self.length + n)
         return self.length
+
+    def _eviction_for(self, n: int) -> int:
+        """How many tokens a step of `n` evicts: none if they fit, else a block of at least a quarter window."""
+        overflow = self.length + n - self.capacity
+        if overflow <= 0:
+            return 0
+        return min(max(overflow, int(self.window * self.evict_fraction)), self.length - self.keep)
 
     def commit(self, n: int) -> None:
         self.length += n
@@ -166,7 +170,7 @@ class KVCache:
             evicted_total=self.evicted_total,
             bytes=sum(layer.nbytes() for layer in self.layers),
             bytes_full=self.capacity * self.bytes_per_token(),
-            position=self.length,
+            position=self.length - self._eviction_for(1),  # a full cache evicts before the next token
             dtype=self.dtype_name(),
             last_evicted=self.last_evicted,
         )
