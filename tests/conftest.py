@@ -41,3 +41,11 @@ def default_gguf_path():
     from model.loading.default_model import default_model_path
 
     return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory, default_gguf_path):
+    """A folder with a tiny random model that uses the default model's tokenizer and chat template."""
+    from tiny_models import write_tiny_chat_folder
+
+    return str(write_tiny_chat_folder(tmp_path_factory.mktemp("tiny-chat"), default_gguf_path))

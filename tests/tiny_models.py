@@ -145,3 +145,23 @@ def write_chat_folder(folder: Path, variant: str = "llama_tied", seed: int = 0, 
         json.dumps({"chat_template": template, "bos_token": None, "eos_token": "<|im_end|>"})
     )
     return config
+
+
+def write_tiny_chat_folder(folder: Path, gguf_path: Path, seed: int = 0) -> Path:
+    """A tiny random model that speaks the default model's vocabulary: its tokenizer and chat template,
+    so an Engine runs whole conversations on it in milliseconds per token (replies are gibberish)."""
+    from model.loading.loader import _read_gguf
+    from model.loading.tokenizer import tokenizer_from_gguf
+
+    _, meta = _read_gguf(gguf_path)
+    config = {**BASE_CONFIG, **VARIANTS["llama_tied"], "vocab_size": int(meta["llama.vocab_size"].item())}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    mx.save_safetensors(str(folder / "model.safetensors"), random_weights(config, seed))
+    tokenizer_from_gguf(meta).markup.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"chat_template": meta["tokenizer.chat_template"], "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+        )
+    )
+    return folder

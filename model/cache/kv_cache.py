@@ -127,6 +127,15 @@ class KVCache:
         """Forget the last `n` tokens written (a speculative step the user never saw)."""
         self.length = max(0, self.length - n)
 
+    def restart_at(self, n: int) -> None:
+        """Keep only the first `n` tokens ever fed (`n` <= keep): the sink never slides, so they are still
+        in place; used when a branch point was evicted and the rest must be read again."""
+        if n > self.keep:
+            raise ValueError(f"only the sink ({self.keep} tokens) survives evictions, not {n} tokens")
+        self.length = n
+        self.evicted_total = 0
+        self.last_evicted = 0
+
     def evict(self, count: int) -> None:
         """Drop the `count` oldest tokens after the sink; the rest slide left."""
         if count <= 0:

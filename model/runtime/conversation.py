@@ -2,9 +2,12 @@
 
 `history` is every token ever fed into the cache, in order. Because eviction
 always drops the oldest tokens after the sink, the cache holds exactly
-`history[:keep] + history[keep + evicted_total:]`. Each turn renders the whole
-conversation through the chat template (assistant replies as their sampled
-ids), checks that `history` is its prefix, and prefills only what follows.
+`history[:keep] + history[keep + evicted_total:]`. Each turn renders its path
+of the conversation through the chat template (assistant replies as their
+sampled ids), keeps the longest prefix it shares with `history`, and prefills
+only what follows. Moving to another branch is the same diff: the cache is
+rolled back to the common prefix when it still holds it, and rebuilt from the
+sink when that point was evicted since (see `move_to`).
 """
 
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from model.cache.kv_cache import KVCache
 from model.errors import ModelError
 from model.loading.chat_template import ChatTemplate, Message, encode_conversation
 from model.loading.prompt_encoding import encode_parts
+from model.runtime.branches import Turn, TurnTree
 from model.runtime.settings import CacheSettings
 
 MIN_CAPACITY = 64  # below this a reply barely fits beside the system prompt
@@ -27,6 +31,7 @@ class TurnPrompt:
     ids: list[int]  # to prefill this turn
     reused: int  # tokens already held in the cache
     note: str = ""  # a warning for the user, e.g. a message longer than the cache
+    rebuilt: bool = False  # the branch point had been evicted: the cache was read again from the sink
 
 
 def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int:
@@ -56,6 +61,15 @@ def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int
     return max(MIN_SINK, len(tokenizer.with_bos(ids)))  # the conversation's BOS, when llama.cpp would add one
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Conversation:
     def __init__(
         self, template: ChatTemplate, tokenizer, cache: KVCache, settings: CacheSettings, system: Optional[str] = None
@@ -65,7 +79,8 @@ class Conversation:
 
     def reset(self, system: Optional[str] = None) -> None:
         self.system = system
-        self.messages: list[Message] = [Message("system", system)] if system else []
+        self.preamble: list[Message] = [Message("system", system)] if system else []
+        self.tree = TurnTree()
         self.history: list[int] = []
         self.cache.reset()
         keep = self.settings.keep
@@ -76,37 +91,91 @@ class Conversation:
             keep = min(sink_length(self.template, self.tokenizer, system), self.cache.capacity // 2)
         self.cache.keep = keep
 
+    @property
+    def messages(self) -> list[Message]:
+        """The path shown, as the template renders it: system prompt, then each turn's message and reply."""
+        return self.preamble + self.tree.messages()
+
+    def restore(self, messages: list[Message], first_number: int) -> int:
+        """A saved single-path conversation becomes a chain of turns numbered from `first_number`; returns how many."""
+        made, user = 0, None
+        for m in messages:
+            if m.role == "user":
+                user = m.content
+            elif m.role == "assistant" and user is not None:
+                self.tree.add(Turn(first_number + made, self.tree.current, user, tuple(m.token_ids or ()), m.content))
+                made, user = made + 1, None
+            elif not self.tree.turns:
+                self.preamble.append(m)  # e.g. a stored system message before the first turn
+        return made
+
     def held_ids(self) -> list[int]:
         keep, gone = self.cache.keep, self.cache.evicted_total
         return self.history[:keep] + self.history[keep + gone :]
 
-    def prompt_for(self, user_text: str) -> TurnPrompt:
+    def render(self, parent: int, user_text: Optional[str] = None, reply_prefix: tuple[int, ...] = ()) -> list[int]:
+        """Token ids of the path ending at `parent`, then (if given) a new user message and a reply's start."""
+        messages = self.preamble + self.tree.messages(parent)
+        if user_text is not None:
+            messages = messages + [Message("user", user_text)]
+        ids, _ = encode_conversation(
+            self.template, self.tokenizer, messages, add_generation_prompt=user_text is not None
+        )
+        return ids + list(reply_prefix)
+
+    def move_to(self, target: list[int], need_logits: bool = True) -> TurnPrompt:
+        """Bring the cache to the longest prefix of `target` it can keep; what follows is left to prefill.
+
+        The cache holds `history` minus what was evicted. If the common prefix
+        ends after the evicted block, rolling the cache back to it is exact
+        (nothing after it was ever seen by what is kept). If it ends inside the
+        evicted block, those keys are gone: the sink is kept (it never moves)
+        and the rest of `target` is read again, as a fresh prefill of that
+        path would. A turn needs the logits after `target`'s last token, so at
+        least one token is always left to feed when `need_logits`."""
+        common = common_prefix(self.history, target)
+        if need_logits and common == len(target):
+            common = max(0, common - 1)
+        rebuilt = False
+        if common < len(self.history):
+            if common >= self.cache.keep + self.cache.evicted_total:
+                self.cache.rollback(len(self.history) - common)
+            else:
+                rebuilt = self.cache.evicted_total > 0
+                common = min(common, self.cache.keep)
+                self.cache.restart_at(common)
+            self.history = self.history[:common]
+        return TurnPrompt(target[common:], self.cache.length, rebuilt=rebuilt)
+
+    def prompt_for(
+        self, user_text: str, parent: Optional[int] = None, reply_prefix: tuple[int, ...] = ()
+    ) -> TurnPrompt:
         """What this turn must prefill, and a note if it cannot all stay in the cache.
 
-        Callers pass the text through `tokenizer.readable` first (see `add_exchange`)."""
-        messages = self.messages + [Message("user", user_text)]
-        ids, _ = encode_conversation(self.template, self.tokenizer, messages, add_generation_prompt=True)
-        if ids[: len(self.history)] != self.history:
-            # A template that rewrites earlier turns (some strip old reasoning):
-            # the cache no longer matches, so start it over.
-            self.history = []
-            self.cache.reset()
-        new = ids[len(self.history) :]
+        The turn follows `parent` (the current turn by default); a fork passes
+        the reply's start it forces. Callers pass the text through
+        `tokenizer.readable` first (see `Engine.answer`)."""
+        parent = self.tree.current if parent is None else parent
+        prompt = self.move_to(self.render(parent, user_text, reply_prefix))
+        notes = []
+        if prompt.rebuilt:
+            notes.append(
+                "That point of the conversation had been evicted from the cache since: "
+                f"it was rebuilt from the system prompt ({len(prompt.ids)} tokens read again)."
+            )
         room = self.cache.window - REPLY_ROOM
-        note = ""
-        if len(new) > room:
+        if len(prompt.ids) > room:
             # Still answered: prefill runs in chunks and evicts as it goes.
-            note = (
-                f"This message is {len(new)} tokens, more than the {room} the cache can hold beside a "
+            notes.append(
+                f"This message is {len(prompt.ids)} tokens, more than the {room} the cache can hold beside a "
                 f"reply: its start is evicted as it is read. Restart with a larger --max-kv-size to keep it all."
             )
-        return TurnPrompt(new, self.cache.length, note)
+        return TurnPrompt(prompt.ids, prompt.reused, " ".join(notes), prompt.rebuilt)
 
     def fed(self, ids: list[int]) -> None:
         """Record tokens the cache has taken in."""
         self.history.extend(ids)
 
-    def add_exchange(self, user_text: str, reply_ids: list[int], reply_text: str) -> None:
-        """Close the turn: the user message and the reply as the user saw it."""
-        self.messages.append(Message("user", user_text))
-        self.messages.append(Message("assistant", reply_text, tuple(reply_ids)))
+    def add_turn(self, turn: Turn) -> None:
+        """Close the turn: the user message and the reply as the user saw it, on the tree."""
+        self.tree.add(turn)

@@ -25,9 +25,11 @@ from model.loading import hub
 from model.loading.chat_template import encode_conversation
 from model.loading.detokenizer import StreamingDetokenizer
 from model.loading.loader import LoadedModel, load_model
+from model.runtime.branches import ROOT, Turn, TurnPlan
 from model.runtime.conversation import Conversation
 from model.runtime.events import (
     AttendedToken,
+    BranchSwitched,
     ConversationReset,
     DownloadProgress,
     Event,
@@ -98,6 +100,12 @@ class _Switch:
 
 
 @dataclass(frozen=True)
+class _Branch:
+    method: str  # an Engine method run on the engine thread: edit_now, regenerate_now, fork_now, switch_branch_now
+    args: tuple
+
+
+@dataclass(frozen=True)
 class _Update:
     changes: dict  # EngineOptions fields to replace
 
@@ -148,6 +156,22 @@ class Engine:
         The model in use stays until the new one is ready; if it cannot be loaded, or `cancel`
         stops its download, nothing changes (SwitchFailed)."""
         self._requests.put(_Switch(model))
+
+    def edit(self, after: int, text: str) -> None:
+        """A new user message branching after turn `after` (0: from the system prompt)."""
+        self._requests.put(_Branch("edit_now", (after, text)))
+
+    def regenerate(self, turn: int) -> None:
+        """A new reply to turn `turn`'s message, with the sampling settings now in force."""
+        self._requests.put(_Branch("regenerate_now", (turn,)))
+
+    def fork(self, turn: int, at: int, token: int) -> None:
+        """Turn `turn`'s reply cut before its token `at`, `token` forced there, generation continuing."""
+        self._requests.put(_Branch("fork_now", (turn, at, token)))
+
+    def switch_branch(self, turn: int) -> None:
+        """Show the path ending at `turn`; the cache follows it."""
+        self._requests.put(_Branch("switch_branch_now", (turn,)))
 
     def set_watch(self, watch: Watch) -> None:
         """Open or close the inside views; takes effect at the next decode step, even mid-reply."""
@@ -210,6 +234,8 @@ class Engine:
                     self.restore_now(request.system, list(request.messages))
                 elif isinstance(request, _Update):
                     self.apply_update(request.changes)
+                elif isinstance(request, _Branch):
+                    getattr(self, request.method)(*request.args)
             except Exception as exc:
                 if self.loaded.group is not None:
                     self.loaded.group.failed(exc)  # a sharded model cannot recover here: one line, then the end
@@ -291,7 +317,7 @@ class Engine:
     def restore_now(self, system: Optional[str], messages: list) -> None:
         self.reset_now(system)
         conv = self.conversation
-        conv.messages.extend(messages)
+        self._turn += conv.restore(messages, self._turn + 1)
         clock = TurnClock(now=self.clock)
         ids, _ = encode_conversation(
             self.loaded.template, self.loaded.tokenizer, conv.messages, add_generation_prompt=False
@@ -343,31 +369,110 @@ class Engine:
             inside.attention_mean,
         )
 
-    def answer(self, user_text: str) -> None:
-        """Run one turn, emitting its events (on the engine thread, or in a script without one)."""
+    def answer(self, user_text: str, after: Optional[int] = None) -> None:
+        """Run one turn, emitting its events (on the engine thread, or in a script without one).
+
+        The message follows turn `after` (the current turn by default)."""
         self._turn += 1
-        turn, conv, opts, tok = self._turn, self.conversation, self.options, self.loaded.tokenizer
-        self._cancel.clear()
+        turn, tok = self._turn, self.loaded.tokenizer
         if not user_text.strip():
             self.emit(TurnFailed(turn, "Type a message first: empty messages are not sent."))
             return
-        clock = TurnClock(now=self.clock)
         readable = tok.readable(user_text)
-        unreadable_note = ""
+        note = ""
         if readable != user_text:
-            unreadable_note = (
+            note = (
                 f"{readable.count(chr(0xFFFD)) - user_text.count(chr(0xFFFD))} character(s) this model "
                 "has no token for were replaced with \ufffd."
             )
-            user_text = readable
+        self._plan_and_run(turn, lambda tree: TurnPlan(tree.current if after is None else after, readable), note)
+
+    def edit_now(self, after: int, text: str) -> None:
+        if after != ROOT and after not in self.conversation.tree.turns:
+            self._turn += 1
+            self.emit(TurnFailed(self._turn, f"There is no turn {after} to branch after."))
+            return
+        self.answer(text, after)
+
+    def regenerate_now(self, turn: int) -> None:
+        self._turn += 1
+        self._plan_and_run(self._turn, lambda tree: tree.regenerate(turn))
+
+    def fork_now(self, turn: int, at: int, token: int) -> None:
+        self._turn += 1
+        vocab = self.loaded.config.vocab_size
+        if not 0 <= token < vocab:
+            self.emit(TurnFailed(self._turn, f"Token {token} is not in this model's vocabulary (0 to {vocab - 1})."))
+            return
+        if token in self.stop_ids:
+            self.emit(TurnFailed(self._turn, f"Token {token} ends the reply; fork to a token that continues it."))
+            return
+        self._plan_and_run(self._turn, lambda tree: tree.fork(turn, at, token))
+
+    def switch_branch_now(self, turn: int) -> None:
+        conv = self.conversation
+        clock = TurnClock(now=self.clock)
         try:
-            prompt = conv.prompt_for(user_text)
+            path = conv.tree.path(turn)
+        except ModelError as exc:
+            self.emit(TurnFailed(self._turn, str(exc)))
+            return
+        conv.tree.current = turn
+        prompt = conv.move_to(conv.render(turn), need_logits=False)
+        done = 0
+
+        def on_chunk(chunk):
+            nonlocal done
+            conv.fed(chunk)
+            done += len(chunk)
+            self.emit(PrefillProgress(turn, done, len(prompt.ids), conv.cache.state()))
+
+        if prompt.ids:
+            mx.eval(prefill(self.loaded.model, conv.cache, prompt.ids, self.options.prefill_chunk, on_chunk))
+        self.emit(
+            BranchSwitched(
+                turn, tuple(path), len(prompt.ids), prompt.reused, clock.elapsed_s(), conv.cache.state(), prompt.rebuilt
+            )
+        )
+
+    def _plan_and_run(self, turn: int, plan_of, note: str = "") -> None:
+        try:
+            plan = plan_of(self.conversation.tree)
+        except ModelError as exc:
+            self.emit(TurnFailed(turn, str(exc)))
+            return
+        self._run_turn(turn, plan, note)
+
+    def _run_turn(self, turn: int, plan: TurnPlan, extra_note: str = "") -> None:
+        conv, opts, tok = self.conversation, self.options, self.loaded.tokenizer
+        self._cancel.clear()
+        clock = TurnClock(now=self.clock)
+        user_text = plan.user
+        try:
+            prompt = conv.prompt_for(user_text, plan.parent, plan.reply_prefix)
         except ModelError as exc:
             self.emit(TurnFailed(turn, str(exc)))
             return
         clock.prompt_tokens, clock.reused_tokens = len(prompt.ids), prompt.reused
-        note = " ".join(n for n in (unreadable_note, prompt.note) if n)
-        self.emit(TurnStarted(turn, user_text, len(prompt.ids), prompt.reused, note))
+        note = " ".join(n for n in (extra_note, prompt.note) if n)
+        detok = StreamingDetokenizer(tok)
+        for t in plan.reply_prefix:
+            detok.add(t)
+        self.emit(
+            TurnStarted(
+                turn,
+                user_text,
+                len(prompt.ids),
+                prompt.reused,
+                note,
+                plan.parent,
+                plan.reply_prefix,
+                detok.text,
+                plan.forked_at,
+                plan.token_forced,
+                prompt.rebuilt,
+            )
+        )
 
         done = 0
 
@@ -377,8 +482,9 @@ class Engine:
             done += len(chunk)
             self.emit(PrefillProgress(turn, done, len(prompt.ids), conv.cache.state()))
 
-        detok = StreamingDetokenizer(tok)
+        # A fork's forced start was prefilled with the prompt; decoding resumes after it.
         generated: list[int] = []
+        start = len(plan.reply_prefix)
         stop_reason = "length"
         try:
             logits = prefill(
@@ -399,7 +505,7 @@ class Engine:
             )
             for step in steps:
                 clock.token_ready()
-                if not generated:
+                if len(clock.token_times) == 1:
                     self.emit(PrefillDone(turn, clock.prefill(), conv.cache.state()))
                 generated.append(step.token_id)
                 is_stop = step.token_id in self.stop_ids
@@ -407,7 +513,7 @@ class Engine:
                 self.emit(
                     TokenGenerated(
                         turn,
-                        len(generated) - 1,
+                        start + len(generated) - 1,
                         step.token_id,
                         text,
                         step.prob,
@@ -421,7 +527,10 @@ class Engine:
                     # The forward pass that predicted this token consumed the ones before it.
                     self.emit(
                         self._inside_event(
-                            turn, len(generated) - 1, read_inside(step.inside), conv.history + generated[:-1]
+                            turn,
+                            start + len(generated) - 1,
+                            read_inside(step.inside),
+                            conv.history + generated[:-1],
                         )
                     )
                 if is_stop:
@@ -434,14 +543,21 @@ class Engine:
         except Cancelled:
             stop_reason = "cancelled"
         detok.flush()
-        reply_ids = [t for t in generated if t not in self.stop_ids]
+        whole = list(plan.reply_prefix) + generated
+        reply_ids = tuple(t for t in whole if t not in self.stop_ids)
         # Every generated token but the last went into the cache (the one fed
         # ahead was rolled back). The next turn's prompt starts with the last
         # reply token, if it was not a stop token, then the closing markup.
         conv.fed(generated[:-1])
-        conv.add_exchange(user_text, reply_ids, detok.text)
+        conv.add_turn(Turn(turn, plan.parent, user_text, reply_ids, detok.text, plan.forked_at, plan.token_forced))
         self.emit(
             TurnEnded(
-                turn, detok.text, tuple(generated), clock.finish(stop_reason), conv.cache.state(), tuple(reply_ids)
+                turn,
+                detok.text,
+                tuple(whole),
+                clock.finish(stop_reason),
+                conv.cache.state(),
+                reply_ids,
+                tuple(conv.tree.path(turn)),
             )
         )

@@ -61,6 +61,12 @@ class TurnStarted(Event):
     prompt_tokens: int  # to prefill now
     reused_tokens: int  # already cached
     note: str = ""  # a warning to show, e.g. the message is longer than the cache
+    parent: Optional[int] = None  # the turn this one follows (0: the system prompt); see model.runtime.branches
+    reply_prefix: tuple[int, ...] = ()  # a fork's forced reply start: the kept tokens, then the forced one
+    prefix_text: str = ""  # that start as text
+    forked_at: Optional[int] = None  # reply token index the fork replaced
+    token_forced: Optional[int] = None
+    rebuilt: bool = False  # the branch point had been evicted: the prompt was read again from the sink
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ class TurnEnded(Event):
     stats: TurnStats
     cache: CacheState
     reply_ids: tuple[int, ...] = ()  # the reply as the conversation keeps it (no stop token)
+    path: tuple[int, ...] = ()  # turn numbers from the root to this one
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,19 @@ class ConversationReset(Event):
 
     cache: CacheState
     system: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class BranchSwitched(Event):
+    """The conversation moved to another path; its cache was restored (common prefix reused, the rest prefilled)."""
+
+    turn: int  # the last turn of the path now shown (0: none, the system prompt alone)
+    path: tuple[int, ...]
+    prompt_tokens: int  # prefilled to restore it
+    reused_tokens: int  # kept from the cache
+    seconds: float
+    cache: CacheState
+    rebuilt: bool = False  # the common prefix had been evicted: read again from the sink
 
 
 @dataclass(frozen=True)
