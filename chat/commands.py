@@ -8,14 +8,16 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 
 from model.errors import ModelError
-from model.runtime.events import Event, TokenGenerated
+from model.runtime.events import Event, TokenGenerated, TurnEnded, TurnStarted
 
-from .export import conversation_markdown
+from .export import conversation_json, conversation_markdown
 from .headless import HeadlessSession, TurnResult
 from .options import engine_options
 from .recorder import ConversationRecorder
+from .replay_entries import ReplayEntry, parse_entries, send
 from .store import Store, default_db_path
 
 
@@ -62,12 +64,12 @@ def _with_group(row: dict, group) -> dict:
     return {**row, "ranks": figures.pop("ranks"), **figures}
 
 
-def _session(args: argparse.Namespace, options) -> tuple[HeadlessSession, object]:
+def _session(args: argparse.Namespace, options, on_event=None) -> tuple[HeadlessSession, object]:
     group = _group(args)
     if group is not None:
         options = replace(options, shard=group.shard)
     try:
-        return HeadlessSession(options, _streamer(not args.json)), group
+        return HeadlessSession(options, on_event or _streamer(not args.json)), group
     except BaseException:
         if group is not None:
             group.close()
@@ -124,7 +126,7 @@ def tokenize_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_replay_file(path: str) -> list[str]:
+def read_replay_file(path: str) -> list[ReplayEntry]:
     try:
         raw = open(path, "rb").read()
     except OSError as exc:
@@ -137,13 +139,23 @@ def read_replay_file(path: str) -> list[str]:
         messages = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"'{path}' is not valid JSON (line {exc.lineno}): it must be an array of strings.")
-    if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
-        raise ModelError(f"'{path}' must hold a JSON array of strings, one user message each.")
-    return messages
+    return parse_entries(messages, path)
+
+
+def _replay_row(result: TurnResult, n: int, entry: ReplayEntry, numbers: dict[int, int]) -> dict:
+    """`replay --json`'s object for entry `n`: `run --json`'s, less the model and top-k, plus where it sits."""
+    row = result.as_json({})
+    row.pop("model")
+    row.pop("top_k")
+    entry_of = {engine_turn: entry_n for entry_n, engine_turn in numbers.items()}
+    out = {"turn": n, "user": result.started.user, **row, "path": [entry_of[t] for t in result.ended.path]}
+    if entry.kind == "fork":
+        out.update(forked_at=entry.at, token_forced=entry.token)
+    return out
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    messages = read_replay_file(args.file)
+    entries = read_replay_file(args.file)
     options = engine_options(args)
     recorder = None
     if args.db:
@@ -153,27 +165,38 @@ def replay_command(args: argparse.Namespace) -> int:
             {"sampling": asdict(options.sampling), "cache": asdict(options.cache)},
         )
         recorder.new(options.system)
-    session, group = _session(args, options)
+    stream = _streamer(not args.json)
+
+    def on_event(event: Event) -> None:
+        stream(event)
+        if recorder is not None and isinstance(event, TurnStarted):
+            recorder.turn_started(event)
+        elif recorder is not None and isinstance(event, TurnEnded):
+            recorder.turn_ended(event)
+
+    session, group = _session(args, options, on_event)
     _blas_note(session.ready.info)
+    numbers: dict[int, int] = {0: 0}  # entry number -> the engine's turn number (0: the system prompt)
     failures = 0
     try:
-        for n, user in enumerate(messages, start=1):
+        for n, entry in enumerate(entries, start=1):
+            if entry.turn is not None and entry.turn not in numbers:
+                failures += 1
+                print(
+                    f"glasschat: turn {n}: turn {entry.turn} failed, so there is nothing to branch from.",
+                    file=sys.stderr,
+                )
+                continue
             if not args.json:
-                print(f"\n>>> {user}")
-            if recorder is not None and user.strip():
-                recorder.user_sent(user)
-            result = session.turn(user)
-            if recorder is not None and result.ended is not None:
-                recorder.reply_ended(result.ended, list(result.ended.reply_ids))
+                print(f"\n>>> {entry.user if entry.user is not None else f'({entry.kind} turn {entry.turn})'}")
+            result = session.request(partial(send, entry=entry, turn=numbers.get(entry.turn, 0)))
             if result.failed:
                 failures += 1
                 print(f"glasschat: turn {n}: {result.failed.message}", file=sys.stderr)
                 continue
+            numbers[n] = result.ended.turn
             if args.json:
-                row = result.as_json(session.ready.info)
-                row.pop("model")
-                row.pop("top_k")
-                _print_json(_with_group({"turn": n, "user": user, **row}, group))
+                _print_json(_with_group(_replay_row(result, n, entry, numbers), group))
             else:
                 print()
         return 1 if failures else 0
@@ -189,7 +212,11 @@ def history_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    text = conversation_markdown(Store(args.db or default_db_path()), args.conversation)
+    store = Store(args.db or default_db_path())
+    if args.json:
+        text = json.dumps(conversation_json(store, args.conversation), ensure_ascii=False, indent=1) + "\n"
+    else:
+        text = conversation_markdown(store, args.conversation)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)

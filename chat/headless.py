@@ -80,12 +80,18 @@ class HeadlessSession:
         self.engine.send(user)
         return self.collect(TurnResult(user))
 
+    def request(self, ask: Callable[[Engine], None]) -> TurnResult:
+        """Any request that runs a turn (a message, an edit, a regenerate, a fork): `ask(engine)` sends it."""
+        ask(self.engine)
+        return self.collect(TurnResult(""))
+
     def collect(self, result: TurnResult) -> TurnResult:
         """Read events into `result` until its turn ends; safe to call again after an interrupt."""
         while True:
             event = self._next()
             if isinstance(event, TurnStarted):
                 result.started = event
+                result.user = event.user
             elif isinstance(event, PrefillDone):
                 result.prefill = event
             elif isinstance(event, TokenGenerated):

@@ -88,7 +88,7 @@ OPTIONS: list[Option] = [
     ),
     Option(
         "--json",
-        frozenset({"run", "tokenize", "replay", "inspect", "bench"}),
+        frozenset({"run", "tokenize", "replay", "inspect", "bench", "export"}),
         False,
         "print JSON instead of text (replay: one object per turn, per line)",
         "output",

@@ -3,7 +3,7 @@
 from typing import Optional
 
 from model.loading.chat_template import Message
-from model.runtime.events import TurnEnded
+from model.runtime.events import TurnEnded, TurnStarted
 
 from .store import Store, StoredMessage
 
@@ -15,22 +15,53 @@ class ConversationRecorder:
         self.settings = settings
         self.system: Optional[str] = None
         self.conversation_id: Optional[int] = None
+        self.reply_of: dict[int, int] = {}  # the engine's turn number -> its reply's message id
+        self.started: dict[int, tuple[int, TurnStarted]] = {}  # turns under way: user message id, start event
 
     def new(self, system: Optional[str]) -> None:
         """A new conversation starts; it is created in the store with its first message."""
         self.system = system
         self.conversation_id = None
+        self.reply_of, self.started = {}, {}
 
-    def user_sent(self, text: str) -> None:
+    def _ensure_conversation(self) -> int:
         if self.conversation_id is None:
             self.conversation_id = self.store.new_conversation(self.model, self.system, self.settings)
-        self.store.add_message(self.conversation_id, "user", text)
+        return self.conversation_id
+
+    def turn_started(self, event: TurnStarted) -> None:
+        """A turn anywhere on the tree (a message, an edit, a regenerate, a fork): its user message is saved
+        now, after the reply of the turn it follows, so a reply that never ends loses nothing before it."""
+        parent = self.reply_of.get(event.parent) if event.parent else None
+        message_id = self.store.add_message(self._ensure_conversation(), "user", event.user, parent=parent)
+        self.started[event.turn] = (message_id, event)
+
+    def turn_ended(self, event: TurnEnded) -> None:
+        """The reply of a turn reported by `turn_started`."""
+        if event.turn not in self.started:
+            return
+        user_id, started = self.started.pop(event.turn)
+        status = "cancelled" if event.stats.stop_reason == "cancelled" else "complete"
+        self.reply_of[event.turn] = self.store.add_reply(
+            self.conversation_id,
+            event.text,
+            list(event.reply_ids),
+            status,
+            event.stats.as_dict(),
+            event.cache.as_dict(),
+            parent=user_id,
+            fork=(started.forked_at, started.token_forced),
+        )
+
+    def user_sent(self, text: str) -> None:
+        """A message typed in the app, continuing the path (saved the moment it is sent, even if queued)."""
+        self.store.add_message(self._ensure_conversation(), "user", text)
 
     def reply_ended(self, event: TurnEnded, reply_ids: list[int]) -> None:
         if self.conversation_id is None:
             return
         status = "cancelled" if event.stats.stop_reason == "cancelled" else "complete"
-        self.store.add_reply(
+        self.reply_of[event.turn] = self.store.add_reply(
             self.conversation_id, event.text, reply_ids, status, event.stats.as_dict(), event.cache.as_dict()
         )
 
@@ -41,7 +72,7 @@ class ConversationRecorder:
     def open(self, conversation_id: int) -> tuple[Optional[str], list[StoredMessage], list[Message]]:
         """A saved conversation: its system prompt, its stored messages, and the engine's view of them."""
         info = self.store.conversation(conversation_id)
-        stored = self.store.messages(conversation_id)
+        stored = self.store.path_to(conversation_id)  # the path shown; the engine goes on from its end
         self.conversation_id, self.system = conversation_id, info["system_prompt"]
         engine_messages = []
         for m in stored:

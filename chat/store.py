@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each migration takes the database from version i to i + 1.
 MIGRATIONS = [
@@ -49,7 +49,26 @@ MIGRATIONS = [
         cache TEXT NOT NULL
     );
     """,
+    # v3: the conversation is a tree (regenerate, edit, fork): every message knows its parent,
+    # and the conversation the path it shows. A conversation saved before is one path: each
+    # message's parent is the one before it.
+    """
+    ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE;
+    ALTER TABLE messages ADD COLUMN forked_at INTEGER;
+    ALTER TABLE messages ADD COLUMN token_forced INTEGER;
+    ALTER TABLE conversations ADD COLUMN current_message INTEGER;
+    UPDATE messages SET parent_id = (
+        SELECT p.id FROM messages p
+        WHERE p.conversation_id = messages.conversation_id AND p.position < messages.position
+        ORDER BY p.position DESC LIMIT 1
+    );
+    UPDATE conversations SET current_message = (
+        SELECT m.id FROM messages m WHERE m.conversation_id = conversations.id ORDER BY m.position DESC LIMIT 1
+    );
+    """,
 ]
+
+_AFTER_LAST = object()  # a message's default parent: the conversation's newest message
 
 
 class StoreError(Exception):
@@ -65,6 +84,9 @@ class StoredMessage:
     status: str  # "complete", "cancelled", "pending"
     stats: Optional[dict] = None
     cache: Optional[dict] = None
+    parent_id: Optional[int] = None  # None: the first message of its branch from the system prompt
+    forked_at: Optional[int] = None  # a forked reply: the token index where it left its sibling
+    token_forced: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -176,15 +198,28 @@ class Store:
 
     # --- messages ----------------------------------------------------------------
 
-    def _append(self, conversation_id: int, role: str, content: str, token_ids, status: str) -> int:
-        """Insert a message after the last one; call inside a transaction."""
+    def _append(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        token_ids,
+        status: str,
+        parent=_AFTER_LAST,
+        fork=(None, None),
+    ) -> int:
+        """Insert a message (after the newest one unless `parent` says where); call inside a transaction.
+
+        `position` is the order messages were written in; the new message becomes the path shown."""
         now = time.time()
-        position = self.db.execute(
-            "SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?", (conversation_id,)
-        ).fetchone()[0]
+        position, last = self.db.execute(
+            "SELECT COALESCE(MAX(position), -1) + 1, (SELECT id FROM messages WHERE conversation_id = ?1 "
+            "ORDER BY position DESC LIMIT 1) FROM messages WHERE conversation_id = ?1",
+            (conversation_id,),
+        ).fetchone()
         cur = self.db.execute(
-            "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (conversation_id, position, role, content, token_ids, status, created, parent_id, "
+            "forked_at, token_forced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 conversation_id,
                 position,
@@ -193,9 +228,14 @@ class Store:
                 json.dumps(token_ids) if token_ids is not None else None,
                 status,
                 now,
+                last if parent is _AFTER_LAST else parent,
+                *fork,
             ),
         )
-        self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+        self.db.execute(
+            "UPDATE conversations SET updated = ?, current_message = ? WHERE id = ?",
+            (now, cur.lastrowid, conversation_id),
+        )
         if role == "user" and position <= 1:
             # The first message names the conversation until the user renames it.
             self.db.execute(
@@ -211,20 +251,30 @@ class Store:
         content: str,
         token_ids: Optional[list[int]] = None,
         status: str = "complete",
+        parent=_AFTER_LAST,
     ) -> int:
+        """`parent`: the message this one follows (None: the system prompt); by default the newest one."""
         try:
             with self.transaction():
-                return self._append(conversation_id, role, content, token_ids, status)
+                return self._append(conversation_id, role, content, token_ids, status, parent)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
 
     def add_reply(
-        self, conversation_id: int, content: str, token_ids: list[int], status: str, stats: dict, cache: dict
+        self,
+        conversation_id: int,
+        content: str,
+        token_ids: list[int],
+        status: str,
+        stats: dict,
+        cache: dict,
+        parent=_AFTER_LAST,
+        fork: tuple[Optional[int], Optional[int]] = (None, None),
     ) -> int:
-        """The reply and its turn's numbers, in one transaction: both or neither."""
+        """The reply and its turn's numbers, in one transaction: both or neither. `fork`: (forked_at, token_forced)."""
         try:
             with self.transaction():
-                message_id = self._append(conversation_id, "assistant", content, token_ids, status)
+                message_id = self._append(conversation_id, "assistant", content, token_ids, status, parent, fork)
                 self.db.execute(
                     "INSERT INTO turn_stats (message_id, stats, cache) VALUES (?, ?, ?)",
                     (message_id, json.dumps(stats), json.dumps(cache)),
@@ -234,9 +284,11 @@ class Store:
             raise StoreError(self._explain(exc)) from None
 
     def messages(self, conversation_id: int) -> list[StoredMessage]:
+        """Every message of the tree, in the order they were written."""
         rows = self.db.execute(
-            "SELECT m.id, m.role, m.content, m.token_ids, m.status, t.stats, t.cache FROM messages m "
-            "LEFT JOIN turn_stats t ON t.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.position",
+            "SELECT m.id, m.role, m.content, m.token_ids, m.status, t.stats, t.cache, m.parent_id, m.forked_at, "
+            "m.token_forced FROM messages m LEFT JOIN turn_stats t ON t.message_id = m.id "
+            "WHERE m.conversation_id = ? ORDER BY m.position",
             (conversation_id,),
         ).fetchall()
         return [
@@ -248,9 +300,29 @@ class Store:
                 r[4],
                 json.loads(r[5]) if r[5] else None,
                 json.loads(r[6]) if r[6] else None,
+                *r[7:],
             )
             for r in rows
         ]
+
+    def current_message(self, conversation_id: int) -> Optional[int]:
+        """The last message of the path shown (the newest message, unless a branch was chosen since)."""
+        row = self.db.execute("SELECT current_message FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        return row[0] if row else None
+
+    def show(self, conversation_id: int, message_id: Optional[int]) -> None:
+        """Make the path ending at `message_id` the one shown."""
+        self._write("UPDATE conversations SET current_message = ? WHERE id = ?", (message_id, conversation_id))
+
+    def path_to(self, conversation_id: int, leaf: Optional[int] = None) -> list[StoredMessage]:
+        """The messages from the root to `leaf` (the path shown by default), oldest first."""
+        by_id = {m.id: m for m in self.messages(conversation_id)}
+        leaf = self.current_message(conversation_id) if leaf is None else leaf
+        out = []
+        while leaf is not None and leaf in by_id:
+            out.append(by_id[leaf])
+            leaf = by_id[leaf].parent_id
+        return out[::-1]
 
     def user_messages(self, exclude_conversation: Optional[int] = None, limit: int = 500) -> list[str]:
         """What the user typed, newest first, outside one conversation (↑ in the prompt box)."""
