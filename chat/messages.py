@@ -23,3 +23,19 @@ class PromptSubmitted(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
+
+
+class BranchPicked(Message):
+    """←/→ (or a click on the arrows) on a message with siblings: show the sibling `delta` away."""
+
+    def __init__(self, turn: int, delta: int) -> None:
+        super().__init__()
+        self.turn, self.delta = turn, delta
+
+
+class ForkPicked(Message):
+    """Enter (or a click) on a top-k candidate in confidence colouring: fork the reply there."""
+
+    def __init__(self, turn: int, at: int, token: int) -> None:
+        super().__init__()
+        self.turn, self.at, self.token = turn, at, token

@@ -1,4 +1,10 @@
-"""An engine stand-in for UI tests: it replays a recorded real conversation's events."""
+"""An engine stand-in for UI tests: it replays a recorded real conversation's events.
+
+Every turn it plays (a message, an edit, a regenerate, a fork) is one of the recorded
+replies, renumbered and placed on a tree of turns as the engine places its own
+(`model.runtime.branches`): a fork keeps the forked reply's tokens before the cut,
+forces the chosen one, and plays a recorded reply after it.
+"""
 
 import dataclasses
 import queue
@@ -12,7 +18,9 @@ from model.errors import ModelError
 from model.internals.watch import Watch
 from model.loading import hub
 from model.loading.loader import resolve_source
+from model.runtime.branches import Turn, TurnPlan, TurnTree
 from model.runtime.events import (
+    BranchSwitched,
     ConversationReset,
     DownloadProgress,
     HistoryRestored,
@@ -22,6 +30,7 @@ from model.runtime.events import (
     SwitchFailed,
     TokenGenerated,
     TurnEnded,
+    TurnFailed,
     TurnStarted,
 )
 
@@ -45,6 +54,10 @@ class FakeEngine:
         self.turn_gate = threading.Event()  # cleared, it holds a turn before token `gate_at`
         self.turn_gate.set()
         self.gate_at = gate_at
+        self.tree = TurnTree()
+        self.steps: dict[int, list] = {}  # each turn's reply as TokenGenerated steps, for a fork's start
+        self.branch_requests: list[tuple] = []  # (method, args) as the UI asked
+        self._turn = 0
 
     def start(self):
         self._thread.start()
@@ -53,6 +66,22 @@ class FakeEngine:
     def send(self, text):
         self.sent.append(text)
         self._requests.put(("send", text))
+
+    def edit(self, after, text):
+        self._branch("edit", after, text)
+
+    def regenerate(self, turn):
+        self._branch("regenerate", turn)
+
+    def fork(self, turn, at, token):
+        self._branch("fork", turn, at, token)
+
+    def switch_branch(self, turn):
+        self._branch("switch_branch", turn)
+
+    def _branch(self, method, *args):
+        self.branch_requests.append((method, args))
+        self._requests.put(("branch", (method, args)))
 
     def cancel(self):
         self._cancel.set()
@@ -95,7 +124,10 @@ class FakeEngine:
             if kind == "reset":
                 self.emit(ConversationReset(self.load_events[-1].cache, arg))
             if kind == "send":
-                self._replay(arg, self.turns[(len(self.sent) - 1) % len(self.turns)])
+                self._turn += 1
+                self._replay(TurnPlan(self.tree.current, arg))
+            if kind == "branch":
+                self._run_branch(*arg)
             if kind == "switch":
                 self._switch(arg)
 
@@ -121,27 +153,98 @@ class FakeEngine:
             dataclasses.replace(ready, info={**ready.info, "source": source or ready.info["source"], "path": str(path)})
         )
 
-    def _replay(self, user, events):
+    def _recording(self):
+        """The recorded turn to play next: sends pick by count (tests skip one by adding to `sent`), branches next."""
+        return self.turns[(len(self.sent) - 1 + len(self.branch_requests)) % len(self.turns)]
+
+    def _run_branch(self, method, args):
+        if method == "switch_branch":
+            self._switch_branch(*args)
+            return
+        self._turn += 1
+        try:
+            plan = getattr(self.tree, method)(*args)
+        except ModelError as exc:
+            self.emit(TurnFailed(self._turn, str(exc)))
+            return
+        self._replay(plan, forked=args[0] if method == "fork" else None)
+
+    def _switch_branch(self, turn):
+        try:
+            path = self.tree.path(turn)
+        except ModelError as exc:
+            self.emit(TurnFailed(self._turn, str(exc)))
+            return
+        self.tree.current = turn
+        # As if nothing were cached: every token of the path is read again.
+        tokens = sum(len(self.tree.turns[n].reply_ids) for n in path)
+        self.emit(BranchSwitched(turn, tuple(path), tokens, 0, 0.25, self.load_events[-1].cache))
+
+    def _kept_steps(self, plan, forked):
+        """A fork's start as steps: the forked reply's steps before the cut, then the forced token's."""
+        if forked is None:
+            return []
+        steps = self.steps[forked]
+        at = steps[plan.forked_at]
+        forced = next((t for t in at.top_k if t.id == plan.token_forced), None)
+        text = forced.text if forced is not None else f"<{plan.token_forced}>"
+        prob = forced.prob if forced is not None else 0.0
+        return steps[: plan.forked_at] + [dataclasses.replace(at, token_id=plan.token_forced, text=text, prob=prob)]
+
+    def _replay(self, plan, forked=None):
         self._cancel.clear()
-        text = ""
+        turn, events, start = self._turn, self._recording(), len(plan.reply_prefix)
+        steps = self._kept_steps(plan, forked)
+        prefix_text = "".join(s.text for s in steps)
+        text = prefix_text
         for event in events:
+            if hasattr(event, "turn"):
+                event = dataclasses.replace(event, turn=turn)
+            if hasattr(event, "index"):
+                event = dataclasses.replace(event, index=event.index + start)
             if isinstance(event, TurnStarted):
-                event = dataclasses.replace(event, user=user)
+                event = dataclasses.replace(
+                    event,
+                    user=plan.user,
+                    parent=plan.parent,
+                    reply_prefix=plan.reply_prefix,
+                    prefix_text=prefix_text,
+                    forked_at=plan.forked_at,
+                    token_forced=plan.token_forced,
+                )
             if isinstance(event, InsideStep):
                 # As the engine does: only what the open views ask for.
                 event = self._watched(event)
                 if event is None:
                     continue
             if isinstance(event, TokenGenerated):
-                if event.index == self.gate_at:
+                if event.index - start == self.gate_at:
                     self.turn_gate.wait(30)
                 if self._cancel.is_set():
                     stats = dataclasses.replace(events[-1].stats, stop_reason="cancelled", generated_tokens=event.index)
-                    self.emit(TurnEnded(event.turn, text, (), stats, event.cache))
+                    self.emit(self._ended(plan, TurnEnded(turn, text, (), stats, event.cache), steps, text))
                     return
                 text += event.text
+                steps.append(event)
                 time.sleep(self.delay)
+            if isinstance(event, TurnEnded):
+                event = self._ended(plan, event, steps, text)
             self.emit(event)
+
+    def _ended(self, plan, event, steps, text):
+        """The turn joins the tree; its end event carries the whole reply and its path, as the engine's does."""
+        stops = set(event.token_ids) - set(event.reply_ids)  # recorded: every id, then the reply without the stop
+        reply_ids = tuple(s.token_id for s in steps if s.token_id not in stops)
+        turn = event.turn
+        self.tree.add(Turn(turn, plan.parent, plan.user, reply_ids, text, plan.forked_at, plan.token_forced))
+        self.steps[turn] = steps
+        return dataclasses.replace(
+            event,
+            text=text,
+            token_ids=plan.reply_prefix + event.token_ids,
+            reply_ids=reply_ids,
+            path=tuple(self.tree.path(turn)),
+        )
 
     def _watched(self, event):
         watch = self.watch

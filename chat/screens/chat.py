@@ -21,6 +21,7 @@ from textual.widgets import Footer, Header, TextArea
 
 from model.internals.watch import Watch
 from model.runtime.events import (
+    BranchSwitched,
     ConversationReset,
     Event,
     HistoryRestored,
@@ -31,7 +32,7 @@ from model.runtime.events import (
 
 from .. import settings_forms
 from ..engine_view import EngineView, handles
-from ..messages import NeedsChanged, PromptSubmitted
+from ..messages import BranchPicked, ForkPicked, NeedsChanged, PromptSubmitted
 from ..router import Router
 from ..store import StoreError
 from ..views import Needs, ViewSpec
@@ -64,6 +65,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         # protocol (kitty, WezTerm, foot, Ghostty): there it opens the screen too; Ctrl+L works everywhere.
         Binding("ctrl+l,ctrl+m", "models", "Models"),
         Binding("ctrl+y", "copy_last_reply", "Copy reply"),
+        Binding("ctrl+r", "regenerate", "Regenerate", show=False),
         Binding("f1", "app.help", "Help"),
         Binding("question_mark", "app.help", "Help", show=False),
         Binding("ctrl+t", "toggle_ids", "Token ids", show=False),
@@ -244,6 +246,11 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             self.action_model_info,
         )
         yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard", self.action_copy_last_reply)
+        yield SystemCommand(
+            "Regenerate",
+            "Ctrl+R: a new reply to the focused reply's message (the last one by default), with the sampling now set",
+            self.action_regenerate,
+        )
 
     def action_toggle_ids(self) -> None:
         self.panels["topk"].toggle_ids()
@@ -365,6 +372,38 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             return
         reply.action_copy()
 
+    # --- branches: the engine keeps the tree, the transcript shows one path ----------
+
+    def _branch_ready(self) -> bool:
+        """Branching waits for the reply under way (Esc stops it) and for the model."""
+        if self.busy or not self.ready:
+            self.notify("Wait for the reply to finish (Esc stops it), then branch.", severity="warning")
+            return False
+        return True
+
+    def action_regenerate(self) -> None:
+        """A new reply to the focused reply's message, or to the last message shown."""
+        # A reply, its tinted twin and a user message all know their turn.
+        turn = getattr(self.focused, "turn", None)
+        turn = turn if turn is not None else self.transcript.turn_tree.current
+        if not turn:
+            self.notify("Nothing to regenerate yet: send a message first.")
+            return
+        if self._branch_ready():
+            self.busy = True
+            self.app.bridge.regenerate(turn)
+
+    def on_fork_picked(self, message: ForkPicked) -> None:
+        if self._branch_ready():
+            self.busy = True
+            self.app.bridge.fork(message.turn, message.at, message.token)
+
+    def on_branch_picked(self, message: BranchPicked) -> None:
+        target = self.transcript.sibling(message.turn, message.delta)
+        if target is not None and self._branch_ready():
+            self.busy = True
+            self.app.bridge.switch_branch(target)
+
     # --- the engine's side (the views draw their own events) --------------------
 
     @handles(ModelReady)
@@ -381,7 +420,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         if self.app.recorder is not None:
             self._save(self.app.recorder.reply_ended, event, list(event.reply_ids))
 
-    @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset)
+    @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset, BranchSwitched)
     def engine_idle(self, _event: Event) -> None:
         self.busy = False
         self._send_next_queued()

@@ -27,6 +27,8 @@ KEYS = """\
 {views}
 | Ctrl+T | show token ids in the Next token panel |
 | Ctrl+Y | copy the last reply (or focus a message and press c) |
+| Ctrl+R | regenerate: a new reply to the focused message (the last by default); the old one stays a branch |
+| ← / → | on a message showing ‹ 2/3 ›: the other branches (or click the arrows) |
 | F1, ? | this help |
 | Ctrl+Q | quit |
 

@@ -1,0 +1,83 @@
+"""Branches in the app: regenerate, fork at a token, switch with the arrows; over the fake engine's recorded turns."""
+
+import pytest
+from test_ui import send
+from ui_helpers import fake_app, text_of, wait_for
+
+from chat.widgets.transcript import AssistantMessage, UserMessage
+
+QUESTION = "What is the capital of France?"
+
+
+async def first_turn(pilot):
+    app = pilot.app
+    await wait_for(pilot, lambda: app.chat.ready)
+    await send(pilot, QUESTION)
+    await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
+
+
+def shown(app):
+    """The transcript as (role, text) pairs, in order."""
+    return [
+        ("user", w.text) if isinstance(w, UserMessage) else ("assistant", w.text)
+        for w in app.chat.transcript.children
+        if isinstance(w, (UserMessage, AssistantMessage))
+    ]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_r_regenerates_the_last_reply_in_place():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await first_turn(pilot)
+        engine = holder["engine"]
+        first = engine.tree.turns[1].reply_text
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        assert engine.branch_requests == [("regenerate", (1,))]
+        second = engine.tree.turns[2]
+        assert second.parent == 0 and second.reply_text != first
+        # One message, one reply: the new branch in place of the old.
+        assert shown(app) == [("user", QUESTION), ("assistant", second.reply_text)]
+        assert "‹ 2/2 ›" in text_of(app.query_one(UserMessage))
+
+
+@pytest.mark.asyncio
+async def test_regenerate_from_the_palette_and_nothing_to_regenerate():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        await app.chat.run_action("regenerate")  # nothing sent yet: a notice, nothing asked of the engine
+        assert holder["engine"].branch_requests == []
+        await send(pilot, QUESTION)
+        await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
+        entry = next(c for c in app.chat.commands() if c.title == "Regenerate")
+        entry.callback()
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in holder["engine"].tree.turns)
+        assert holder["engine"].branch_requests == [("regenerate", (1,))]
+
+
+@pytest.mark.asyncio
+async def test_arrows_switch_to_the_other_branch_and_back():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await first_turn(pilot)
+        engine = holder["engine"]
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        app.query_one(UserMessage).focus()
+        await pilot.press("right")  # already the newest: nothing asked
+        await pilot.press("left")
+        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 1)
+        assert engine.branch_requests[1:] == [("switch_branch", (1,))]
+        assert shown(app) == [("user", QUESTION), ("assistant", engine.tree.turns[1].reply_text)]
+        assert "‹ 1/2 ›" in text_of(app.query_one(UserMessage))
+        # The prefill numbers of the switch, as the event gave them.
+        tokens = len(engine.tree.turns[1].reply_ids)
+        assert any(f"{tokens} tokens prefilled, 0 reused" in str(n.render()) for n in app.query("Notice"))
+        # A click on › goes back.
+        message = app.query_one(UserMessage)
+        arrow = text_of(message).splitlines()[-1].index("›")
+        await pilot.click(UserMessage, offset=(arrow, message.outer_size.height - 1))
+        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 2)
+        assert shown(app) == [("user", QUESTION), ("assistant", engine.tree.turns[2].reply_text)]
