@@ -149,7 +149,7 @@ VIEWS: list[ViewSpec] = [
         # It keeps each step's top-k, to show again under the cursor.
         needs=top_k,
         place="reply",
-        focus_keys="focus a reply: ←/→ shows a token's top-k",
+        focus_keys="focus a reply: ←/→ shows a token's top-k, ↑/↓ and Enter fork the reply there",
     ),
 ]
 

@@ -4,6 +4,7 @@ import pytest
 from test_ui import send
 from ui_helpers import fake_app, text_of, wait_for
 
+from chat.widgets.confidence import ConfidenceText
 from chat.widgets.transcript import AssistantMessage, UserMessage
 
 QUESTION = "What is the capital of France?"
@@ -81,3 +82,36 @@ async def test_arrows_switch_to_the_other_branch_and_back():
         await pilot.click(UserMessage, offset=(arrow, message.outer_size.height - 1))
         await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 2)
         assert shown(app) == [("user", QUESTION), ("assistant", engine.tree.turns[2].reply_text)]
+
+
+@pytest.mark.asyncio
+async def test_enter_on_a_top_k_candidate_forks_the_reply_there():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await first_turn(pilot)
+        engine = holder["engine"]
+        old = engine.tree.turns[1]
+        await pilot.press("f9")
+        view = app.query_one(ConfidenceText)
+        view.focus()
+        await pilot.press("right", "right", "right")
+        at = view.cursor
+        step = view.steps[at]
+        assert step.top_k[view.choice].id != step.token_id  # the pick starts on the runner-up
+        await pilot.press("down")
+        token = step.top_k[view.choice].id
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        assert engine.branch_requests == [("fork", (1, at, token))]
+        new = engine.tree.turns[2]
+        assert new.reply_ids[:at] == old.reply_ids[:at] and new.reply_ids[at] == token
+        # The new branch is shown: its steps keep the old ones before the cut, then the forced token.
+        reply = app.query_one(AssistantMessage)
+        assert reply.turn == 2 and reply.text == new.reply_text
+        forked = app.query_one(ConfidenceText)
+        assert [s.token_id for s in forked.steps[: at + 1]] == list(new.reply_ids[: at + 1])
+        assert forked.steps[:at] == view.steps[:at]
+        assert forked.tinted.plain.startswith(
+            "".join(s.text for s in view.steps[:at]) + next(t.text for t in step.top_k if t.id == token)
+        )
+        assert "‹ 2/2 ›" in text_of(app.query_one(UserMessage))

@@ -2,7 +2,9 @@
 
 Move the cursor with ←/→ (or hover with the mouse) to see that step's top-k
 again: the candidates the token was drawn from, as the Next token panel
-showed them at the time.
+showed them at the time. ↑/↓ picks one of them and Enter (or a click on it)
+forks the reply there: cut before that token, the pick forced, generation
+going on from it (the engine's `fork`).
 """
 
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from textual.widgets import Static
 from model.runtime.events import TopToken
 
 from ..formatting import visible_token
+from ..messages import ForkPicked
 
 # Probability bands, low to high, and their background tints.
 BANDS = (
@@ -54,12 +57,17 @@ class ConfidenceText(Static, can_focus=True):
         Binding("right", "move(1)", "Next token", show=False),
         Binding("home", "move(-100000)", show=False),
         Binding("end", "move(100000)", show=False),
+        Binding("up", "pick(-1)", "Previous alternative", show=False),
+        Binding("down", "pick(1)", "Next alternative", show=False),
+        Binding("enter", "fork", "Fork here", show=False),
     ]
 
     def __init__(self, steps: list[SampledStep]):
         super().__init__()
         self.steps = steps  # shared with the reply: it grows while the reply streams
         self.cursor = -1  # no step picked yet
+        self.choice = 0  # the candidate of the cursor's top-k that Enter forks to
+        self.turn = None  # the engine's turn of this reply (None: it cannot be forked)
         self.tinted = Text()
         self._rows = 0
 
@@ -68,19 +76,43 @@ class ConfidenceText(Static, can_focus=True):
 
     def on_focus(self) -> None:
         if self.cursor < 0 and self.steps:
-            self.cursor = 0
-            self.redraw()
+            self._go_to(0)
+
+    def _go_to(self, step: int) -> None:
+        """The cursor on `step`, its pick on the first candidate that is not the token written (the runner-up)."""
+        self.cursor = step
+        top = self.steps[step].top_k
+        self.choice = next((j for j, t in enumerate(top) if t.id != self.steps[step].token_id), 0)
+        self.redraw()
 
     def action_move(self, delta: int) -> None:
         if self.steps:
-            self.cursor = min(max(self.cursor + delta, 0), len(self.steps) - 1)
+            self._go_to(min(max(self.cursor + delta, 0), len(self.steps) - 1))
+
+    def action_pick(self, delta: int) -> None:
+        if 0 <= self.cursor < len(self.steps) and self.steps[self.cursor].top_k:
+            self.choice = min(max(self.choice + delta, 0), len(self.steps[self.cursor].top_k) - 1)
             self.redraw()
+
+    def action_fork(self) -> None:
+        if not 0 <= self.cursor < len(self.steps) or not self.steps[self.cursor].top_k:
+            return
+        if self.turn is None:
+            self.notify("This reply cannot be forked: it is still being written, or it comes from a saved chat.")
+            return
+        token = self.steps[self.cursor].top_k[self.choice].id
+        self.post_message(ForkPicked(self.turn, self.cursor, token))
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
         step = event.style.meta.get("step") if event.style else None
         if step is not None and step != self.cursor:
-            self.cursor = step
-            self.redraw()
+            self._go_to(step)
+
+    def on_click(self, event: events.Click) -> None:
+        candidate = event.style.meta.get("candidate") if event.style else None
+        if candidate is not None:
+            self.choice = candidate
+            self.action_fork()
 
     def redraw(self, force_layout: bool = False) -> None:
         body = Text()
@@ -118,8 +150,11 @@ class ConfidenceText(Static, can_focus=True):
         if not s.top_k:
             return [head, Text("  (no top-k recorded: the Next token panel and this view were both off)", style="dim")]
         candidates = Text("  ")
-        for t in s.top_k:
-            picked = t.id == s.token_id
-            candidates.append(f"{visible_token(t.text)} {t.prob * 100:.1f}%", "bold yellow" if picked else "")
+        for j, t in enumerate(s.top_k):
+            style = Style(bold=True, color="yellow") if t.id == s.token_id else Style()
+            if j == self.choice:
+                style += Style(reverse=True)
+            candidates.append(f"{visible_token(t.text)} {t.prob * 100:.1f}%", style + Style(meta={"candidate": j}))
             candidates.append("  ")
-        return [head, candidates]
+        hint = Text("  ↑/↓ pick an alternative, Enter (or a click) forks the reply there", style="dim")
+        return [head, candidates, hint]
