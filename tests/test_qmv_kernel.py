@@ -144,6 +144,21 @@ def test_bit_exact_where_the_arithmetic_is(use_kernel, bits, group_size):
             assert np.array_equal(got.astype(np.float64), want), f"{name}, {threads} threads"
 
 
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_dequantize_is_mx_dequantize(use_kernel, bits, group_size):
+    """Prefill's weights: the same float32 numbers as mx.dequantize, bit for bit."""
+    rng = np.random.default_rng(bits * group_size)
+    for N in (1, 77, 300):
+        w, scales, biases = mx.quantize(mx.array(rng.standard_normal((N, 640)).astype(np.float32)), group_size, bits)
+        want = np.array(mx.dequantize(w, scales, biases, group_size=group_size, bits=bits))
+        for name in kernels():
+            for threads in (1, 2):
+                use_kernel(name, threads)
+                got = np.array(ext.dequantize(w, scales, biases, group_size, bits))
+                assert np.array_equal(got, want), f"{name}, {threads} threads, N={N}"
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_inputs_round_to_nearest(use_kernel, bits):
     """Weights that pick one input each read back the input's int16 code times its block scale.

@@ -17,6 +17,8 @@ NB_MODULE(_qmv, m) {
   m.doc() = "SIMD matrix-vector products over MLX's 4- and 8-bit affine quantized layout (CPU).";
   m.def("quantized_matvec", &glasschat::quantized_matvec, "x"_a, "w"_a, "scales"_a, "biases"_a, "group_size"_a,
         "bits"_a, "x @ dequantize(w, scales, biases).T for float32 x; few rows (decode), on the CPU.");
+  m.def("dequantize", &glasschat::dequantize, "w"_a, "scales"_a, "biases"_a, "group_size"_a, "bits"_a,
+        "mx.dequantize's float32 weights in one pass (for prefill's GEMM), on the CPU.");
   m.def("set_threads", &glasschat::set_threads, "threads"_a);
   m.def("threads", &glasschat::threads);
   m.def("set_kernel", &glasschat::set_kernel, "name"_a, "'best', or 'scalar' / 'avx2' / 'neon' (tests).");

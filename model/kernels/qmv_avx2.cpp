@@ -260,10 +260,43 @@ void rows(const Problem& p, const Activations& a, int r0, int r1) {
   }
 }
 
+// 8 codes (bytes) -> floats s * q + b.
+inline void dequantize8(__m128i codes, __m256 s, __m256 b, float* out) {
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), s), b));
+}
+
+void dequantize(const Problem& p, int r0, int r1) {
+  const int blocks = p.K / kBlock, groups = p.K / p.group_size;
+  const int group_shift = __builtin_ctz(p.group_size);
+  const __m128i low = _mm_set1_epi8(0x0F);
+  for (int j = r0; j < r1; j++) {
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + size_t(j) * p.K * p.bits / 8;
+    float* out = p.y + size_t(j) * p.K;
+    for (int blk = 0; blk < blocks; blk++) {
+      const int g = j * groups + ((32 * blk) >> group_shift);
+      const __m256 s = _mm256_set1_ps(p.scales[g]), b = _mm256_set1_ps(p.biases[g]);
+      __m128i c0, c1;  // codes 0-15 and 16-31 of the block, one a byte
+      if (p.bits == 4) {
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * blk));
+        const __m128i even = _mm_and_si128(bytes, low), odd = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+        c0 = _mm_unpacklo_epi8(even, odd), c1 = _mm_unpackhi_epi8(even, odd);
+      } else {
+        c0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 32 * blk));
+        c1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 32 * blk + 16));
+      }
+      float* o = out + 32 * blk;
+      dequantize8(c0, s, b, o);
+      dequantize8(_mm_srli_si128(c0, 8), s, b, o + 8);
+      dequantize8(c1, s, b, o + 16);
+      dequantize8(_mm_srli_si128(c1, 8), s, b, o + 24);
+    }
+  }
+}
+
 }  // namespace
 
 const Kernel& avx2_kernel() {
-  static const Kernel k{"avx2", prepare, rows};
+  static const Kernel k{"avx2", prepare, rows, dequantize};
   return k;
 }
 

@@ -29,6 +29,7 @@
 namespace glasschat::qmv {
 
 // One product: y (M, N) = x (M, K) @ dequantize(w, scales, biases).T
+// (or, for `dequantize`, just the weights: x and M unused, y is (N, K)).
 struct Problem {
   const float* x;  // (M, K), rows contiguous
   const uint32_t* w;  // (N, K * bits / 32)
@@ -52,6 +53,9 @@ struct Kernel {
   const char* name;
   void (*prepare)(const Problem&, Activations&);
   void (*rows)(const Problem&, const Activations&, int row_begin, int row_end);
+  // Weight rows to float32, s * q + b rounded as mx.dequantize rounds it (a
+  // product, then a sum; never an FMA), so a prefill GEMM sees MLX's weights.
+  void (*dequantize)(const Problem&, int row_begin, int row_end);
 };
 
 constexpr int kBlock = 32;  // input values per activation scale
@@ -77,5 +81,8 @@ const Kernel& best_kernel();
 
 // y = x @ W.T on `threads` threads (rows of W split between them).
 void run(const Problem& p, const Kernel& kernel, int threads);
+
+// y (N, K) = dequantize(W) on `threads` threads.
+void run_dequantize(const Problem& p, const Kernel& kernel, int threads);
 
 }  // namespace glasschat::qmv

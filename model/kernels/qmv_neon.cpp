@@ -113,10 +113,44 @@ void rows(const Problem& p, const Activations& a, int r0, int r1) {
   }
 }
 
+// 16 codes (bytes) -> floats s * q + b.
+inline void dequantize16(uint8x16_t codes, float32x4_t s, float32x4_t b, float* out) {
+  const uint16x8_t lo = vmovl_u8(vget_low_u8(codes)), hi = vmovl_high_u8(codes);
+  const uint32x4_t q[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_high_u16(lo), vmovl_u16(vget_low_u16(hi)),
+                           vmovl_high_u16(hi)};
+  for (int i = 0; i < 4; i++) {
+    vst1q_f32(out + 4 * i, vaddq_f32(vmulq_f32(vcvtq_f32_u32(q[i]), s), b));
+  }
+}
+
+void dequantize(const Problem& p, int r0, int r1) {
+  const int blocks = p.K / kBlock, groups = p.K / p.group_size;
+  const size_t row_bytes = size_t(p.K) * p.bits / 8;
+  const uint8x16_t low = vdupq_n_u8(0x0F);
+  for (int j = r0; j < r1; j++) {
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + j * row_bytes;
+    float* out = p.y + size_t(j) * p.K;
+    for (int b = 0; b < blocks; b++) {
+      const int g = j * groups + (b * kBlock) / p.group_size;
+      const float32x4_t sv = vdupq_n_f32(p.scales[g]), bv = vdupq_n_f32(p.biases[g]);
+      uint8x16_t c0, c1;  // codes 0-15 and 16-31 of the block
+      if (p.bits == 4) {
+        const uint8x16_t bytes = vld1q_u8(w + 16 * b);
+        const uint8x16_t even = vandq_u8(bytes, low), odd = vshrq_n_u8(bytes, 4);
+        c0 = vzip1q_u8(even, odd), c1 = vzip2q_u8(even, odd);
+      } else {
+        c0 = vld1q_u8(w + 32 * b), c1 = vld1q_u8(w + 32 * b + 16);
+      }
+      dequantize16(c0, sv, bv, out + 32 * b);
+      dequantize16(c1, sv, bv, out + 32 * b + 16);
+    }
+  }
+}
+
 }  // namespace
 
 const Kernel& neon_kernel() {
-  static const Kernel k{"neon", prepare, rows};
+  static const Kernel k{"neon", prepare, rows, dequantize};
   return k;
 }
 

@@ -47,6 +47,33 @@ std::vector<float> gather(const mx::array& a) {
   return out;
 }
 
+// Row-contiguous pointers to a product's weights, copying the rare strided view.
+struct Weights {
+  std::vector<uint32_t> w_copy;
+  std::vector<float> s_copy, b_copy;
+  const uint32_t* w;
+  const float* s;
+  const float* b;
+
+  Weights(const mx::array& w_, const mx::array& s_, const mx::array& b_) {
+    w = w_.data<uint32_t>(), s = s_.data<float>(), b = b_.data<float>();
+    if (!s_.flags().row_contiguous) {
+      s_copy = gather(s_), s = s_copy.data();
+    }
+    if (!b_.flags().row_contiguous) {
+      b_copy = gather(b_), b = b_copy.data();
+    }
+    if (!w_.flags().row_contiguous) {
+      w_copy.resize(w_.size());
+      for (size_t i = 0; i < w_.size(); i++) {
+        const int r = int(i / w_.shape(1)), c = int(i % w_.shape(1));
+        w_copy[i] = w[int64_t(r) * w_.strides(0) + int64_t(c) * w_.strides(1)];
+      }
+      w = w_copy.data();
+    }
+  }
+};
+
 }  // namespace
 
 void set_threads(int threads) {
@@ -85,6 +112,20 @@ std::string kernel_name() {
   return current_kernel().name;
 }
 
+// The checks both ops make of the weights; returns K.
+int check_weights(const mx::array& w, const mx::array& scales, const mx::array& biases, int group_size, int bits) {
+  check(bits == 4 || bits == 8, "bits must be 4 or 8");
+  check(group_size == 32 || group_size == 64 || group_size == 128, "group_size must be 32, 64 or 128");
+  check(w.dtype() == mx::uint32 && w.ndim() == 2, "w must be a 2-D uint32 array");
+  check(scales.dtype() == mx::float32 && biases.dtype() == mx::float32, "scales and biases must be float32");
+  const int N = w.shape(0);
+  const int K = w.shape(1) * 32 / bits;
+  check(K % group_size == 0, "the input size must be a multiple of group_size");
+  const mx::Shape groups{N, K / group_size};
+  check(scales.shape() == groups && biases.shape() == groups, "scales and biases must be (N, K / group_size)");
+  return K;
+}
+
 mx::array quantized_matvec(
     const mx::array& x,
     const mx::array& w,
@@ -92,17 +133,10 @@ mx::array quantized_matvec(
     const mx::array& biases,
     int group_size,
     int bits) {
-  check(bits == 4 || bits == 8, "bits must be 4 or 8");
-  check(group_size == 32 || group_size == 64 || group_size == 128, "group_size must be 32, 64 or 128");
-  check(w.dtype() == mx::uint32 && w.ndim() == 2, "w must be a 2-D uint32 array");
-  check(x.dtype() == mx::float32 && scales.dtype() == mx::float32 && biases.dtype() == mx::float32,
-        "x, scales and biases must be float32");
+  const int K = check_weights(w, scales, biases, group_size, bits);
   const int N = w.shape(0);
-  const int K = w.shape(1) * 32 / bits;
+  check(x.dtype() == mx::float32, "x must be float32");
   check(x.ndim() >= 1 && x.shape(-1) == K, "x's last axis must be " + std::to_string(K));
-  check(K % group_size == 0, "the input size must be a multiple of group_size");
-  const mx::Shape groups{N, K / group_size};
-  check(scales.shape() == groups && biases.shape() == groups, "scales and biases must be (N, K / group_size)");
   auto shape = x.shape();
   shape.back() = N;
   auto stream = mx::default_stream(mx::Device::cpu);
@@ -137,38 +171,55 @@ void QuantizedMatvec::eval_cpu(const std::vector<mx::array>& inputs, std::vector
   // outlive the task on the stream's thread.
   encoder.dispatch([x = inputs[0], w = inputs[1], s = inputs[2], b = inputs[3], out, gs = group_size_,
                     bits = bits_, kernel = &current_kernel(), threads = threads_.load()]() mutable {
-    std::vector<float> xs, ss, bs;
+    std::vector<float> xs;
     const float* xp = x.data<float>();
     if (!x.flags().row_contiguous) {
       xs = gather(x);
       xp = xs.data();
     }
-    const float* sp = s.data<float>();
-    const float* bp = b.data<float>();
-    if (!s.flags().row_contiguous) {
-      ss = gather(s);
-      sp = ss.data();
-    }
-    if (!b.flags().row_contiguous) {
-      bs = gather(b);
-      bp = bs.data();
-    }
-    // Loaded weights are always contiguous; a view of them is copied once.
-    std::vector<uint32_t> ws;
-    const uint32_t* wp = w.data<uint32_t>();
-    if (!w.flags().row_contiguous) {
-      ws.resize(w.size());
-      for (size_t i = 0; i < w.size(); i++) {
-        const int r = int(i / w.shape(1)), c = int(i % w.shape(1));
-        ws[i] = wp[int64_t(r) * w.strides(0) + int64_t(c) * w.strides(1)];
-      }
-      wp = ws.data();
-    }
+    const Weights weights(w, s, b);
     const int N = w.shape(0);
     const int K = w.shape(1) * 32 / bits;
     const int M = int(x.size() / K);
-    qmv::Problem p{xp, wp, sp, bp, out.data<float>(), M, N, K, gs, bits};
+    qmv::Problem p{xp, weights.w, weights.s, weights.b, out.data<float>(), M, N, K, gs, bits};
     qmv::run(p, *kernel, threads);
+  });
+}
+
+mx::array dequantize(const mx::array& w, const mx::array& scales, const mx::array& biases, int group_size, int bits) {
+  const int K = check_weights(w, scales, biases, group_size, bits);
+  auto stream = mx::default_stream(mx::Device::cpu);
+  return mx::array(
+      {w.shape(0), K}, mx::float32, std::make_shared<AffineDequantize>(stream, group_size, bits), {w, scales, biases});
+}
+
+std::vector<mx::Shape> AffineDequantize::output_shapes(const std::vector<mx::array>& inputs) {
+  return {{inputs[0].shape(0), inputs[0].shape(1) * 32 / bits_}};
+}
+
+bool AffineDequantize::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const AffineDequantize&>(other);
+  return group_size_ == o.group_size_ && bits_ == o.bits_;
+}
+
+void AffineDequantize::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("AffineDequantize runs on the CPU only");
+}
+
+void AffineDequantize::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  encoder.dispatch([w = inputs[0], s = inputs[1], b = inputs[2], out, gs = group_size_, bits = bits_,
+                    kernel = &current_kernel(), threads = threads_.load()]() mutable {
+    const Weights weights(w, s, b);
+    const int N = w.shape(0), K = w.shape(1) * 32 / bits;
+    qmv::Problem p{nullptr, weights.w, weights.s, weights.b, out.data<float>(), 0, N, K, gs, bits};
+    qmv::run_dequantize(p, *kernel, threads);
   });
 }
 

@@ -20,6 +20,10 @@ mx::array quantized_matvec(
     int group_size,
     int bits);
 
+// dequantize(w, scales, biases) as float32 (N, K): mx.dequantize's numbers,
+// one pass instead of its chain of shifts, reshapes, products and sums.
+mx::array dequantize(const mx::array& w, const mx::array& scales, const mx::array& biases, int group_size, int bits);
+
 // Threads the kernel splits output rows over (1 = the stream's own thread only).
 void set_threads(int threads);
 int threads();
@@ -38,6 +42,22 @@ class QuantizedMatvec : public mx::Primitive {
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override;
   bool is_equivalent(const mx::Primitive& other) const override;
   const char* name() const override { return "QuantizedMatvec"; }
+
+ private:
+  int group_size_;
+  int bits_;
+};
+
+class AffineDequantize : public mx::Primitive {
+ public:
+  AffineDequantize(mx::Stream stream, int group_size, int bits)
+      : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override;
+  bool is_equivalent(const mx::Primitive& other) const override;
+  const char* name() const override { return "AffineDequantize"; }
 
  private:
   int group_size_;

@@ -65,7 +65,7 @@ bool spin_while(F busy) {
 struct Job {
   const Problem* p;
   const Kernel* kernel;
-  const Activations* acts;
+  const Activations* acts;  // null: dequantize rather than multiply
   int parts;
 };
 
@@ -79,8 +79,10 @@ void part_rows(int n, int part, int parts, int* begin, int* end) {
 void run_part(const Job& job, int part) {
   int r0, r1;
   part_rows(job.p->N, part, job.parts, &r0, &r1);
-  if (r0 < r1) {
+  if (r0 < r1 && job.acts) {
     job.kernel->rows(*job.p, *job.acts, r0, r1);
+  } else if (r0 < r1) {
+    job.kernel->dequantize(*job.p, r0, r1);
   }
 }
 
@@ -177,6 +179,16 @@ void run(const Problem& p, const Kernel& kernel, int threads) {
     } else {
       pool_for(threads).run(job);
     }
+  }
+}
+
+void run_dequantize(const Problem& p, const Kernel& kernel, int threads) {
+  const int parts = std::max(1, std::min(threads, p.N / 64));
+  const Job job{&p, &kernel, nullptr, parts};
+  if (parts == 1) {
+    run_part(job, 0);
+  } else {
+    pool_for(threads).run(job);
   }
 }
 

@@ -81,10 +81,24 @@ void rows(const Problem& p, const Activations& a, int r0, int r1) {
   }
 }
 
+void dequantize(const Problem& p, int r0, int r1) {
+  const int groups = p.K / p.group_size;
+  const size_t row_bytes = size_t(p.K) * p.bits / 8;
+  for (int j = r0; j < r1; j++) {
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + j * row_bytes;
+    float* out = p.y + size_t(j) * p.K;
+    for (int i = 0; i < p.K; i++) {
+      const int g = j * groups + i / p.group_size;
+      const float scaled = p.scales[g] * float(code(w, i, p.bits));
+      out[i] = scaled + p.biases[g];
+    }
+  }
+}
+
 }  // namespace
 
 const Kernel& scalar_kernel() {
-  static const Kernel k{"scalar", prepare, rows};
+  static const Kernel k{"scalar", prepare, rows, dequantize};
   return k;
 }
 
