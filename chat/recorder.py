@@ -3,7 +3,7 @@
 from typing import Optional
 
 from model.loading.chat_template import Message
-from model.runtime.events import TurnEnded, TurnStarted
+from model.runtime.events import BranchSwitched, TurnEnded, TurnStarted
 
 from .store import Store, StoredMessage
 
@@ -32,8 +32,13 @@ class ConversationRecorder:
     def turn_started(self, event: TurnStarted) -> None:
         """A turn anywhere on the tree (a message, an edit, a regenerate, a fork): its user message is saved
         now, after the reply of the turn it follows, so a reply that never ends loses nothing before it."""
-        parent = self.reply_of.get(event.parent) if event.parent else None
-        message_id = self.store.add_message(self._ensure_conversation(), "user", event.user, parent=parent)
+        conversation = self._ensure_conversation()
+        if event.parent and event.parent not in self.reply_of:
+            # A turn restored from the store (or from before saving failed): go on from the path shown.
+            message_id = self.store.add_message(conversation, "user", event.user)
+        else:
+            parent = self.reply_of[event.parent] if event.parent else None
+            message_id = self.store.add_message(conversation, "user", event.user, parent=parent)
         self.started[event.turn] = (message_id, event)
 
     def turn_ended(self, event: TurnEnded) -> None:
@@ -53,17 +58,10 @@ class ConversationRecorder:
             fork=(started.forked_at, started.token_forced),
         )
 
-    def user_sent(self, text: str) -> None:
-        """A message typed in the app, continuing the path (saved the moment it is sent, even if queued)."""
-        self.store.add_message(self._ensure_conversation(), "user", text)
-
-    def reply_ended(self, event: TurnEnded, reply_ids: list[int]) -> None:
-        if self.conversation_id is None:
-            return
-        status = "cancelled" if event.stats.stop_reason == "cancelled" else "complete"
-        self.reply_of[event.turn] = self.store.add_reply(
-            self.conversation_id, event.text, reply_ids, status, event.stats.as_dict(), event.cache.as_dict()
-        )
+    def branch_switched(self, event: BranchSwitched) -> None:
+        """The path shown changed: the store remembers its last message, so opening the chat shows it again."""
+        if self.conversation_id is not None and event.turn in self.reply_of:
+            self.store.show(self.conversation_id, self.reply_of[event.turn])
 
     def older_messages(self) -> list[str]:
         """The user's messages in other conversations, newest first."""

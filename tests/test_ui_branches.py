@@ -4,6 +4,8 @@ import pytest
 from test_ui import send
 from ui_helpers import fake_app, text_of, wait_for
 
+from chat.recorder import ConversationRecorder
+from chat.store import Store
 from chat.widgets.confidence import ConfidenceText
 from chat.widgets.transcript import AssistantMessage, UserMessage
 
@@ -115,3 +117,31 @@ async def test_enter_on_a_top_k_candidate_forks_the_reply_there():
             "".join(s.text for s in view.steps[:at]) + next(t.text for t in step.top_k if t.id == token)
         )
         assert "‹ 2/2 ›" in text_of(app.query_one(UserMessage))
+
+
+@pytest.mark.asyncio
+async def test_branches_made_in_the_app_are_saved_as_a_tree(tmp_path):
+    app, holder = fake_app()
+    app.recorder = ConversationRecorder(Store(tmp_path / "g.db"), "fake", {})
+    async with app.run_test(size=(140, 45)) as pilot:
+        await first_turn(pilot)
+        engine = holder["engine"]
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        await send(pilot, "And of Italy?")  # follows the regenerated reply
+        await wait_for(pilot, lambda: not app.chat.busy and 3 in engine.tree.turns)
+        app.query(UserMessage).first().focus()
+        await pilot.press("left")
+        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 1)
+    store = Store(tmp_path / "g.db")
+    [c] = store.conversations()
+    msgs = {m.id: m for m in store.messages(c.id)}
+    first, second, third = sorted((m for m in msgs.values() if m.role == "assistant"), key=lambda m: m.id)
+    assert [r.content for r in (first, second, third)] == [engine.tree.turns[n].reply_text for n in (1, 2, 3)]
+    # Two questions from the system prompt, each with its reply; the follow-up under the regenerated one.
+    assert msgs[first.parent_id].parent_id is None and msgs[second.parent_id].parent_id is None
+    assert msgs[first.parent_id].content == msgs[second.parent_id].content == QUESTION
+    assert msgs[third.parent_id].content == "And of Italy?" and msgs[third.parent_id].parent_id == second.id
+    assert list(second.token_ids) == list(engine.tree.turns[2].reply_ids)
+    # The path shown when the app closed is the one opened next time.
+    assert [m.id for m in store.path_to(c.id)][-1] == first.id

@@ -28,6 +28,7 @@ from model.runtime.events import (
     ModelReady,
     TurnEnded,
     TurnFailed,
+    TurnStarted,
 )
 
 from .. import settings_forms
@@ -308,8 +309,6 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
 
     def _send(self, text: str, bubble: UserMessage) -> None:
         bubble.mark_sent()
-        if self.app.recorder is not None:
-            self._save(self.app.recorder.user_sent, text)
         self.busy = True
         self.app.bridge.send(text)
 
@@ -415,10 +414,22 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         self.ready = True
         self._send_next_queued()
 
+    # Saved from the engine's turn events, so a regenerate, an edit or a fork lands in the tree
+    # under the turn it follows; a message is saved when it reaches the engine.
+    @handles(TurnStarted)
+    def save_message(self, event: TurnStarted) -> None:
+        if self.app.recorder is not None:
+            self._save(self.app.recorder.turn_started, event)
+
     @handles(TurnEnded)
     def save_reply(self, event: TurnEnded) -> None:
         if self.app.recorder is not None:
-            self._save(self.app.recorder.reply_ended, event, list(event.reply_ids))
+            self._save(self.app.recorder.turn_ended, event)
+
+    @handles(BranchSwitched)
+    def save_branch(self, event: BranchSwitched) -> None:
+        if self.app.recorder is not None:
+            self._save(self.app.recorder.branch_switched, event)
 
     @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset, BranchSwitched)
     def engine_idle(self, _event: Event) -> None:
