@@ -11,11 +11,10 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.cache.kv_cache import KVCache
-from model.cache.kv_factory import compute_dtype
+from model.cache.kv_factory import make_cache
 from model.loading.loader import load_model
 from model.runtime.generate import decode, prefill
-from model.runtime.settings import SamplingSettings
+from model.runtime.settings import MIN_CAPACITY, CacheSettings, SamplingSettings
 
 GREEDY = SamplingSettings()
 
@@ -27,8 +26,7 @@ class OurEngine:
         self.name = f"glasschat ({self.loaded.layout})"
 
     def _cache(self, capacity):
-        model = self.loaded.model
-        return KVCache(self.loaded.config, capacity, model.rope.shift, dtype=compute_dtype(model))
+        return make_cache(self.loaded.model, CacheSettings(max_kv_size=max(capacity, MIN_CAPACITY), keep=4))
 
     def time_to_first_token(self, ids) -> float:
         cache = self._cache(len(ids) + 8)

@@ -19,9 +19,10 @@ import mlx.core as mx
 from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
 from bench.peers import MlxLmEngine, OurEngine
 from model.blas import BlasInfo, blas_info
-from model.cache.kv_cache import KVCache
+from model.cache.kv_factory import make_cache
 from model.runtime.generate import decode, prefill
-from model.runtime.settings import SamplingSettings
+from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.stats import tokens_per_s
 
 FILLER = (
     "The history of science is the study of the development of science and scientific knowledge, "
@@ -85,7 +86,7 @@ def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log, budge
     result.note = "; ".join(skipped)
     times = engine.decode_times(prompt_ids(tokenizer, 64), decode_tokens)
     result.decode_tokens = len(times)
-    result.decode_tok_s = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    result.decode_tok_s = tokens_per_s(times)
     log(f"  {engine.name}: decode {len(times)} tokens  {result.decode_tok_s:8.1f} tok/s")
     result.mlx_peak_bytes = mx.get_peak_memory()
     result.rss_bytes = current_rss()
@@ -112,7 +113,7 @@ def measure_llama_cpp(path, tokenizer, sizes, args, log, command=None) -> tuple[
 def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16) -> dict:
     """Decode tok/s over the `window` tokens just before and just after each eviction."""
     model = ours.loaded.model
-    cache = KVCache(ours.loaded.config, capacity, model.rope.shift, keep=20)
+    cache = make_cache(model, CacheSettings(max_kv_size=capacity, keep=20))
     times, evicted_at = [], []
     logits = prefill(model, cache, prompt_ids(ours.loaded.tokenizer, 64))
     # Sampled (seeded) rather than greedy: a greedy reply this long falls into a loop of one token.
@@ -124,7 +125,7 @@ def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16
 
     def rate(a, b):
         a, b = max(a, 0), min(b, len(times) - 1)
-        return (b - a) / (times[b] - times[a]) if b > a else 0.0
+        return tokens_per_s(times[a : b + 1])
 
     rows = [
         {
@@ -220,7 +221,7 @@ def run(args) -> int:
             plain = OurEngine.__new__(OurEngine)
             plain.__dict__.update(ours.__dict__, top_k=0, name=f"glasschat ({ours.loaded.layout}, no top-k)")
             times = plain.decode_times(prompt_ids(ours.loaded.tokenizer, 64), args.decode_tokens)
-            bare = (len(times) - 1) / (times[-1] - times[0])
+            bare = tokens_per_s(times)
             r = EngineResult(
                 plain.name,
                 ours.loaded.layout,

@@ -79,8 +79,7 @@ class GlasschatApp(App):
 
     def tokenizer(self) -> Optional[TextTokenizer]:
         """The model's tokenizer (Rust, not MLX: the UI thread may use it); None before the model loads."""
-        loaded = getattr(self.bridge.engine, "loaded", None)
-        return loaded.tokenizer if loaded is not None else None
+        return self.bridge.engine.tokenizer()
 
     def tokens_of_text(self, text: str) -> Optional[tuple[list[int], list[str]]]:
         """(ids, pieces) of a user message as the model reads it; None before the model loads."""

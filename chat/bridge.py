@@ -5,22 +5,19 @@ so the UI thread never waits on MLX. Every event arrives, in order; the chat
 screen's router decides what to draw when (see `chat/router.py`).
 """
 
-from collections.abc import Callable
-
 from textual.app import App
 
+from model.runtime.chat_engine import ChatEngine, EngineFactory
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import Event
 
 from .messages import EngineEvent
 
-EngineFactory = Callable[[EngineOptions, Callable[[Event], None]], Engine]
-
 
 class EngineBridge:
     def __init__(self, app: App, options: EngineOptions, factory: EngineFactory = Engine):
         self.app = app
-        self.engine = factory(options, self._emit)
+        self.engine: ChatEngine = factory(options, self._emit)
 
     def _emit(self, event: Event) -> None:
         self.app.post_message(EngineEvent(event))
@@ -29,5 +26,5 @@ class EngineBridge:
         self.engine.start()
 
     def __getattr__(self, name):
-        # send, cancel, reset, update, shutdown: straight to the engine.
+        # The ChatEngine methods (send, cancel, reset, set_needs, ...): straight to the engine.
         return getattr(self.engine, name)

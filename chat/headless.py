@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from model.errors import ModelError
+from model.runtime.chat_engine import ChatEngine, EngineFactory
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import (
     Event,
@@ -56,10 +57,15 @@ class TurnResult:
 class HeadlessSession:
     """An engine plus a queue of its events, used from one (non-engine) thread."""
 
-    def __init__(self, options: EngineOptions, on_event: Callable[[Event], None] = lambda _: None):
+    def __init__(
+        self,
+        options: EngineOptions,
+        on_event: Callable[[Event], None] = lambda _: None,
+        factory: EngineFactory = Engine,
+    ):
         self.events: queue.Queue = queue.Queue()
         self.on_event = on_event
-        self.engine = Engine(options, self.events.put).start()
+        self.engine: ChatEngine = factory(options, self.events.put).start()
         self.ready = self._wait_ready()
 
     def _next(self) -> Event:
@@ -80,7 +86,7 @@ class HeadlessSession:
         self.engine.send(user)
         return self.collect(TurnResult(user))
 
-    def request(self, ask: Callable[[Engine], None]) -> TurnResult:
+    def request(self, ask: Callable[[ChatEngine], None]) -> TurnResult:
         """Any request that runs a turn (a message, an edit, a regenerate, a fork): `ask(engine)` sends it."""
         ask(self.engine)
         return self.collect(TurnResult(""))

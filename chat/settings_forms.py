@@ -5,7 +5,7 @@ from typing import Optional
 
 from textual.app import App
 
-from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import MIN_CAPACITY, CacheSettings, SamplingSettings, keep_problem
 
 from .screens.form import FormScreen
 
@@ -86,12 +86,13 @@ def edit_system_prompt(app: App) -> None:
 
 def parse_cache(values: dict, current: CacheSettings) -> tuple[Optional[CacheSettings], Optional[str]]:
     """The form's cache settings, or None and the one-line reason they are refused."""
-    size, error = _number(values["size"], int, 64, 1 << 20, "capacity")
+    size, error = _number(values["size"], int, MIN_CAPACITY, 1 << 20, "capacity")
     if error:
         return None, error
     keep = None
     if values["keep"].strip():
-        keep, error = _number(values["keep"], int, 0, size // 2, "sink")
+        keep, error = _number(values["keep"], int, 0, size, "sink")
+        error = error or keep_problem(keep, size)
         if error:
             return None, error
     return replace(current, max_kv_size=size, keep=keep), None

@@ -1,7 +1,11 @@
-"""Drive an Engine synchronously on the test's own thread (no engine thread is started)."""
+"""Drive a chat session synchronously on the test's own thread (no engine thread is started).
 
-from model.runtime.engine import Engine, EngineOptions
+`SyncEngine` is a ChatEngine (model.runtime.chat_engine) whose calls run at once,
+so a test reads a turn's events as soon as `send` returns.
+"""
+
 from model.runtime.events import PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
+from model.runtime.session import ChatSession, EngineOptions
 
 
 class SyncEngine:
@@ -11,8 +15,8 @@ class SyncEngine:
         self.on_prefill_chunk = None  # optional hook, called with each PrefillProgress
         self.on_event = None  # optional hook, called with every event
         extra = {"clock": clock} if clock is not None else {}
-        self.engine = Engine(EngineOptions(**options), self._emit, **extra)
-        self.engine.load()
+        self.session = ChatSession(EngineOptions(**options), self._emit, **extra)
+        self.session.load()
 
     def _emit(self, event):
         self.events.append(event)
@@ -23,22 +27,71 @@ class SyncEngine:
         if isinstance(event, PrefillProgress) and self.on_prefill_chunk:
             self.on_prefill_chunk(event)
 
+    # --- the ChatEngine methods, each run at once --------------------------
+
+    def start(self):
+        return self  # loaded in __init__
+
+    def send(self, text):
+        self.session.answer(text)
+
+    def cancel(self):
+        self.session.cancel()
+
+    def reset(self, system=None):
+        self.session.reset(system)
+
+    def restore(self, system, messages):
+        self.session.restore(system, messages)
+
+    def edit(self, after, text):
+        self.session.edit(after, text)
+
+    def regenerate(self, turn):
+        self.session.regenerate(turn)
+
+    def fork(self, turn, at, token):
+        self.session.fork(turn, at, token)
+
+    def switch_branch(self, turn):
+        self.session.switch_branch(turn)
+
+    def switch_model(self, model):
+        self.session.switch_model(model)
+
+    def set_needs(self, needs):
+        self.session.needs = needs
+
+    def set_sampling(self, settings):
+        self.update(sampling=settings)
+
+    def update(self, **changes):
+        self.session.update(**changes)
+
+    def tokenizer(self):
+        return self.session.loaded.tokenizer
+
+    def shutdown(self, timeout=10.0):
+        self.session.unload()
+
+    # --- for the tests ------------------------------------------------------
+
     @property
     def conversation(self):
-        return self.engine.conversation
+        return self.session.conversation
 
     @property
     def cache(self):
-        return self.engine.conversation.cache
+        return self.session.conversation.cache
 
     @property
     def model(self):
-        return self.engine.loaded.model
+        return self.session.loaded.model
 
     def turn(self, text):
         """Run one turn; returns (TurnStarted, [TokenGenerated], TurnEnded)."""
         start = len(self.events)
-        self.engine.answer(text)
+        self.send(text)
         new = self.events[start:]
         failed = [e for e in new if isinstance(e, TurnFailed)]
         assert not failed, failed[0].message

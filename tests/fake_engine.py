@@ -33,12 +33,14 @@ from model.runtime.events import (
     TurnFailed,
     TurnStarted,
 )
+from model.runtime.needs import StepNeeds
 
 RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
 
 
 class FakeEngine:
-    """Same interface as model.runtime.engine.Engine; each `send` replays the next recorded turn."""
+    """A ChatEngine (model.runtime.chat_engine; test_engine_protocol checks it); each `send` replays the next
+    recorded turn."""
 
     def __init__(self, options, emit, delay: float = 0.0, recording: Path = RECORDING, gate_at: int = 1, download=None):
         self.options, self.emit, self.delay = options, emit, delay
@@ -46,7 +48,8 @@ class FakeEngine:
         self.load_events, self.turns = event_codec.load(recording)
         self.sent: list[str] = []
         self.updates: list[dict] = []
-        self.watch = Watch()
+        self.needs = StepNeeds(top_k=options.top_k_shown)
+        self.watch = Watch()  # transition: what chat/ sends through set_watch until it sends StepNeeds
         self.watches: list[Watch] = []
         self._cancel = threading.Event()
         self._requests: queue.Queue = queue.Queue()
@@ -58,6 +61,7 @@ class FakeEngine:
         self.steps: dict[int, list] = {}  # each turn's reply as TokenGenerated steps, for a fork's start
         self.branch_requests: list[tuple] = []  # (method, args) as the UI asked
         self._turn = 0
+        self.views_tokenizer = None
 
     def start(self):
         self._thread.start()
@@ -96,15 +100,22 @@ class FakeEngine:
     def switch_model(self, model):
         self._requests.put(("switch", model))
 
-    def set_sampling(self, settings):
-        self.update(sampling=settings)
+    def set_needs(self, needs):
+        self.needs = needs
 
     def set_watch(self, watch):
         self.watch = watch
         self.watches.append(watch)
+        self.set_needs(watch.as_needs(self.needs))
+
+    def set_sampling(self, settings):
+        self.update(sampling=settings)
 
     def update(self, **changes):
         self.updates.append(changes)
+
+    def tokenizer(self):
+        return self.views_tokenizer  # a replay has no model; a test may lend it the real tokenizer
 
     def shutdown(self, timeout=1.0):
         self._requests.put(("stop", None))
@@ -247,14 +258,14 @@ class FakeEngine:
         )
 
     def _watched(self, event):
-        watch = self.watch
-        if not watch.active:
+        needs = self.needs
+        if not needs.watched:
             return None
-        if watch.attention_layer is None:
+        if needs.attention_layer is None:
             event = dataclasses.replace(event, layer=None, attention=(), attention_mean=(), most_attended=())
-        if not watch.lens:
+        if needs.lens_layers is None:
             event = dataclasses.replace(event, lens=(), lens_layers=())
-        elif watch.lens_layers:  # recorded with every layer; keep those asked for
-            rows = [(layer, row) for layer, row in zip(event.lens_layers, event.lens) if layer in watch.lens_layers]
+        elif needs.lens_layers:  # recorded with every layer; keep those asked for
+            rows = [(layer, row) for layer, row in zip(event.lens_layers, event.lens) if layer in needs.lens_layers]
             event = dataclasses.replace(event, lens=tuple(r for _, r in rows), lens_layers=tuple(l for l, _ in rows))
         return event

@@ -6,8 +6,8 @@ import event_codec
 from engine_harness import SyncEngine
 
 import model  # noqa: F401
-from model.internals.watch import Watch
 from model.runtime.events import ModelReady
+from model.runtime.needs import StepNeeds
 from model.runtime.settings import CacheSettings
 
 OUT = Path(__file__).parent / "data" / "recorded_events.json"
@@ -17,7 +17,7 @@ USERS = ["What is the capital of France?", "Write a long story about a dragon wh
 def main() -> None:
     run = SyncEngine(max_tokens=160, cache=CacheSettings(max_kv_size=160))
     # Watched steps for the attention and lens views (the fake engine drops them while those are closed).
-    run.engine.set_watch(Watch(attention_layer=15, lens=True, interval_s=1.0))
+    run.set_needs(StepNeeds(top_k=10, attention_layer=15, lens_layers=(), interval_s=1.0))
     load = [e for e in run.events if isinstance(e, ModelReady)]
     turns = []
     for user in USERS:

@@ -1,7 +1,5 @@
 """Bad input a user can give: a clear message, nothing lost, no traceback (issue list in the README)."""
 
-from dataclasses import replace
-
 import pytest
 from engine_harness import SyncEngine
 from hypothesis import HealthCheck, given, settings
@@ -61,16 +59,16 @@ def test_very_long_inputs_round_trip(tok_and_template, piece, repeats):
 
 def test_empty_message_is_refused_by_the_engine():
     run = SyncEngine(max_tokens=4)
-    run.engine.answer("   \n ")
+    run.send("   \n ")
     assert isinstance(run.events[-1], TurnFailed) and "Type a message first" in run.events[-1].message
     assert run.conversation.messages == [] and run.cache.length == 0
 
 
 def test_escape_during_prefill_keeps_the_conversation_consistent():
     run = SyncEngine(max_tokens=8)
-    run.engine.options = replace(run.engine.options, prefill_chunk=16)
+    run.update(prefill_chunk=16)
     # Esc pressed while the prompt is being read: the cancel lands after the first chunk.
-    run.on_prefill_chunk = lambda event: run.engine.cancel()
+    run.on_prefill_chunk = lambda event: run.cancel()
     started, tokens, ended = run.turn("Tell me about the sea. " * 6)
     run.on_prefill_chunk = None
     assert ended.stats.stop_reason == "cancelled" and tokens == []

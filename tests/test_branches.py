@@ -27,7 +27,7 @@ def run(tiny_chat_model):
 def request(run, method, *args):
     """Run one branch request on the engine; returns (TurnStarted, TurnEnded) or the BranchSwitched."""
     start = len(run.events)
-    getattr(run.engine, method)(*args)
+    getattr(run, method)(*args)
     new = run.events[start:]
     failed = [e for e in new if isinstance(e, TurnFailed)]
     assert not failed, failed[0].message
@@ -49,7 +49,7 @@ def greedy_uncached(model, ids, n):
 
 
 def fresh_render(run, messages, generation_prompt=True):
-    loaded = run.engine.loaded
+    loaded = run.session.loaded
     ids, _ = encode_conversation(loaded.template, loaded.tokenizer, messages, add_generation_prompt=generation_prompt)
     return ids
 
@@ -67,12 +67,12 @@ def assert_cache_is_a_fresh_prefill(run):
 
 
 def test_fork_keeps_the_start_forces_the_token_and_continues_as_a_fresh_engine(run):
-    _, first = request(run, "answer", "What is the capital of France?")
+    _, first = request(run, "send", "What is the capital of France?")
     original = list(first.reply_ids)
     assert len(original) == REPLY  # random weights never pick the end-of-turn token here
     at, token = 4, (original[4] + 1) % 1000
     held = run.cache.length
-    started, ended = request(run, "fork_now", 1, at, token)
+    started, ended = request(run, "fork", 1, at, token)
     reply = list(ended.token_ids)
     assert reply[:at] == original[:at] and reply[at] == token
     prompt = fresh_render(run, [Message("user", "What is the capital of France?")])
@@ -89,8 +89,8 @@ def test_fork_keeps_the_start_forces_the_token_and_continues_as_a_fresh_engine(r
 
 
 def test_greedy_regenerate_gives_the_same_reply(run):
-    _, first = request(run, "answer", "Tell me a joke.")
-    started, again = request(run, "regenerate_now", 1)
+    _, first = request(run, "send", "Tell me a joke.")
+    started, again = request(run, "regenerate", 1)
     assert again.token_ids == first.token_ids and again.path == (2,)
     assert started.prompt_tokens == 1  # the prompt is held; only its last token is fed for the logits
     assert_cache_is_a_fresh_prefill(run)
@@ -101,8 +101,8 @@ def test_seeded_regenerate_is_reproducible(tiny_chat_model):
     for _ in range(2):
         sampling = SamplingSettings(temperature=1.0, seed=7)
         run = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=REPLY, sampling=sampling)
-        request(run, "answer", "Tell me a joke.")
-        replies.append([request(run, "regenerate_now", 1)[1].token_ids for _ in range(2)])
+        request(run, "send", "Tell me a joke.")
+        replies.append([request(run, "regenerate", 1)[1].token_ids for _ in range(2)])
     assert replies[0] == replies[1]  # the same seed, the same draws
     assert replies[0][0] != replies[0][1]  # each regenerate draws anew
 
@@ -110,10 +110,10 @@ def test_seeded_regenerate_is_reproducible(tiny_chat_model):
 def test_editing_an_earlier_message_branches_and_keeps_the_old_path(run):
     users = ["First question?", "Second question?", "Third question?"]
     for user in users:
-        request(run, "answer", user)
+        request(run, "send", user)
     old_messages = list(run.conversation.messages)
     old_history = list(run.conversation.history)
-    started, ended = request(run, "edit_now", 1, "Another second question?")
+    started, ended = request(run, "edit", 1, "Another second question?")
     turn1 = run.conversation.tree.get(1)
     path = [Message("user", users[0]), Message("assistant", turn1.reply_text, turn1.reply_ids)]
     prompt = fresh_render(run, path + [Message("user", "Another second question?")])
@@ -123,7 +123,7 @@ def test_editing_an_earlier_message_branches_and_keeps_the_old_path(run):
     assert ended.path == (1, 4) and started.parent == 1
     assert_cache_is_a_fresh_prefill(run)
     # The old branch is untouched, and switching back restores its cache.
-    switched = request(run, "switch_branch_now", 3)
+    switched = request(run, "switch_branch", 3)
     assert switched.path == (1, 2, 3) and run.conversation.messages == old_messages
     whole = fresh_render(run, old_messages, generation_prompt=False)
     assert switched.reused_tokens == common and switched.prompt_tokens == len(whole) - common
@@ -133,13 +133,13 @@ def test_editing_an_earlier_message_branches_and_keeps_the_old_path(run):
 
 def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(tiny_chat_model):
     run = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=REPLY, cache=CacheSettings(64))
-    request(run, "answer", "What is the capital of France?")
-    request(run, "answer", "And the capital of Spain, and of Italy?")
-    request(run, "answer", "Thanks!")
+    request(run, "send", "What is the capital of France?")
+    request(run, "send", "And the capital of Spain, and of Italy?")
+    request(run, "send", "Thanks!")
     keep = run.cache.keep
     assert run.cache.evicted_total > 0
     first = run.conversation.tree.get(1)
-    started, ended = request(run, "fork_now", 1, 3, 42)
+    started, ended = request(run, "fork", 1, 3, 42)
     prompt = fresh_render(run, [Message("user", "What is the capital of France?")])
     target = prompt + list(first.reply_ids[:3]) + [42]
     assert started.rebuilt and "evicted" in started.note
@@ -150,13 +150,13 @@ def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(tiny_chat_model
     assert_cache_is_a_fresh_prefill(run)
     # Back to the long path: the fork's cache still holds their common start (the prompt and 3 reply
     # tokens), so that is kept and only the rest is read, evicting as it goes.
-    switched = request(run, "switch_branch_now", 3)
+    switched = request(run, "switch_branch", 3)
     whole = fresh_render(run, run.conversation.messages, generation_prompt=False)
     assert not switched.rebuilt and switched.reused_tokens == len(target) - 1
     assert run.conversation.history == whole and switched.prompt_tokens == len(whole) - switched.reused_tokens
     assert run.cache.evicted_total > 0 and run.cache.length == len(run.conversation.held_ids())
     # And to the fork again: now its point is gone, so it is rebuilt from the sink.
-    switched = request(run, "switch_branch_now", 4)
+    switched = request(run, "switch_branch", 4)
     whole = fresh_render(run, run.conversation.messages, generation_prompt=False)
     assert switched.rebuilt and switched.reused_tokens == keep and switched.prompt_tokens == len(whole) - keep
     assert run.conversation.history == whole
@@ -166,11 +166,11 @@ def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(tiny_chat_model
 def test_fork_while_its_point_is_still_held_after_an_eviction(tiny_chat_model):
     run = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=REPLY, cache=CacheSettings(64))
     for user in ("What is the capital of France?", "And of Spain?", "And of Italy?"):
-        _, last = request(run, "answer", user)
+        _, last = request(run, "send", user)
     evicted = run.cache.evicted_total
     assert evicted > 0
     held = run.cache.length
-    started, ended = request(run, "fork_now", 3, 6, 42)
+    started, ended = request(run, "fork", 3, 6, 42)
     # The reply's tail is rolled back (the last token was never fed): only the forced token is read.
     assert not started.rebuilt and started.prompt_tokens == 1
     assert started.reused_tokens == held - (REPLY - 1 - 6)
@@ -180,16 +180,16 @@ def test_fork_while_its_point_is_still_held_after_an_eviction(tiny_chat_model):
 
 
 def test_bad_branch_requests_get_one_line(run):
-    request(run, "answer", "Hello")
+    request(run, "send", "Hello")
     for method, args, words in (
-        ("fork_now", (7, 0, 5), "no turn 7"),
-        ("fork_now", (1, 99, 5), "fork at 0 to"),
-        ("fork_now", (1, 0, 10**7), "not in this model's vocabulary"),
-        ("regenerate_now", (3,), "no turn 3"),
-        ("edit_now", (5, "hi"), "no turn 5"),
+        ("fork", (7, 0, 5), "no turn 7"),
+        ("fork", (1, 99, 5), "fork at 0 to"),
+        ("fork", (1, 0, 10**7), "not in this model's vocabulary"),
+        ("regenerate", (3,), "no turn 3"),
+        ("edit", (5, "hi"), "no turn 5"),
     ):
         start = len(run.events)
-        getattr(run.engine, method)(*args)
+        getattr(run, method)(*args)
         [failed] = [e for e in run.events[start:] if isinstance(e, TurnFailed)]
         assert words in failed.message and "\n" not in failed.message
     assert run.conversation.tree.path() == [1]

@@ -118,7 +118,7 @@ def test_restoring_a_conversation_times_its_prefill(timed_turn):
     run, _, _ = timed_turn
     messages = list(run.conversation.messages)
     first = len(run.events)
-    run.engine.restore_now(None, messages)
+    run.restore(None, messages)
     events = run.events[first:]
     chunks = sum(isinstance(e, PrefillProgress) for e in events)
     [restored] = [e for e in events if isinstance(e, HistoryRestored)]

@@ -44,7 +44,7 @@ def test_cancelled_turn_then_new_turn_matches_a_fresh_session():
     def cancel_after_six(event):
         shown.append(event)
         if len(shown) == 6:
-            run.engine.cancel()
+            run.cancel()
 
     run.on_token = cancel_after_six
     _, tokens, ended = run.turn("Write a long story about a dragon.")
@@ -57,7 +57,7 @@ def test_cancelled_turn_then_new_turn_matches_a_fresh_session():
     assert run.cache.length == len(run.conversation.history)
     prompt, cached, fresh = cached_vs_fresh_logits(run, "Stop. What is 2+2?")
     # The next turn first closes the cancelled reply with the template's end-of-turn markup.
-    tok = run.engine.loaded.tokenizer
+    tok = run.tokenizer()
     assert prompt.ids[1] == tok.token_id("<|im_end|>")
     assert mx.abs(cached - fresh).max().item() < 1e-3
 
@@ -104,7 +104,7 @@ def test_message_longer_than_the_cache_is_rotated_and_answered():
 def test_quantized_cache_matches_float_and_stays_flat(golden_greedy):
     q8 = SyncEngine(max_tokens=8, cache=CacheSettings(kv_bits=8))
     for case in golden_greedy:
-        q8.engine.reset_now(None)
+        q8.reset(None)
         _, _, ended = q8.turn(case["user"])
         assert list(ended.token_ids) == case["greedy_ids"][:8], case["user"]
     assert q8.cache.state().dtype.startswith("q8")

@@ -38,10 +38,10 @@ def test_decode_numbers(first_turn):
 
 def test_cache_numbers_match_the_arrays(first_turn):
     session, r = first_turn
-    cache = session.engine.conversation.cache
+    cache = session.engine.session.conversation.cache
     state = r.ended.cache
     assert state.bytes == sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-    assert state.tokens == cache.length == len(session.engine.conversation.history)
+    assert state.tokens == cache.length == len(session.engine.session.conversation.history)
     assert state.bytes_full == state.capacity * cache.bytes_per_token()
 
 

@@ -29,11 +29,11 @@ def test_a_switch_starts_a_new_conversation_on_the_new_model(folders):
     assert engine.cache.length > 0
 
     start = len(engine.events)
-    engine.engine.switch_now(str(b))
+    engine.switch_model(str(b))
     ready = [e for e in engine.events[start:] if isinstance(e, ModelReady)]
     assert [e.info["source"] for e in ready] == [str(b)]
     assert ready[0].info["architecture"] == "qwen2" and ready[0].cache.tokens == 0
-    assert engine.engine.options.model == str(b)
+    assert engine.session.options.model == str(b)
 
     # The same reply a fresh engine on b gives: nothing of a's conversation or cache is left.
     fresh = SyncEngine(model=str(b), max_tokens=MAX_TOKENS)
@@ -47,14 +47,14 @@ def test_a_model_that_cannot_load_leaves_the_one_in_use(folders, tmp_path):
     engine = SyncEngine(model=str(a), max_tokens=MAX_TOKENS)
     first = reply(engine, "Hello!")
     start = len(engine.events)
-    engine.engine.switch_now(str(tmp_path / "nothing-here"))
+    engine.switch_model(str(tmp_path / "nothing-here"))
     [failed] = [e for e in engine.events[start:] if isinstance(e, SwitchFailed)]
     assert "No model at" in failed.message and "\n" not in failed.message
     assert not [e for e in engine.events[start:] if isinstance(e, ModelReady)]
     # Still a's conversation: the next turn reuses the cache.
     started, _, _ = engine.turn("How are you?")
     assert started.reused_tokens > 0
-    engine.engine.reset_now(None)
+    engine.reset(None)
     assert reply(engine, "Hello!") == first
 
 
@@ -63,13 +63,7 @@ def contents(folder):
 
 
 def hooked(engine: SyncEngine, hook) -> None:
-    original = engine.engine.emit
-
-    def emit(event):
-        original(event)
-        hook(event)
-
-    engine.engine.emit = emit
+    engine.on_event = hook
 
 
 def test_a_hub_download_reports_bytes_and_stops_when_cancelled(folders, tmp_path, monkeypatch):
@@ -91,7 +85,7 @@ def test_a_hub_download_reports_bytes_and_stops_when_cancelled(folders, tmp_path
     hooked(engine, next_chunk_once_reported)
     download.allow()
     start = len(engine.events)
-    engine.engine.switch_now("org/tiny")
+    engine.switch_model("org/tiny")
     seen = [e for e in engine.events[start:] if isinstance(e, DownloadProgress)]
     done = [e.done_bytes for e in seen]
     assert {e.repo_id for e in seen} == {"org/tiny"} and {e.total_bytes for e in seen} == {4000}
@@ -105,17 +99,17 @@ def test_a_hub_download_reports_bytes_and_stops_when_cancelled(folders, tmp_path
 
     def cancel_after_two(event):
         if isinstance(event, DownloadProgress) and event.done_bytes >= 2000:
-            engine.engine.cancel()
+            engine.cancel()
         else:
             next_chunk_once_reported(event)
 
     hooked(engine, cancel_after_two)
     download.allow()
     start = len(engine.events)
-    engine.engine.switch_now("org/other")
+    engine.switch_model("org/other")
     [failed] = [e for e in engine.events[start:] if isinstance(e, SwitchFailed)]
     assert failed.message == "Download of org/other cancelled." and failed.model == "org/other"
     assert download.stopped.wait(30)
     assert max(e.done_bytes for e in engine.events[start:] if isinstance(e, DownloadProgress)) < 4000
-    assert engine.engine.options.model == "org/tiny"
+    assert engine.session.options.model == "org/tiny"
     engine.turn("Hello!")  # still answers, on the model it had

@@ -84,7 +84,7 @@ def test_sigkill_mid_reply_loses_no_completed_turn(tmp_path):
     run = SyncEngine(max_tokens=8)
     recorder = ConversationRecorder(store, "default", {})
     system, _, messages = recorder.open(c.id)
-    run.engine.restore_now(system, messages)
+    run.restore(system, messages)
     _, _, ended = run.turn("Are you still there?")
     assert ended.text.strip()
 
@@ -94,7 +94,7 @@ def test_restored_cache_matches_the_live_one():
     live.turn("What is the capital of France?")
     live.turn("And of Spain?")
     restored = SyncEngine(max_tokens=16)
-    restored.engine.restore_now(None, list(live.conversation.messages))
+    restored.restore(None, list(live.conversation.messages))
     outcomes = []
     for run in (live, restored):
         prompt = run.conversation.prompt_for("And of Italy?")

@@ -14,8 +14,9 @@ import pytest
 from engine_harness import SyncEngine
 from numpy_reference import Reference, read_gguf, rms_norm, rope, softmax
 
-from model.internals.watch import Inside, Watch
+from model.internals.watch import Inside, inside_step
 from model.runtime.events import InsideStep, TokenGenerated
+from model.runtime.needs import StepNeeds
 from model.runtime.settings import CacheSettings
 
 
@@ -28,7 +29,7 @@ def gguf(default_gguf_path):
 def run():
     """One engine for the module: a 64-token cache, the attention (layer 5) and lens views open."""
     run = SyncEngine(max_tokens=8, cache=CacheSettings(max_kv_size=64))
-    run.engine.set_watch(Watch(attention_layer=5, lens=True, interval_s=0.0))
+    run.set_needs(StepNeeds(top_k=10, attention_layer=5, lens_layers=(), interval_s=0.0))
     return run
 
 
@@ -66,8 +67,8 @@ def layer0_key(weights, spec, token: int, position: int) -> np.ndarray:
 
 def test_most_attended_names_after_evictions(run, gguf):
     weights, spec = gguf
-    run.engine.set_watch(Watch(attention_layer=5, interval_s=0.0))
-    tok = run.engine.loaded.tokenizer
+    run.set_needs(StepNeeds(top_k=10, attention_layer=5, interval_s=0.0))
+    tok = run.tokenizer()
     checked = []
 
     def check(event):
@@ -113,6 +114,6 @@ def test_a_cache_the_conversation_cannot_account_for_fails_loudly(run):
         lens_ids=(),
         lens_probs=(),
     )
-    assert len(run.engine._inside_event(1, 1, inside, fed=[7, 8, 9]).most_attended) == 3
+    assert len(inside_step(1, 1, inside, [7, 8, 9], run.tokenizer()).most_attended) == 3
     with pytest.raises(RuntimeError, match="3 positions but holds 2 known tokens"):
-        run.engine._inside_event(1, 1, inside, fed=[7, 8])
+        inside_step(1, 1, inside, [7, 8], run.tokenizer())

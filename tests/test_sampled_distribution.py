@@ -84,8 +84,8 @@ def engine():
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_shown_distribution_is_the_one_numpy_computes_from_the_raw_logits(engine, name):
     settings = SETTINGS[name]
-    engine.engine.apply_update({"sampling": settings})
-    engine.engine.reset_now(None)
+    engine.update(sampling=settings)
+    engine.reset(None)
     start = len(engine.events)
     engine.turn(PROMPT)
     steps = [e for e in engine.events[start:] if isinstance(e, TokenGenerated)]
@@ -119,7 +119,7 @@ def test_draws_land_as_often_as_the_shown_probabilities_say(engine):
     draw from the same distribution at temperature 0.8 instead of 1 scored 35.
     """
     settings = SamplingSettings(temperature=1.0, top_k=8, seed=0)
-    tok = engine.engine.loaded.tokenizer
+    tok = engine.tokenizer()
     ids = tok.encode_text("My favourite colour is")
     logits = engine.model(mx.array([ids]))[0, -1]
     recent = mx.array(ids, dtype=mx.int32)
@@ -143,8 +143,8 @@ def test_draws_land_as_often_as_the_shown_probabilities_say(engine):
 
 def test_greedy_shows_the_temperature_1_distribution(engine):
     """At temperature 0 the pick is the argmax and the panel shows softmax(logits), unfiltered."""
-    engine.engine.apply_update({"sampling": replace(SETTINGS["top-k"], temperature=0.0)})
-    engine.engine.reset_now(None)
+    engine.update(sampling=replace(SETTINGS["top-k"], temperature=0.0))
+    engine.reset(None)
     start = len(engine.events)
     engine.turn(PROMPT)
     steps = [e for e in engine.events[start:] if isinstance(e, TokenGenerated)]

@@ -13,8 +13,9 @@ from engine_harness import SyncEngine
 from tiny_models import build_tiny_model
 
 from model.internals.inspect import fresh_cache, step_inside
-from model.internals.watch import StepWatcher, Watch, read_inside, top_by_argmax
+from model.internals.watch import StepWatcher, read_inside, top_by_argmax
 from model.runtime.events import InsideStep
+from model.runtime.needs import StepNeeds
 
 QUESTION = "What is the capital of France?"
 LAYER = 7
@@ -23,7 +24,7 @@ LAYER = 7
 @pytest.fixture(scope="module")
 def watched():
     run = SyncEngine(max_tokens=12, layout="float32")
-    run.engine.set_watch(Watch(attention_layer=LAYER, lens=True, interval_s=0.0))
+    run.set_needs(StepNeeds(top_k=10, attention_layer=LAYER, lens_layers=(), interval_s=0.0))
     started, tokens, ended = run.turn(QUESTION)
     inside = [e for e in run.events if isinstance(e, InsideStep)]
     fed = run.conversation.history  # every token fed, the reply included
@@ -96,7 +97,7 @@ def test_watching_does_not_change_the_reply(watched):
 
 def test_a_closed_view_watches_nothing(watched):
     run = watched[0]
-    run.engine.set_watch(Watch())
+    run.set_needs(StepNeeds(top_k=10))
     start = len(run.events)
     run.turn("And of Italy?")
     assert not [e for e in run.events[start:] if isinstance(e, InsideStep)]
@@ -106,7 +107,7 @@ def test_watcher_waits_its_interval():
     model = build_tiny_model("llama3")
     cache = fresh_cache_of(model)
     clock = [0.0]
-    watcher = StepWatcher(model, cache, lambda: Watch(lens=True, interval_s=0.2), now=lambda: clock[0])
+    watcher = StepWatcher(model, cache, lambda: StepNeeds(lens_layers=(), interval_s=0.2), now=lambda: clock[0])
     seen = []
     mx.eval(model(mx.array([[1, 2, 3]]), cache))
     for t in (0.0, 0.1, 0.19, 0.2, 0.3, 0.45):
@@ -129,7 +130,7 @@ def test_lens_of_chosen_layers_matches_the_full_lens(default_model):
     for layers in ((), (0, 10, 20)):
         cache = fresh_cache(default_model, 64)
         mx.eval(model(mx.array([ids[:-1]]), cache))
-        watcher = StepWatcher(model, cache, lambda layers=layers: Watch(lens=True, lens_layers=layers, interval_s=0.0))
+        watcher = StepWatcher(model, cache, lambda layers=layers: StepNeeds(lens_layers=layers, interval_s=0.0))
         logits, extras = watcher.forward(mx.array([ids[-1:]]))
         mx.eval(logits, *[v for v in extras.values() if isinstance(v, mx.array)])
         results[layers] = (logits, read_inside(extras))
@@ -148,3 +149,19 @@ def test_top_by_argmax_is_a_sorted_top_k():
     expected = np.argsort(-np.array(x), axis=-1)[:, :3]
     assert (np.array(ids) == expected).all()
     assert np.allclose(np.array(values), np.exp(np.take_along_axis(np.array(x), expected, axis=-1)))
+
+
+def test_needs_change_mid_reply_at_the_next_step(watched):
+    """What the views need is one value the engine reads at every step: a top-k closed mid-reply stops there."""
+    run = watched[0]
+    run.set_needs(StepNeeds(top_k=10))
+    run.on_token = lambda event: event.index == 3 and run.set_needs(StepNeeds(top_k=0, lens_layers=()))
+    start = len(run.events)
+    try:
+        _, tokens, _ = run.turn("And of Spain?")
+    finally:
+        run.on_token = None
+    inside = [e for e in run.events[start:] if isinstance(e, InsideStep)]
+    # Token n+1 is sampled before token n is reported, so the change shows from index 5.
+    assert [len(t.top_k) for t in tokens[:5]] == [10] * 5 and all(t.top_k == () for t in tokens[5:])
+    assert len(tokens) > 6 and inside and min(e.index for e in inside) == 5

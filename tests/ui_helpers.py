@@ -1,7 +1,6 @@
 """Helpers for Pilot tests: build the app on a fake engine, wait for conditions, read panels as text."""
 
 import asyncio
-from types import SimpleNamespace
 
 from fake_engine import FakeEngine
 from textual.geometry import Region
@@ -16,8 +15,7 @@ def fake_app(delay=0.0, tokenizer=None, recorder=None, settings_file=None, downl
 
     def factory(opts, emit):
         holder["engine"] = FakeEngine(opts, emit, delay=delay, download=download)
-        if tokenizer is not None:
-            holder["engine"].loaded = SimpleNamespace(tokenizer=tokenizer)
+        holder["engine"].views_tokenizer = tokenizer
         return holder["engine"]
 
     app = GlasschatApp(EngineOptions(**options), engine_factory=factory, recorder=recorder, settings_file=settings_file)

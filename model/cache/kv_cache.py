@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
+from model.errors import ModelError
 from model.loading.config import ModelConfig
 from model.network.attention import KV, plain
+from model.runtime.settings import keep_problem
 from model.runtime.stats import CacheState
 
 ALLOC_STEP = 256  # grow storage in steps, so short chats stay small
@@ -46,7 +48,7 @@ class LayerCache:
         """Keys and values for positions 0..end-1, as stored."""
         return self.keys[..., :end, :], self.values[..., :end, :]
 
-    def allocate(self, shape, dtype) -> None:
+    def allocate(self, shape: tuple[int, int, int, int], dtype: mx.Dtype) -> None:
         grown_k, grown_v = mx.zeros(shape, dtype), mx.zeros(shape, dtype)
         if self.keys is not None:
             n = self.keys.shape[2]
@@ -79,13 +81,14 @@ class KVCache:
         capacity: int,
         shift_keys: Callable[[mx.array, int], mx.array],
         keep: int = 4,
-        dtype=mx.float32,
+        dtype: mx.Dtype = mx.float32,
         evict_fraction: float = 0.25,
     ):
         if capacity > config.max_position_embeddings:
             capacity = config.max_position_embeddings  # RoPE must stay inside the trained context
-        if not 0 <= keep <= capacity // 2:
-            raise ValueError(f"keep={keep} must be between 0 and half the capacity ({capacity // 2})")
+        problem = keep_problem(keep, capacity)
+        if problem:
+            raise ModelError(problem)
         self.config = config
         self.capacity = capacity
         self.keep = keep

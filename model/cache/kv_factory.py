@@ -1,14 +1,14 @@
-"""Build the KV cache a loaded model needs, from the user's cache settings."""
+"""Build the KV cache a model needs from cache settings: the one place a cache is made."""
 
 import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
 from model.errors import ModelError
-from model.runtime.conversation import MIN_CAPACITY
-from model.runtime.settings import CacheSettings
+from model.network.transformer import Transformer
+from model.runtime.settings import CacheSettings, cache_problem
 
 
-def compute_dtype(model) -> mx.Dtype:
+def compute_dtype(model: Transformer) -> mx.Dtype:
     """The dtype activations (and so K and V) come out in."""
     norm = model.model.norm.weight.dtype
     embed = model.model.embed_tokens
@@ -17,17 +17,16 @@ def compute_dtype(model) -> mx.Dtype:
     return embed.weight.dtype if mx.issubdtype(embed.weight.dtype, mx.floating) else norm
 
 
-def make_cache(loaded, settings: CacheSettings) -> KVCache:
-    if settings.max_kv_size < MIN_CAPACITY:
-        raise ModelError(f"--max-kv-size {settings.max_kv_size} is too small: use at least {MIN_CAPACITY} tokens.")
+def make_cache(model: Transformer, settings: CacheSettings) -> KVCache:
+    """A cache for `model` (a Transformer); settings it cannot take raise one line (ModelError).
+
+    With `keep` None the sink starts empty: the conversation sizes it to the system prompt."""
+    problem = cache_problem(settings)
+    if problem:
+        raise ModelError(problem)
+    size, keep, dtype = settings.max_kv_size, settings.keep or 0, compute_dtype(model)
     if settings.kv_bits is not None:
         from model.cache.kv_quantized import QuantizedKVCache
 
-        return QuantizedKVCache(
-            loaded.config,
-            settings.max_kv_size,
-            loaded.model.rope.shift,
-            bits=settings.kv_bits,
-            dtype=compute_dtype(loaded.model),
-        )
-    return KVCache(loaded.config, settings.max_kv_size, loaded.model.rope.shift, dtype=compute_dtype(loaded.model))
+        return QuantizedKVCache(model.config, size, model.rope.shift, bits=settings.kv_bits, dtype=dtype, keep=keep)
+    return KVCache(model.config, size, model.rope.shift, keep=keep, dtype=dtype)

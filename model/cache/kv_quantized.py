@@ -9,10 +9,14 @@ An eviction dequantizes just the surviving block, re-rotates it, and
 quantizes it again, once per eviction.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import mlx.core as mx
 
 from model.cache.kv_cache import KVCache, LayerCache
 from model.errors import ModelError
+from model.loading.config import ModelConfig
 from model.network.attention import QuantizedKV
 
 
@@ -36,11 +40,11 @@ class QuantizedLayerCache(LayerCache):
         values = QuantizedKV(*(x[..., :end, :] for x in self.values), gs, bits)
         return keys, values
 
-    def allocate(self, shape, dtype) -> None:
+    def allocate(self, shape: tuple[int, int, int, int], dtype: mx.Dtype) -> None:
         B, H, S, D = shape
         bits, gs = self.owner.bits, self.owner.group_size
 
-        def triple():
+        def triple() -> list[mx.array]:
             return [
                 mx.zeros((B, H, S, D * bits // 32), mx.uint32),
                 mx.zeros((B, H, S, D // gs), dtype),
@@ -55,7 +59,7 @@ class QuantizedLayerCache(LayerCache):
                     part[..., :n, :] = value
         self.keys, self.values = new_k, new_v
 
-    def slide(self, src, dst, count, shift_keys) -> None:
+    def slide(self, src: int, dst: int, count: int, shift_keys: Callable) -> None:
         block = self._dequantize([x[..., src : src + count, :] for x in self.keys])
         for part, value in zip(self.keys, self._quantize(shift_keys(block, dst - src))):
             part[..., dst : dst + count, :] = value
@@ -69,7 +73,15 @@ class QuantizedLayerCache(LayerCache):
 class QuantizedKVCache(KVCache):
     layer_class = QuantizedLayerCache
 
-    def __init__(self, config, capacity, shift_keys, bits: int = 8, dtype=mx.float32, **kwargs):
+    def __init__(
+        self,
+        config: ModelConfig,
+        capacity: int,
+        shift_keys: Callable[[mx.array, int], mx.array],
+        bits: int = 8,
+        dtype: mx.Dtype = mx.float32,
+        **kwargs: Any,
+    ):
         if bits not in (4, 8):
             raise ValueError("kv bits must be 4 or 8")
         if config.head_dim % 32:

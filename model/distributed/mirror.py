@@ -21,8 +21,9 @@ from typing import Optional
 import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
-from model.cache.kv_factory import compute_dtype
+from model.cache.kv_factory import compute_dtype, make_cache
 from model.loading.weights import weight_bytes
+from model.runtime.settings import CacheSettings
 
 FORWARD, TIME_ALL_SUMS = 1, 2
 _FIELDS = 8  # op, cache number, capacity, kv bits, keep, length, tokens, spare
@@ -126,8 +127,6 @@ def follow(model, group) -> None:
 
     Rank 0 ends the group by ending the processes (a follower waiting in an all_sum is in MLX, deaf to signals
     Python would handle), so there is no stop message."""
-    from model.cache.kv_quantized import QuantizedKVCache
-
     caches: dict[int, KVCache] = {}
     own_bytes = weight_bytes(model)
     cache = None
@@ -141,11 +140,7 @@ def follow(model, group) -> None:
         cache = None
         if number >= 0:
             if number not in caches:
-                dtype = compute_dtype(model)
-                if bits:
-                    caches[number] = QuantizedKVCache(model.config, capacity, model.rope.shift, bits=bits, dtype=dtype)
-                else:
-                    caches[number] = KVCache(model.config, capacity, model.rope.shift, dtype=dtype)
+                caches[number] = make_cache(model, CacheSettings(max_kv_size=capacity, kv_bits=bits or None))
                 for old in sorted(caches)[:-_KEPT_CACHES]:
                     del caches[old]
             cache = caches[number]

@@ -14,10 +14,14 @@ from typing import Optional
 import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
-from model.cache.kv_factory import compute_dtype
+from model.cache.kv_factory import make_cache
 from model.internals.cache_grid import grid_cells
+from model.loading.loader import LoadedModel
 from model.network.probe import Probe
+from model.network.transformer import Transformer
+from model.runtime.conversation import MIN_SINK
 from model.runtime.generate import prefill
+from model.runtime.settings import CacheSettings
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class StepInside:
     logits: mx.array  # the model's own next-token logits (vocab,)
 
 
-def step_inside(model, cache, ids: list[int], layers: Optional[list[int]] = None) -> StepInside:
+def step_inside(model: Transformer, cache: KVCache, ids: list[int], layers: Optional[list[int]] = None) -> StepInside:
     """Feed `ids` (the last of them is the step looked at) and capture what happens inside."""
     layers = list(range(model.config.num_hidden_layers)) if layers is None else layers
     if len(ids) > 1:
@@ -47,8 +51,8 @@ def cache_grid(history_len: int, cache: KVCache, new_tokens: int, buckets: int =
     )
 
 
-def fresh_cache(loaded, capacity: int) -> KVCache:
-    return KVCache(loaded.config, capacity, loaded.model.rope.shift, dtype=compute_dtype(loaded.model))
+def fresh_cache(loaded: LoadedModel, capacity: int) -> KVCache:
+    return make_cache(loaded.model, CacheSettings(max_kv_size=capacity, keep=MIN_SINK))
 
 
 def _top(tokenizer, probs: mx.array, k: int) -> list:
@@ -57,7 +61,7 @@ def _top(tokenizer, probs: mx.array, k: int) -> list:
 
 
 def inspect_prompt(
-    loaded, prompt: str, system: Optional[str] = None, layer: Optional[int] = None, capacity: int = 2048
+    loaded: LoadedModel, prompt: str, system: Optional[str] = None, layer: Optional[int] = None, capacity: int = 2048
 ) -> dict:
     """The `inspect` command's data: the last prompt position, then the first generated token."""
     from model.loading.chat_template import Message, encode_conversation

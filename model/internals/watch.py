@@ -20,20 +20,26 @@ the step's logits:
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import mlx.core as mx
 
+from model.cache.kv_cache import KVCache
+from model.loading.tokenizer import TextTokenizer
 from model.network.probe import Probe
+from model.network.transformer import Transformer
+from model.runtime.events import AttendedToken, InsideStep, TopToken
+from model.runtime.needs import StepNeeds
 from model.runtime.sampling import log_softmax
 
 LENS_TOP = 3  # candidates per layer (the view shows two)
+MOST_ATTENDED = 8  # positions named in an InsideStep
 
 
 @dataclass(frozen=True)
 class Watch:
-    """What the open views want to see; the default watches nothing."""
+    """Transition only: what chat/ still sends through `Engine.set_watch`; the engine takes a StepNeeds."""
 
     attention_layer: Optional[int] = None  # None: the attention view is closed
     lens: bool = False
@@ -45,6 +51,10 @@ class Watch:
     @property
     def active(self) -> bool:
         return self.attention_layer is not None or self.lens
+
+    def as_needs(self, needs: StepNeeds) -> StepNeeds:
+        lens_layers = self.lens_layers if self.lens else None
+        return replace(needs, attention_layer=self.attention_layer, lens_layers=lens_layers, interval_s=self.interval_s)
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class Inside:
     lens_probs: tuple  # per layer read: their probabilities
 
 
-def top_by_argmax(logprobs: mx.array, k: int):
+def top_by_argmax(logprobs: mx.array, k: int) -> tuple[mx.array, mx.array]:
     """The k largest per row, best first, by k argmax passes (cheaper than a partition for k <= 3 on CPU)."""
     ids, values = [], []
     for _ in range(k):
@@ -81,33 +91,40 @@ def lens_rows(residuals: list, layers: tuple[int, ...]) -> list[int]:
 class StepWatcher:
     """The decode loop's forward pass, watched when a view asks for it."""
 
-    def __init__(self, model, cache, watch: Callable[[], Watch], now: Callable[[], float] = time.perf_counter):
-        self.model, self.cache, self.watch, self.now = model, cache, watch, now
+    def __init__(
+        self,
+        model: Transformer,
+        cache: KVCache,
+        needs: Callable[[], StepNeeds],
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model, self.cache, self.needs, self.now = model, cache, needs, now
         self._last = float("-inf")
 
-    def forward(self, tokens: mx.array):
+    def forward(self, tokens: mx.array) -> tuple[mx.array, Optional[dict]]:
         """(logits (vocab,), lazy extras or None); extras are evaluated with the logits."""
-        watch = self.watch()
+        needs = self.needs()
         t = self.now()
-        if not watch.active or t - self._last < watch.interval_s:
+        if not needs.watched or t - self._last < needs.interval_s:
             return self.model(tokens, self.cache)[0, -1], None
         self._last = t
-        layer = watch.attention_layer
+        layer = needs.attention_layer
         if layer is not None and not 0 <= layer < len(self.cache.layers):
             layer = None
-        probe = Probe(attention_layers=() if layer is None else (layer,), hidden=watch.lens)
+        lens = needs.lens_layers is not None
+        probe = Probe(attention_layers=() if layer is None else (layer,), hidden=lens)
         h = self.model.hidden_states(tokens, self.cache, probe)
         out: dict = {"layer": layer, "evicted_total": self.cache.evicted_total}
         out["sink"] = min(self.cache.keep, self.cache.length)
         if layer is not None:
             out["attention"] = weights = probe.attention[layer].weights()
             out["attention_mean"] = weights.mean(axis=0)  # once, here: the engine and the view both need it
-        if not watch.lens:
+        if not lens:
             return self.model.head(h)[0, -1], out
         residuals = probe.hidden_states
         # One head call for the lens rows and the step's own logits (the last row;
         # the last layer's output is h itself, so its lens row is that row too).
-        layers = lens_rows(residuals, watch.lens_layers)
+        layers = lens_rows(residuals, needs.lens_layers)
         rows = mx.concatenate([residuals[i][0, -1:, :] for i in layers[:-1]] + [h[0, -1:, :]], axis=0)
         logits = self.model.head(rows)
         ids, probs = top_by_argmax(log_softmax(logits.astype(mx.float32)), LENS_TOP)
@@ -130,4 +147,26 @@ def read_inside(extras: dict) -> Inside:
         lens_layers=extras.get("lens_layers", ()),
         lens_ids=tuple(tuple(r) for r in lens_ids) if lens_ids is not None else (),
         lens_probs=tuple(tuple(r) for r in lens_probs) if lens_probs is not None else (),
+    )
+
+
+def inside_step(turn: int, index: int, inside: Inside, fed: list[int], tokenizer: TextTokenizer) -> InsideStep:
+    """The event for a watched step; `fed` is every token fed before the step's query."""
+    most = ()
+    if inside.attention:
+        # The cache holds the pinned sink, then everything after what was evicted.
+        held = fed[: inside.sink] + fed[inside.sink + inside.evicted_total :]
+        mean = inside.attention_mean
+        if len(held) != len(mean):
+            # The conversation's record and the cache disagree, so no name could be trusted,
+            # nor the next turn's reuse of the cache: fail loudly (the turn ends, the cache is rebuilt).
+            raise RuntimeError(f"the cache attends over {len(mean)} positions but holds {len(held)} known tokens")
+        order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
+        most = tuple(AttendedToken(p, tokenizer.piece(held[p]), mean[p]) for p in order)
+    lens = tuple(
+        tuple(TopToken(i, tokenizer.piece(i), p) for i, p in zip(ids, probs))
+        for ids, probs in zip(inside.lens_ids, inside.lens_probs)
+    )
+    return InsideStep(
+        turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers, inside.attention_mean
     )

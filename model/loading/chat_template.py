@@ -15,6 +15,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from model.errors import ModelError
 from model.loading.prompt_encoding import Part, encode_parts
+from model.loading.tokenizer import TextTokenizer
 
 # ChatML, for models that ship no template of their own.
 CHATML = (
@@ -84,7 +85,7 @@ class ChatTemplate:
 
 
 def encode_conversation(
-    template: ChatTemplate, tokenizer, messages: list[Message], add_generation_prompt: bool
+    template: ChatTemplate, tokenizer: TextTokenizer, messages: list[Message], add_generation_prompt: bool
 ) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation, and where each message's content ends.
 

@@ -1,6 +1,6 @@
 """The model's shape, read from GGUF metadata or a Hugging Face `config.json`."""
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from model.errors import ModelError
@@ -97,7 +97,3 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str]) -> ModelConfi
         tie_word_embeddings="output.weight" not in tensor_names,
         attention_bias="blk.0.attn_q.bias" in tensor_names,
     )
-
-
-def describe(config: ModelConfig) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in fields(config)}

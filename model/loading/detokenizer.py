@@ -9,9 +9,11 @@ back until the next token completes it. A SentencePiece vocabulary that puts a
 
 import codecs
 
+from model.loading.tokenizer import TextTokenizer
+
 
 class StreamingDetokenizer:
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer: TextTokenizer):
         self.tokenizer = tokenizer
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""

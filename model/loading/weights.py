@@ -60,7 +60,7 @@ def quantized_modules(weights: dict[str, mx.array], group_size: int) -> dict[str
     return found
 
 
-def dequantize(weights: dict[str, mx.array], groups: dict[str, dict], dtype) -> dict[str, mx.array]:
+def dequantize(weights: dict[str, mx.array], groups: dict[str, dict], dtype: mx.Dtype) -> dict[str, mx.array]:
     """Every tensor in `dtype`; quantized ones expanded (scales in float32 for accuracy)."""
     out = {}
     for path, q in groups.items():

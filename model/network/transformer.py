@@ -4,7 +4,7 @@ Module names follow the Hugging Face checkpoint keys, so loading a checkpoint is
 a rename at most. The model holds no state: the KV cache is passed in.
 """
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -13,6 +13,9 @@ from model.loading.config import ModelConfig
 from model.network.attention import attend, swiglu
 from model.network.probe import AttentionSeen, Probe, Recorder
 from model.network.rope import RoPE
+
+if TYPE_CHECKING:  # for the hints only: the cache imports the network, not the other way round
+    from model.cache.kv_cache import KVCache
 
 
 class Attention(nn.Module):
@@ -126,7 +129,9 @@ class Transformer(nn.Module):
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
-    def hidden_states(self, tokens: mx.array, cache=None, probe: Optional[Probe] = None) -> mx.array:
+    def hidden_states(
+        self, tokens: mx.array, cache: Optional["KVCache"] = None, probe: Optional[Probe] = None
+    ) -> mx.array:
         """Embed and run every block; returns the residual stream before the final norm.
 
         A `probe` records what it asks for on the way (see model.network.probe)."""
@@ -154,7 +159,11 @@ class Transformer(nn.Module):
         return self.lm_head(h)
 
     def __call__(
-        self, tokens: mx.array, cache=None, last_only: bool = False, probe: Optional[Probe] = None
+        self,
+        tokens: mx.array,
+        cache: Optional["KVCache"] = None,
+        last_only: bool = False,
+        probe: Optional[Probe] = None,
     ) -> mx.array:
         """Logits (B, L, vocab), or (B, 1, vocab) with `last_only` (prefill needs just the last)."""
         h = self.hidden_states(tokens, cache, probe)

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from model.cache.kv_cache import KVCache
-from model.errors import ModelError
 from model.loading.chat_template import ChatTemplate, Message, encode_conversation
 from model.loading.prompt_encoding import encode_parts
+from model.loading.tokenizer import TextTokenizer
 from model.runtime.branches import Turn, TurnTree
 from model.runtime.settings import CacheSettings
-
-MIN_CAPACITY = 64  # below this a reply barely fits beside the system prompt
 
 MIN_SINK = 4  # attention sinks: the first few tokens soak up attention (StreamingLLM)
 REPLY_ROOM = 32  # a message must leave at least this much of the window for the reply
@@ -34,7 +32,7 @@ class TurnPrompt:
     rebuilt: bool = False  # the branch point had been evicted: the cache was read again from the sink
 
 
-def sink_length(template: ChatTemplate, tokenizer, system: Optional[str]) -> int:
+def sink_length(template: ChatTemplate, tokenizer: TextTokenizer, system: Optional[str]) -> int:
     """Tokens before the first user turn: the system prompt and its markup.
 
     Found by rendering a probe conversation: the markup before the first user
@@ -72,7 +70,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 class Conversation:
     def __init__(
-        self, template: ChatTemplate, tokenizer, cache: KVCache, settings: CacheSettings, system: Optional[str] = None
+        self,
+        template: ChatTemplate,
+        tokenizer: TextTokenizer,
+        cache: KVCache,
+        settings: CacheSettings,
+        system: Optional[str] = None,
     ):
         self.template, self.tokenizer, self.cache, self.settings = template, tokenizer, cache, settings
         self.reset(system)
@@ -83,9 +86,7 @@ class Conversation:
         self.tree = TurnTree()
         self.history: list[int] = []
         self.cache.reset()
-        keep = self.settings.keep
-        if keep is not None and not 0 <= keep <= self.cache.capacity // 2:
-            raise ModelError(f"--keep {keep} must be between 0 and half the cache ({self.cache.capacity // 2}).")
+        keep = self.settings.keep  # checked when the cache was made (see kv_factory)
         if keep is None:
             # A system prompt longer than half the cache is pinned only in part.
             keep = min(sink_length(self.template, self.tokenizer, system), self.cache.capacity // 2)

@@ -9,12 +9,16 @@ and `decode` rolls the cache back by one so it holds exactly what was shown.
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import mlx.core as mx
 
 from model.runtime.sampling import draw, sampling_distribution, top_k_of
-from model.runtime.settings import SamplingSettings
+from model.runtime.settings import CacheSettings, SamplingSettings
+
+if TYPE_CHECKING:  # for the hints only: the cache and the network import nothing from here
+    from model.cache.kv_cache import KVCache
+    from model.network.transformer import Transformer
 
 PREFILL_CHUNK = 256  # bounds prefill's peak memory; big enough to keep BLAS busy
 
@@ -33,8 +37,8 @@ class Step:
 
 
 def prefill(
-    model,
-    cache,
+    model: "Transformer",
+    cache: "KVCache",
     ids: list[int],
     chunk_size: int = PREFILL_CHUNK,
     on_chunk: Callable[[list[int]], None] = lambda _: None,
@@ -57,7 +61,9 @@ def prefill(
     return logits
 
 
-def sample_step(logits, settings: SamplingSettings, key, recent, k: int):
+def sample_step(
+    logits: mx.array, settings: SamplingSettings, key: Optional[mx.array], recent: mx.array, k: int
+) -> tuple[mx.array, mx.array, mx.array, mx.array]:
     """Lazy: the sampled id, its probability, and the top-k of the sampling distribution."""
     logprobs = sampling_distribution(logits, settings, recent)
     token = draw(logprobs, settings, key)
@@ -77,20 +83,22 @@ def _lazy(extras: Optional[dict]) -> list:
 
 
 def decode(
-    model,
-    cache,
+    model: "Transformer",
+    cache: "KVCache",
     first_logits: mx.array,
     settings: SamplingSettings,
     max_tokens: int,
     key: Optional[mx.array] = None,
     recent_ids: Optional[list[int]] = None,
-    top_k: int = 10,
+    top_k: Union[int, Callable[[], int]] = 10,
     forward: Optional[Forward] = None,
 ) -> Iterator[Step]:
     """Yield generated tokens until the consumer stops or `max_tokens` is reached.
 
-    `forward(tokens) -> (logits, extras)` replaces the plain forward pass (a
-    watched step returns extras: lazy arrays evaluated with the step)."""
+    `top_k` rows of the sampled distribution come with each step (a function is
+    asked at every step, so the views can change it mid-reply). `forward(tokens)
+    -> (logits, extras)` replaces the plain forward pass (a watched step returns
+    extras: lazy arrays evaluated with the step)."""
     if forward is None:
 
         def forward(tokens):
@@ -107,7 +115,8 @@ def decode(
         key, sub = mx.random.split(key)
         return sub
 
-    current = (*sample_step(first_logits, settings, keys(), recent, top_k), None)
+    rows = top_k if callable(top_k) else lambda: top_k
+    current = (*sample_step(first_logits, settings, keys(), recent, rows()), None)
     mx.async_eval(*current[:4])
     fed_ahead = False
     try:
@@ -119,7 +128,7 @@ def decode(
                     recent = mx.concatenate([recent, token[None].astype(mx.int32)])[-window:]
                 logits, extras = forward(token.reshape(1, 1))
                 fed_ahead = True
-                upcoming = (*sample_step(logits, settings, keys(), recent, top_k), extras)
+                upcoming = (*sample_step(logits, settings, keys(), recent, rows()), extras)
                 mx.async_eval(*upcoming[:4], *_lazy(extras))
             token, prob, top_ids, top_probs, extras = current
             yield Step(token.item(), prob.item(), tuple(top_ids.tolist()), tuple(top_probs.tolist()), extras)
@@ -131,11 +140,11 @@ def decode(
             cache.rollback(1)
 
 
-def warm_up(model) -> None:
+def warm_up(model: "Transformer") -> None:
     """One tiny prefill and decode step on a scratch cache, so the first message
     does not pay for kernel compilation and allocator growth."""
-    from model.cache.kv_cache import KVCache
+    from model.cache.kv_factory import make_cache
 
-    cache = KVCache(model.config, 64, model.rope.shift)
+    cache = make_cache(model, CacheSettings(max_kv_size=64))
     logits = prefill(model, cache, [1, 2, 3, 4])
     mx.eval(model(mx.argmax(logits).reshape(1, 1), cache))

@@ -8,9 +8,16 @@
 """
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 LIVE_WINDOW = 8
+
+
+def tokens_per_s(times: Sequence[float]) -> float:
+    """The decode rate of tokens ready at `times`: (count - 1) / (last - first); 0 for fewer than two."""
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    return (len(times) - 1) / span if span > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class TurnStats:
 
 
 class TurnClock:
-    def __init__(self, prompt_tokens: int = 0, reused_tokens: int = 0, now=time.perf_counter):
+    def __init__(self, prompt_tokens: int = 0, reused_tokens: int = 0, now: Callable[[], float] = time.perf_counter):
         self.now = now
         self.t_request = now()
         self.prompt_tokens = prompt_tokens
@@ -63,13 +70,10 @@ class TurnClock:
         return self.token_times[-1] - self.token_times[0] if len(self.token_times) > 1 else 0.0
 
     def decode_tok_s(self) -> float:
-        n = len(self.token_times)
-        return (n - 1) / self.decode_s if n > 1 and self.decode_s > 0 else 0.0
+        return tokens_per_s(self.token_times)
 
     def live_tok_s(self) -> float:
-        recent = self.token_times[-(LIVE_WINDOW + 1) :]
-        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
-        return (len(recent) - 1) / span if span > 0 else 0.0
+        return tokens_per_s(self.token_times[-(LIVE_WINDOW + 1) :])
 
     def elapsed_s(self) -> float:
         return self.now() - self.t_request
