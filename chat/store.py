@@ -113,6 +113,10 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA foreign_keys = ON")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                # Refused before WAL is switched on, which rewrites the file's header: left untouched.
+                raise StoreError(f"{self.path} was written by a newer glasschat (schema {version}); upgrade glasschat.")
             mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.db.execute("PRAGMA synchronous = NORMAL")
             if mode.lower() != "wal":
@@ -134,8 +138,6 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} was written by a newer glasschat (schema {version}); upgrade glasschat.")
         for step in range(version, SCHEMA_VERSION):
             # Statement by statement: executescript would commit half a migration.
             with self.transaction():
