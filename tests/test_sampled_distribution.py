@@ -24,8 +24,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from engine_harness import SyncEngine
+from ui_helpers import fake_app, text_of, wait_for
 
-from model.runtime.events import TokenGenerated
+from chat.widgets.transcript import AssistantMessage
+from model.runtime.events import ModelReady, TokenGenerated
 from model.runtime.generate import sample_step
 from model.runtime.sampling import draw, sampling_distribution
 from model.runtime.settings import SamplingSettings
@@ -158,3 +160,22 @@ def test_greedy_shows_the_temperature_1_distribution(engine):
         assert sum(t.prob > 0 for t in step.top_k) == len(step.top_k) > 5  # top-k 5 is not applied
         for t in step.top_k:
             assert abs(t.prob - p[t.id]) < 5e-3 * max(t.prob, 0.1)
+
+
+def test_the_panel_header_says_which_distribution():
+    assert SamplingSettings().distribution_label() == "model distribution (T=1); greedy pick"
+    label = SETTINGS["all together"].distribution_label()
+    assert label == "sampled distribution (T=1.2, top-k 20, top-p 0.9, min-p 0.05)"
+
+
+@pytest.mark.asyncio
+async def test_the_top_k_panel_shows_the_label_the_engine_sent():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        sent = next(e for e in holder["engine"].load_events if isinstance(e, ModelReady)).distribution
+        assert sent == "model distribution (T=1); greedy pick"
+        app.query_one("#prompt").insert("Hello.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query(AssistantMessage) and not app.chat.busy)
+        assert sent in text_of(app.chat.panels["topk"])  # above the step's candidates
