@@ -14,11 +14,11 @@ from ui_helpers import wait_for
 import model.internals.watch as watch_module
 import model.runtime.generate as generate
 from chat.app import GlasschatApp
-from model.internals.watch import Watch
 from model.network.probe import Probe
 from model.network.transformer import Transformer
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import InsideStep, TokenGenerated, TurnEnded
+from model.runtime.needs import StepNeeds
 
 
 @pytest.fixture
@@ -53,8 +53,7 @@ def test_engine_with_nothing_open_does_no_extra_work(counts):
     assert counts == {"top_k": 0, "probes": 0, "probed_passes": 0}
 
     # The counters can count: the same turn with the panel shown and the attention view open.
-    run.engine.apply_update({"top_k_shown": 10})
-    run.engine.set_watch(Watch(attention_layer=3, interval_s=0.0))
+    run.set_needs(StepNeeds(top_k=10, attention_layer=3, interval_s=0.0))
     start = len(run.events)
     _, tokens, _ = run.turn("And of Italy?")
     inside = [e for e in run.events[start:] if isinstance(e, InsideStep)]
