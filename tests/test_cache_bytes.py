@@ -76,3 +76,34 @@ def test_bytes_now_and_when_full(default_model, kv_bits, per_token, dtype):
         assert after_eviction == 0
         assert cache.state().bytes == cache.state().bytes_full == capacity * per_token
     assert cache.evicted_total > capacity
+
+
+def test_nothing_is_copied_per_token(monkeypatch):
+    """Counted, not timed: storage is allocated in blocks and slid only at an eviction, never per token.
+
+    (README: "nothing is copied per token".) 300 single-token steps through a
+    64-token cache: one allocation per layer (64 < one 256-token block), and one
+    slide per layer per eviction; the other steps only write their own slot."""
+    from tiny_models import build_tiny_model
+
+    from model.cache.kv_cache import KVCache, LayerCache
+
+    calls = {"allocate": 0, "slide": 0}
+    for name in calls:
+        real = getattr(LayerCache, name)
+
+        def counted(self, *args, real=real, name=name):
+            calls[name] += 1
+            return real(self, *args)
+
+        monkeypatch.setattr(LayerCache, name, counted)
+    model = build_tiny_model("llama3")
+    cache = KVCache(model.config, 64, model.rope.shift, keep=4)
+    evictions = 0
+    for step in range(300):
+        before = cache.evicted_total
+        mx.eval(model(mx.array([[step % 96]]), cache))
+        evictions += cache.evicted_total > before
+    layers = model.config.num_hidden_layers
+    assert evictions >= 15 and cache.evicted_total == evictions * 15  # blocks of a quarter of the window
+    assert calls == {"allocate": layers, "slide": evictions * layers}
