@@ -58,7 +58,9 @@ def test_the_default_models_shape(default_model):
 )
 def test_bytes_now_and_when_full(default_model, kv_bits, per_token, dtype):
     capacity = 1024
-    cache, grown = allocated_by(lambda: fill(make_cache(default_model, CacheSettings(capacity, 4, kv_bits)), [200]))
+    cache, grown = allocated_by(
+        lambda: fill(make_cache(default_model.model, CacheSettings(capacity, 4, kv_bits)), [200])
+    )
     state = cache.state()
     assert state.dtype.startswith(dtype)
     assert state.bytes_full == capacity * per_token
