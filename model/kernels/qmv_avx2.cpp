@@ -11,11 +11,34 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "qmv_kernels.h"
 
 namespace glasschat::qmv {
 
 namespace {
+
+// Weight rows stream from memory once per token and the hardware prefetcher
+// falls behind on the three streams (codes, scales, biases): fetching ~2 KB
+// ahead made the default model's 121 products 10.2 ms a token instead of 16.1
+// (best of 30 interleaved steps; 1, 4 and 8 KB were slower than 2).
+constexpr size_t kPrefetchBytes = 2048;
+
+inline void prefetch_row(const uint8_t* w, size_t row_bytes, const float* s, const float* b, int groups) {
+  for (size_t o = 0; o < row_bytes; o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(w) + o, _MM_HINT_T0);
+  }
+  for (size_t o = 0; o < groups * sizeof(float); o += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(s) + o, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b) + o, _MM_HINT_T0);
+  }
+}
+
+// How many rows ahead that is, for rows of `row_bytes`.
+inline int rows_ahead(size_t row_bytes) {
+  return int(std::max<size_t>(1, kPrefetchBytes / row_bytes));
+}
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -122,10 +145,15 @@ void rows4(const Problem& p, const Activations& a, int r0, int r1) {
   const int group_shift = __builtin_ctz(p.group_size);
   const __m256i low = _mm256_set1_epi16(0x0F);
   const __m256i zero = _mm256_setzero_si256();
+  const size_t row_bytes = size_t(p.K) / 2;
+  const int ahead = rows_ahead(row_bytes);
   for (int j = r0; j < r1; j++) {
-    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + size_t(j) * p.K / 2;
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + size_t(j) * row_bytes;
     const float* s = p.scales + size_t(j) * groups;
     const float* b = p.biases + size_t(j) * groups;
+    if (j + ahead < r1) {
+      prefetch_row(w + ahead * row_bytes, row_bytes, s + ahead * groups, b + ahead * groups, groups);
+    }
     __m256 acc[M];
     for (int m = 0; m < M; m++) {
       acc[m] = _mm256_setzero_ps();
@@ -198,10 +226,15 @@ template <int M>
 void rows8(const Problem& p, const Activations& a, int r0, int r1) {
   const int blocks = p.K / kBlock, groups = p.K / p.group_size;
   const int group_shift = __builtin_ctz(p.group_size);
+  const size_t row_bytes = size_t(p.K);
+  const int ahead = rows_ahead(row_bytes);
   for (int j = r0; j < r1; j++) {
-    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + size_t(j) * p.K;
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w) + size_t(j) * row_bytes;
     const float* s = p.scales + size_t(j) * groups;
     const float* b = p.biases + size_t(j) * groups;
+    if (j + ahead < r1) {
+      prefetch_row(w + ahead * row_bytes, row_bytes, s + ahead * groups, b + ahead * groups, groups);
+    }
     __m256 acc[M];
     for (int m = 0; m < M; m++) {
       acc[m] = _mm256_setzero_ps();
