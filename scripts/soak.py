@@ -31,6 +31,7 @@ from chat.headless import HeadlessSession  # noqa: E402
 from chat.recorder import ConversationRecorder  # noqa: E402
 from chat.store import Store  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
+from model.runtime.events import TurnEnded, TurnStarted  # noqa: E402
 from model.runtime.settings import CacheSettings  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "bread", "the moon", "rain", "a train", "music", "snow", "a garden", "chess", "tea"]
@@ -73,17 +74,23 @@ def soak(
     """Run the soak; returns what went wrong (empty when it passed)."""
     store = Store(db)
     recorder = ConversationRecorder(store, "default", {})
-    session = HeadlessSession(EngineOptions(max_tokens=max_tokens, cache=CacheSettings(max_kv_size=max_kv_size)))
+
+    def save(event) -> None:  # as `glasschat replay --db` saves: from the engine's turn events
+        if isinstance(event, TurnStarted):
+            recorder.turn_started(event)
+        elif isinstance(event, TurnEnded):
+            recorder.turn_ended(event)
+
+    options = EngineOptions(max_tokens=max_tokens, cache=CacheSettings(max_kv_size=max_kv_size))
+    session = HeadlessSession(options, save)
     watcher, rss, arrays, failures, start = Watcher(max_kv_size), {}, {}, [], time.time()
     try:
         for n in range(1, turns + 1):
             user = f"Turn {n}: tell me one fact about {TOPICS[n % len(TOPICS)]}."
-            recorder.user_sent(user)
             result = session.turn(user)
             if result.failed or not result.ended.text.strip():
                 failures.append(f"turn {n} failed: {result.failed.message if result.failed else 'empty reply'}")
                 continue
-            recorder.reply_ended(result.ended, list(result.ended.reply_ids))
             for event in result.tokens:
                 watcher.saw(n, event.cache)
             watcher.saw(n, result.ended.cache)
