@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from model.loading.config import config_from_gguf
 from model.loading.loader import _read_gguf
 from model.loading.tokenizer import tokenizer_from_gguf
 from model.loading.weights import dequantize, quantized_modules, rename_gguf
@@ -19,7 +20,7 @@ def unpermute_rows(w: mx.array, n_heads: int) -> mx.array:
 def export_folder(gguf_path: Path, folder: Path, dtype=None) -> Path:
     """MLX 4-bit folder when `dtype` is None, else a dequantized folder in that dtype."""
     tensors, meta = _read_gguf(gguf_path)
-    weights = rename_gguf(tensors)
+    weights = rename_gguf(tensors, config_from_gguf(meta, set(tensors)))
     heads = int(meta["llama.attention.head_count"].item())
     kv_heads = int(meta["llama.attention.head_count_kv"].item())
     for name in list(weights):

@@ -1,51 +1,82 @@
-"""The model's shape, read from GGUF metadata or a Hugging Face `config.json`."""
+"""The model's shape and its family's switches, read from GGUF metadata or a Hugging Face `config.json`."""
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from model.errors import ModelError
+from model.loading import families
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+SUPPORTED_ARCHITECTURES = families.HF_FAMILIES
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str  # checkpoint family; decides q/k/v biases and the RoPE layout
+    architecture: str  # checkpoint family (Hugging Face model_type); `families` sets the switches below
     hidden_size: int  # width of the residual stream
     num_hidden_layers: int  # transformer blocks
     num_attention_heads: int  # query heads
     num_key_value_heads: int  # fewer than query heads means grouped-query attention
-    head_dim: int  # usually hidden_size // heads; Mistral-family configs may say otherwise
-    intermediate_size: int  # SwiGLU hidden width
+    head_dim: int  # usually hidden_size // heads; Mistral, Qwen3 and Gemma configs may say otherwise
+    intermediate_size: int  # MLP hidden width
     vocab_size: int  # rows of the embedding table
     rms_norm_eps: float = 1e-5  # numerical floor inside RMSNorm
     rope_theta: float = 10000.0  # RoPE base: larger bases reach longer contexts
     rope_traditional: bool = False  # GGUF's llama converter interleaves q/k rows, so True there
-    rope_scaling: Optional[dict] = field(default=None, compare=False)  # Llama 3's long-context rule
+    rope_scaling: Optional[dict] = field(default=None, compare=False)  # Llama 3's rule, linear, Phi-3's longrope
     max_position_embeddings: int = 4096  # trained context; the cache never places RoPE past it
-    tie_word_embeddings: bool = False  # SmolLM2 reads logits through the embedding table
+    tie_word_embeddings: bool = False  # SmolLM2 and Gemma read logits through the embedding table
     attention_bias: bool = False  # Qwen2 adds biases to q, k and v
+
+    # Family switches. The defaults are Llama's; each names the families that change it.
+    qk_norm: Optional[str] = None  # RMSNorm on q and k: "head" per head (Qwen3, Gemma 3), "all" across heads (OLMo 2)
+    norm_placement: str = (
+        "pre"  # RMSNorm "pre" each sub-block (Llama), "sandwich" before and after (Gemma 2/3), "post" (OLMo 2)
+    )
+    mlp_activation: str = "silu"  # the gate's activation: "gelu_tanh" is GeGLU with tanh-approximate GELU (Gemma)
+    embed_scale: float = 1.0  # embeddings times sqrt(hidden_size) (Gemma)
+    norm_weight_offset: float = 0.0  # 1.0: RMSNorm scales by (1 + w), as Gemma's folders store it; folded in at load
+    attn_logit_softcap: Optional[float] = None  # scores -> cap * tanh(scores / cap) before the softmax (Gemma 2)
+    final_logit_softcap: Optional[float] = None  # logits capped the same way (Gemma 2)
+    query_pre_attn_scalar: Optional[float] = None  # scores scaled by this ** -0.5, not head_dim ** -0.5 (Gemma)
+    sliding_window: Optional[int] = None  # windowed layers see only the latest this-many tokens (Gemma 2/3)
+    sliding_layers: tuple[int, ...] = ()  # which layers are windowed (Gemma 2: every other; Gemma 3: five in six)
+    rope_local_theta: Optional[float] = None  # the windowed layers' own RoPE base (Gemma 3)
+    no_rope_layers: tuple[int, ...] = ()  # layers whose q and k get no RoPE at all (SmolLM3: every fourth)
+    fused_checkpoint: bool = False  # q/k/v stored as one matrix and gate/up as another (Phi-3)
+    partial_rotary_factor: float = 1.0  # RoPE turns only this share of each head (Phi-4-mini: 0.75)
+    original_max_position_embeddings: Optional[int] = None  # context before longrope stretched it (Phi-3)
 
     @property
     def kv_dim(self) -> int:
         return self.num_key_value_heads * self.head_dim
 
+    @property
+    def rotary_dims(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
 
-def _check_architecture(name: str) -> str:
-    if name not in SUPPORTED_ARCHITECTURES:
-        raise ModelError(
-            f"Unsupported architecture '{name}': glasschat runs Llama-family models "
-            f"({', '.join(SUPPORTED_ARCHITECTURES)}); pick one of those."
-        )
-    return name
+    @property
+    def query_scale(self) -> float:
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+
+def _rope_from_hf(cfg: dict[str, Any]) -> tuple[float, Optional[dict]]:
+    """RoPE base and scaling; transformers 5 nests both under `rope_parameters`."""
+    params = cfg.get("rope_parameters") or {}
+    theta = cfg.get("rope_theta", params.get("rope_theta", 10000.0))
+    scaling = cfg.get("rope_scaling")
+    if scaling is None and params.get("rope_type", "default") != "default":
+        scaling = params
+    return theta, scaling
 
 
 def config_from_hf(cfg: dict[str, Any]) -> ModelConfig:
     """Build from `config.json`, as written by transformers or mlx-lm; unknown keys are dropped."""
-    arch = _check_architecture(cfg.get("model_type", "?"))
+    arch = cfg.get("model_type", "?")
+    families.check_hf(arch, cfg)
     heads = cfg["num_attention_heads"]
     hidden = cfg["hidden_size"]
-    return ModelConfig(
+    theta, scaling = _rope_from_hf(cfg)
+    base = dict(
         architecture=arch,
         hidden_size=hidden,
         num_hidden_layers=cfg["num_hidden_layers"],
@@ -55,45 +86,63 @@ def config_from_hf(cfg: dict[str, Any]) -> ModelConfig:
         intermediate_size=cfg["intermediate_size"],
         vocab_size=cfg["vocab_size"],
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-5),
-        rope_theta=cfg.get("rope_theta", 10000.0),
+        rope_theta=theta,
         rope_traditional=cfg.get("rope_traditional", False),
-        rope_scaling=cfg.get("rope_scaling"),
+        rope_scaling=scaling,
         max_position_embeddings=cfg.get("max_position_embeddings", 4096),
         tie_word_embeddings=cfg.get("tie_word_embeddings", False),
-        attention_bias=cfg.get("attention_bias", arch == "qwen2"),
     )
+    return ModelConfig(**{**base, **families.HF_SWITCHES[arch](cfg)})
 
 
 def config_from_gguf(meta: dict[str, Any], tensor_names: set[str]) -> ModelConfig:
-    """Build from GGUF metadata; `tensor_names` tells whether the head is tied."""
-    arch = _check_architecture(str(meta.get("general.architecture", "?")))
+    """Build from GGUF metadata; `tensor_names` tells whether the head is tied and which extras exist."""
+    arch = str(meta.get("general.architecture", "?"))
+    families.check_gguf(arch, meta)
+    missing = object()
 
-    def get(key, default=None):
+    def get(key, default=missing):
         value = meta.get(f"{arch}.{key}", default)
-        if value is None:
+        if value is missing:
             raise ModelError(f"The GGUF file lacks '{arch}.{key}': it is incomplete; re-download it.")
         return value.item() if hasattr(value, "item") else value
 
     heads = int(get("attention.head_count"))
     hidden = int(get("embedding_length"))
+    n_layers = int(get("block_count"))
+    head_dim = int(get("attention.key_length", hidden // heads))
     vocab = meta.get(f"{arch}.vocab_size")
     if vocab is None:
         vocab = len(meta["tokenizer.ggml.tokens"])
-    return ModelConfig(
-        architecture=arch,
+    family = families.GGUF_FAMILIES[arch]
+    base = dict(
+        architecture=family,
         hidden_size=hidden,
-        num_hidden_layers=int(get("block_count")),
+        num_hidden_layers=n_layers,
         num_attention_heads=heads,
         num_key_value_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=int(get("attention.key_length", hidden // heads)),
+        head_dim=head_dim,
         intermediate_size=int(get("feed_forward_length")),
         vocab_size=int(vocab.item() if hasattr(vocab, "item") else vocab),
         rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(get("rope.freq_base", 10000.0)),
-        # llama.cpp's converter permutes q and k for the llama family only;
-        # Qwen2 is stored as-is and uses the NeoX (non-interleaved) layout.
-        rope_traditional=arch in ("llama", "mistral"),
+        rope_scaling=_rope_from_gguf(get, tensor_names),
+        # llama.cpp's converter permutes q and k rows for the llama family only (and
+        # SmolLM3, converted as llama); the others are stored as-is, NeoX layout.
+        rope_traditional=arch in ("llama", "smollm3"),
         max_position_embeddings=int(get("context_length", 4096)),
         tie_word_embeddings="output.weight" not in tensor_names,
         attention_bias="blk.0.attn_q.bias" in tensor_names,
     )
+    return ModelConfig(**{**base, **families.GGUF_SWITCHES[arch](get, hidden, heads, n_layers, head_dim)})
+
+
+def _rope_from_gguf(get, tensor_names: set[str]) -> Optional[dict]:
+    """Linear scaling from the metadata; Phi-3's longrope factors come as tensors (applied at load)."""
+    if "rope_factors_long.weight" in tensor_names:
+        return {"rope_type": "longrope", "attn_factor": float(get("rope.scaling.attn_factor", 1.0))}
+    kind = get("rope.scaling.type", None)
+    factor = float(get("rope.scaling.factor", 0.0) or 0.0)
+    if kind == "linear" and factor > 0 and factor != 1.0:
+        return {"rope_type": "linear", "factor": factor}
+    return None

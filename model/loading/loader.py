@@ -135,7 +135,10 @@ def _read_gguf_with_types(path: Path) -> tuple[dict, dict, Counter]:
 
 def _build(config: ModelConfig, weights: dict, group_size: int, layout: str, fuse: bool) -> tuple[Transformer, str]:
     """The model, fused where its weights allow (see `fusion`), with the weights in `layout`."""
-    fused = fuse_weights(weights, config.num_hidden_layers) if fuse else None
+    if config.fused_checkpoint:  # Phi-3 stores q/k/v and gate/up fused already
+        fused = weights
+    else:
+        fused = fuse_weights(weights, config.num_hidden_layers) if fuse else None
     model = Transformer(config, fused=fused is not None)
     used = apply_weights(model, weights if fused is None else fused, group_size, layout)
     return model, used
@@ -146,7 +149,7 @@ def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool) -> Loade
     tensors, meta, types = _read_gguf_with_types(path)
     config = config_from_gguf(meta, set(tensors))
     tokenizer = tokenizer_from_gguf(meta)
-    weights = rename_gguf(tensors)
+    weights = rename_gguf(tensors, config)
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
     model, used = _build(config, weights, _GGUF_GROUP_SIZE, layout, fuse)
     template = _template(meta.get("tokenizer.chat_template"), tokenizer)

@@ -16,35 +16,68 @@ _GGUF_LAYER = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
+    "ffn_norm": "post_attention_layernorm",  # Llama's name for the norm *before* the MLP
 }
+# Where norms also follow each sub-block (Gemma 2/3, OLMo 2), Hugging Face's names shift meaning:
+# post_attention_layernorm follows attention, and the MLP's input norm is pre_feedforward_layernorm.
+_GGUF_LAYER_NORMS_AFTER = {
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+_GGUF_LAYER_FUSED = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}  # Phi-3
+# Not module weights: RoPE frequency factors (Llama 3's rule; Phi-3's longrope, long and short).
+_GGUF_ROPE = {"rope_freqs.weight": "rope_freqs", "rope_factors_long.weight": "rope_freqs"}
+_GGUF_UNUSED = {"rope_factors_short.weight"}  # the short factors: see RoPE's longrope note
 _GGUF_GROUP_SIZE = 32  # Q4_0, Q4_1 and Q8_0 blocks hold 32 weights
 
 LAYOUTS = ("auto", "quantized", "float32", "float16", "bfloat16")
 
 
-def rename_gguf(tensors: dict[str, mx.array]) -> dict[str, mx.array]:
+def _layer_names(config) -> dict[str, str]:
+    names = dict(_GGUF_LAYER)
+    if config.norm_placement != "pre":
+        names.update(_GGUF_LAYER_NORMS_AFTER)
+    if config.fused_checkpoint:
+        names.update(_GGUF_LAYER_FUSED)
+    return names
+
+
+def rename_gguf(tensors: dict[str, mx.array], config) -> dict[str, mx.array]:
+    layer_names = _layer_names(config)
     out = {}
     for name, value in tensors.items():
-        if name == "rope_freqs.weight":
-            out["rope_freqs"] = value  # Llama 3's RoPE factors; not a module weight
+        if name in _GGUF_ROPE:
+            out[_GGUF_ROPE[name]] = value
+            continue
+        if name in _GGUF_UNUSED:
             continue
         m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias|scales|biases)", name)
         if m:
             layer, part, kind = m.groups()
-            if part not in _GGUF_LAYER:
-                raise ModelError(f"Unexpected tensor '{name}' in the GGUF: not a Llama-family layout.")
-            out[f"model.layers.{layer}.{_GGUF_LAYER[part]}.{kind}"] = value
+            if part not in layer_names:
+                raise ModelError(f"Unexpected tensor '{name}' in the GGUF: not a {config.architecture} layout.")
+            out[f"model.layers.{layer}.{layer_names[part]}.{kind}"] = value
             continue
         stem, _, kind = name.rpartition(".")
         if stem not in _GGUF_TOP:
-            raise ModelError(f"Unexpected tensor '{name}' in the GGUF: not a Llama-family layout.")
+            raise ModelError(f"Unexpected tensor '{name}' in the GGUF: not a {config.architecture} layout.")
         out[f"{_GGUF_TOP[stem]}.{kind}"] = value
     return out
+
+
+def fold_norm_offset(weights: dict[str, mx.array], offset: float) -> dict[str, mx.array]:
+    """Gemma's folders store each RMSNorm scale as w - 1 (the model uses 1 + w): add it back once,
+    so the network runs a plain RMSNorm. llama.cpp's converter does the same when it writes a GGUF."""
+    if not offset:
+        return weights
+    return {k: v + offset if k.endswith("norm.weight") else v for k, v in weights.items()}
 
 
 def quantized_modules(weights: dict[str, mx.array], group_size: int) -> dict[str, dict]:
@@ -92,6 +125,7 @@ def resolve_layout(layout: str, is_quantized: bool) -> str:
 def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: int, layout: str) -> str:
     """Load `weights` into `model` in `layout`; returns the layout used."""
     weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+    weights = fold_norm_offset(weights, model.config.norm_weight_offset)
     rope_factors: Optional[mx.array] = weights.pop("rope_freqs", None)
     if rope_factors is not None:
         model.rope.set_gguf_freq_factors(rope_factors)

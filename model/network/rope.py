@@ -1,4 +1,4 @@
-"""Rotary position embeddings, including Llama 3's long-context frequency rule."""
+"""Rotary position embeddings: Llama 3's long-context rule, Phi-3's longrope, partial rotation."""
 
 import math
 from typing import Optional
@@ -34,37 +34,65 @@ def llama3_periods(dims: int, base: float, scaling: dict) -> mx.array:
 
 
 class RoPE(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """Rotates the first `rotary_dims` features of each head by its position (the rest pass through).
+
+    `base` overrides the config's (Gemma 3's windowed layers have their own, unscaled);
+    `scaled=False` ignores `rope_scaling`."""
+
+    def __init__(self, config: ModelConfig, base: Optional[float] = None, scaled: bool = True):
         super().__init__()
-        self.dims = config.head_dim
+        self.dims = config.rotary_dims
         self.traditional = config.rope_traditional
-        self.base: Optional[float] = config.rope_theta
+        self.base: Optional[float] = base or config.rope_theta
         self.scale = 1.0
+        self.mscale = 1.0  # longrope's attention factor: q and k grow by it, so scores by its square
         self._periods: Optional[mx.array] = None  # underscore: not a checkpoint weight
         self._table: Optional[tuple[mx.array, mx.array]] = None  # cos, sin by position, for decode
-        scaling = config.rope_scaling or {}
+        scaling = (config.rope_scaling or {}) if scaled else {}
         kind = scaling.get("rope_type", scaling.get("type"))
         if kind in (None, "default"):
             pass
         elif kind == "linear":
             self.scale = 1.0 / scaling["factor"]
         elif kind == "llama3":
-            self._set_periods(llama3_periods(self.dims, config.rope_theta, scaling))
+            self._set_periods(llama3_periods(self.dims, self.base, scaling))
+        elif kind in ("longrope", "su"):
+            self._set_longrope(config, scaling)
         else:
-            raise ModelError(f"Unsupported RoPE scaling '{kind}': glasschat knows default, linear and llama3.")
+            raise ModelError(
+                f"Unsupported RoPE scaling '{kind}': glasschat knows default, linear, llama3 and longrope."
+            )
 
     def _set_periods(self, periods: mx.array) -> None:
         self._periods = periods
         self._table = None
         self.base = None
 
+    def _set_longrope(self, config: ModelConfig, scaling: dict) -> None:
+        """Phi-3's longrope: each pair's period stretched by its own factor, q and k scaled up.
+
+        Like mlx-lm, the long factors are used at every length; llama.cpp and transformers
+        use the short ones while the context stays within `original_max_position_embeddings`."""
+        original = config.original_max_position_embeddings or config.max_position_embeddings
+        stretch = config.max_position_embeddings / original
+        default = math.sqrt(1 + math.log(stretch) / math.log(original)) if stretch > 1 else 1.0
+        self.mscale = scaling.get("attn_factor") or scaling.get("long_mscale") or default
+        if "long_factor" in scaling:  # a GGUF brings the factors as a tensor instead (set_gguf_freq_factors)
+            self.set_gguf_freq_factors(mx.array(scaling["long_factor"], dtype=mx.float32))
+
     def set_gguf_freq_factors(self, factors: mx.array) -> None:
-        """GGUF stores Llama 3's rule as per-pair factors that divide the frequencies."""
+        """Per-pair factors that divide the frequencies (GGUF's Llama 3 rule, Phi-3's longrope)."""
         base_periods = self.base ** (mx.arange(0, self.dims, 2, dtype=mx.float32) / self.dims)
         self._set_periods(base_periods * factors.astype(mx.float32))
 
     def __call__(self, x: mx.array, offset: int) -> mx.array:
         # x: (B, heads, T, head_dim); row t gets position offset + t
+        if self.mscale != 1.0:
+            x = x.at[..., : self.dims].multiply(self.mscale)
+        return self.rotate(x, offset)
+
+    def rotate(self, x: mx.array, offset: int) -> mx.array:
+        """The rotation alone (no longrope factor): what `shift` composes."""
         if x.shape[-2] == 1 and isinstance(offset, int) and offset >= 0 and mx.default_device() == mx.cpu:
             return self._rotate_one(x, offset)
         return mx.fast.rope(
@@ -83,6 +111,9 @@ class RoPE(nn.Module):
         if self._table is None or position >= self._table[0].shape[0]:
             self._build_table(max(2 * position, 4096))
         cos, sin = self._table[0][position], self._table[1][position]  # (dims/2,)
+        if self.dims < x.shape[-1]:  # partial rotation: the tail of each head passes through
+            turned = _rotate(x[..., : self.dims], cos, sin, self.traditional)
+            return mx.concatenate([turned, x[..., self.dims :]], axis=-1)
         return _rotate(x, cos, sin, self.traditional)
 
     def _build_table(self, positions: int) -> None:
@@ -100,7 +131,7 @@ class RoPE(nn.Module):
         Rotations compose, so R(p + delta) k = R(delta) R(p) k. Giving each row
         its own length-1 sequence makes `fast.rope` apply `delta` to all of them.
         """
-        shifted = self(keys[..., None, :], delta)  # (B, heads, T, 1, head_dim)
+        shifted = self.rotate(keys[..., None, :], delta)  # (B, heads, T, 1, head_dim)
         return shifted.reshape(keys.shape)
 
 
