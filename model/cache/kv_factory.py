@@ -28,5 +28,5 @@ def make_cache(model: Transformer, settings: CacheSettings) -> KVCache:
     if settings.kv_bits is not None:
         from model.cache.kv_quantized import QuantizedKVCache
 
-        return QuantizedKVCache(model.config, size, model.rope.shift, bits=settings.kv_bits, dtype=dtype, keep=keep)
-    return KVCache(model.config, size, model.rope.shift, keep=keep, dtype=dtype)
+        return QuantizedKVCache(model.config, size, model.key_shifts(), bits=settings.kv_bits, dtype=dtype, keep=keep)
+    return KVCache(model.config, size, model.key_shifts(), keep=keep, dtype=dtype)

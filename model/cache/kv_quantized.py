@@ -6,15 +6,16 @@ of K and V is a (packed, scales, biases) triple, handed to attention as a
 `QuantizedKV`, which runs on it with `quantized_matmul`, so the
 full-precision cache is never materialised.
 An eviction dequantizes just the surviving block, re-rotates it, and
-quantizes it again, once per eviction.
+quantizes it again, once per eviction (a windowed layer's own drops, and a
+layer without RoPE, move the stored bits as they are).
 """
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import mlx.core as mx
 
-from model.cache.kv_cache import KVCache, LayerCache
+from model.cache.kv_cache import KVCache, LayerCache, Shift
 from model.errors import ModelError
 from model.loading.config import ModelConfig
 from model.network.attention import QuantizedKV
@@ -27,22 +28,24 @@ class QuantizedLayerCache(LayerCache):
     def _dequantize(self, triple):
         return mx.dequantize(*triple, group_size=self.owner.group_size, bits=self.owner.bits)
 
-    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[QuantizedKV, QuantizedKV]:
-        start, end = self.owner.length, self.owner.length + k.shape[2]
+    def write(self, slot: int, k: mx.array, v: mx.array) -> None:
+        end = slot + k.shape[2]
         for store, new in ((self.keys, self._quantize(k)), (self.values, self._quantize(v))):
             for part, value in zip(store, new):
-                part[..., start:end, :] = value
-        return self.fetch(end)
+                part[..., slot:end, :] = value
 
-    def fetch(self, end: int) -> tuple[QuantizedKV, QuantizedKV]:
+    def fetch(self, begin: int, end: int) -> tuple[QuantizedKV, QuantizedKV]:
         gs, bits = self.owner.group_size, self.owner.bits
-        keys = QuantizedKV(*(x[..., :end, :] for x in self.keys), gs, bits)
-        values = QuantizedKV(*(x[..., :end, :] for x in self.values), gs, bits)
+        keys = QuantizedKV(*(x[..., begin:end, :] for x in self.keys), gs, bits)
+        values = QuantizedKV(*(x[..., begin:end, :] for x in self.values), gs, bits)
         return keys, values
 
-    def allocate(self, shape: tuple[int, int, int, int], dtype: mx.Dtype) -> None:
+    def allocated(self) -> int:
+        return self.keys[0].shape[2]
+
+    def allocate(self, shape: tuple[int, int, int, int], dtype: Optional[mx.Dtype] = None) -> None:
         B, H, S, D = shape
-        bits, gs = self.owner.bits, self.owner.group_size
+        bits, gs, dtype = self.owner.bits, self.owner.group_size, dtype or self.owner.dtype
 
         def triple() -> list[mx.array]:
             return [
@@ -53,15 +56,19 @@ class QuantizedLayerCache(LayerCache):
 
         new_k, new_v = triple(), triple()
         if self.keys is not None:
-            n = self.keys[0].shape[2]
+            n = min(self.keys[0].shape[2], S)
             for new, old in ((new_k, self.keys), (new_v, self.values)):
                 for part, value in zip(new, old):
-                    part[..., :n, :] = value
+                    part[..., :n, :] = value[..., :n, :]
         self.keys, self.values = new_k, new_v
 
-    def slide(self, src: int, dst: int, count: int, shift_keys: Callable) -> None:
-        block = self._dequantize([x[..., src : src + count, :] for x in self.keys])
-        for part, value in zip(self.keys, self._quantize(shift_keys(block, dst - src))):
+    def move(self, src, dst, count, turn) -> None:
+        """Values move as stored; keys that turn are dequantized, turned and quantized again (once per eviction)."""
+        if turn is None:
+            moved = [x[..., src : src + count, :] for x in self.keys]
+        else:
+            moved = self._quantize(turn(self._dequantize([x[..., src : src + count, :] for x in self.keys])))
+        for part, value in zip(self.keys, moved):
             part[..., dst : dst + count, :] = value
         for part in self.values:
             part[..., dst : dst + count, :] = part[..., src : src + count, :]
@@ -77,7 +84,7 @@ class QuantizedKVCache(KVCache):
         self,
         config: ModelConfig,
         capacity: int,
-        shift_keys: Callable[[mx.array, int], mx.array],
+        shift_keys: Union[Shift, Sequence[Optional[Shift]]],
         bits: int = 8,
         dtype: mx.Dtype = mx.float32,
         **kwargs: Any,
@@ -93,10 +100,10 @@ class QuantizedKVCache(KVCache):
         self.group_size = 32
         super().__init__(config, capacity, shift_keys, dtype=dtype, **kwargs)
 
-    def bytes_per_token(self) -> int:
+    def bytes_per_slot(self) -> int:
         d, groups = self.config.head_dim, self.config.head_dim // self.group_size
         per_head = d * self.bits // 8 + 2 * groups * self.dtype.size
-        return 2 * self.config.num_key_value_heads * per_head * self.config.num_hidden_layers
+        return 2 * self.config.num_key_value_heads * per_head
 
     def dtype_name(self) -> str:
         return f"q{self.bits} (group {self.group_size}, {super().dtype_name()} scales)"

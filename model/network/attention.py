@@ -7,6 +7,7 @@ stores and fetches, and the probe (see `probe`) sees the very arrays used.
 from typing import NamedTuple, Optional, Union
 
 import mlx.core as mx
+import mlx.nn as nn
 
 from model.network import fast_math
 
@@ -36,18 +37,61 @@ def on_cpu() -> bool:
     return mx.default_device() == mx.cpu
 
 
-def attend(q: mx.array, keys: KV, values: KV, scale: float, mask: Optional[str]) -> mx.array:
-    """softmax(q k^T * scale [+ causal mask]) v; q (B, nh, L, hd), keys and values (B, nkv, S, hd)."""
+Mask = Union[None, str, mx.array]  # None (one query sees every key), "causal", or (L, S) booleans
+
+
+def window_mask(start: int, n: int, window: Optional[int]) -> Mask:
+    """For `n` queries at positions start.. over the keys of positions max(0, start - window + 1)..start+n-1:
+    each sees the keys before it and at most `window` back (Gemma's sliding window, as llama.cpp and
+    transformers draw it). A plain causal mask where that is the same thing."""
+    if n == 1:
+        return None
+    first = 0 if window is None else max(0, start - window + 1)
+    if window is None or start + n - 1 - first < window:
+        return "causal"  # the last query still sees the first key
+    queries = mx.arange(start, start + n)[:, None]
+    keys = mx.arange(first, start + n)[None, :]
+    return (keys <= queries) & (queries - keys < window)
+
+
+def attend(q: mx.array, keys: KV, values: KV, scale: float, mask: Mask, softcap: Optional[float] = None) -> mx.array:
+    """softmax(q k^T * scale [+ mask]) v; q (B, nh, L, hd), keys and values (B, nkv, S, hd).
+
+    With `softcap` (Gemma 2) the scores become cap * tanh(scores / cap) before the mask."""
     if isinstance(keys, QuantizedKV):
-        return quantized_attention(q, keys, values, scale, mask)
+        return quantized_attention(q, keys, values, scale, mask, softcap)
+    if softcap is not None:
+        return capped_attention(q, keys, values, scale, mask, softcap)
     if mask == "causal" and on_cpu():
         # A prefill block: the softmax's exps dominate on CPU (see fast_math).
         return fast_math.causal_attention(q, keys, values, scale)
     return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
 
 
+def _masked(scores: mx.array, mask: Mask) -> mx.array:
+    """Scores (..., L, S) with hidden keys at the lowest value; "causal" aligns the last query with the last key."""
+    if mask is None:
+        return scores
+    if isinstance(mask, str):
+        L, S = scores.shape[-2:]
+        mask = mx.arange(S - L, S)[:, None] >= mx.arange(S)[None, :]
+    return mx.where(mask, scores, mx.finfo(scores.dtype).min)
+
+
+def capped_attention(q: mx.array, keys: mx.array, values: mx.array, scale: float, mask: Mask, softcap: float):
+    """Attention written out, since the fused kernel cannot cap the scores (Gemma 2)."""
+    B, n_heads, L, D = q.shape
+    n_kv = keys.shape[1]
+    repeats = n_heads // n_kv
+    q = (q * scale).reshape(B, n_kv, repeats, L, D)
+    scores = q @ keys[:, :, None].swapaxes(-1, -2)  # (B, nkv, repeats, L, S)
+    scores = _masked(mx.tanh(scores / softcap) * softcap, mask)
+    out = mx.softmax(scores, axis=-1, precise=True) @ values[:, :, None]
+    return out.reshape(B, n_heads, L, D)
+
+
 def quantized_attention(
-    q: mx.array, keys: QuantizedKV, values: QuantizedKV, scale: float, mask: Optional[str]
+    q: mx.array, keys: QuantizedKV, values: QuantizedKV, scale: float, mask: Mask, softcap: Optional[float] = None
 ) -> mx.array:
     """Attention with k and v quantized, by `quantized_matmul`: the full-precision cache is never materialised.
 
@@ -62,10 +106,9 @@ def quantized_attention(
         k = tuple(x[:, :, None] for x in k)
         v = tuple(x[:, :, None] for x in v)
     scores = mx.quantized_matmul(q, *k, transpose=True, group_size=keys.group_size, bits=keys.bits)  # (..., L, S)
-    if mask == "causal":
-        S = scores.shape[-1]
-        visible = mx.arange(S - L, S)[:, None] >= mx.arange(S)[None, :]
-        scores = mx.where(visible, scores, mx.finfo(scores.dtype).min)
+    if softcap is not None:
+        scores = mx.tanh(scores / softcap) * softcap
+    scores = _masked(scores, mask)
     weights = mx.softmax(scores, axis=-1, precise=True)
     out = mx.quantized_matmul(weights, *v, transpose=False, group_size=values.group_size, bits=values.bits)
     return out.reshape(B, n_heads, L, D)
@@ -75,3 +118,8 @@ def swiglu(gate: mx.array, up: mx.array) -> mx.array:
     if on_cpu():
         return fast_math.swiglu(gate, up)
     return gate * mx.sigmoid(gate) * up
+
+
+def geglu(gate: mx.array, up: mx.array) -> mx.array:
+    """Gemma's gate: GELU in its tanh approximation (`gelu_pytorch_tanh`), times up."""
+    return nn.gelu_approx(gate) * up

@@ -17,11 +17,13 @@ import mlx.core as mx
 from model.network.attention import KV, plain
 
 
-def explicit_attention(q: mx.array, keys: mx.array, scale: float) -> mx.array:
+def explicit_attention(q: mx.array, keys: mx.array, scale: float, softcap: Optional[float] = None) -> mx.array:
     """softmax(q k^T * scale) for the last query row; q (1, nh, L, hd), keys (1, nkv, S, hd) -> (nh, S)."""
     n_heads, n_kv = q.shape[1], keys.shape[1]
     k = mx.repeat(keys, n_heads // n_kv, axis=1)  # (1, nh, S, hd): plain, no fused kernel
     scores = (q[:, :, -1:, :].astype(mx.float32) * scale) @ k.astype(mx.float32).swapaxes(-1, -2)
+    if softcap is not None:  # Gemma 2 caps the scores before the softmax
+        scores = mx.tanh(scores / softcap) * softcap
     return mx.softmax(scores, axis=-1, precise=True)[0, :, 0, :]  # the last query sees every key
 
 
@@ -36,10 +38,11 @@ class AttentionSeen:
     values: KV
     scale: float
     out: mx.array  # (B, nh, L, hd): what attention gave the model
+    softcap: Optional[float] = None  # Gemma 2's cap on the scores, if the model has one
 
     def weights(self) -> mx.array:
         """The last query's weights over the S keys, recomputed in the open (the fused kernel hides them): (nh, S)."""
-        return explicit_attention(self.q, plain(self.keys), self.scale)
+        return explicit_attention(self.q, plain(self.keys), self.scale, self.softcap)
 
 
 Recorder = Callable[[AttentionSeen], None]

@@ -1,4 +1,4 @@
-"""The Llama-family transformer: embed, blocks, norm, head.
+"""The transformer: embed, blocks, norm, head; one model, each family a set of switches (see `ModelConfig`).
 
 Module names follow the Hugging Face checkpoint keys, so loading a checkpoint is
 a rename at most. The model holds no state: the KV cache is passed in.
@@ -10,12 +10,16 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model.loading.config import ModelConfig
-from model.network.attention import attend, swiglu
+from model.network.attention import attend, geglu, swiglu, window_mask
 from model.network.probe import AttentionSeen, Probe, Recorder
 from model.network.rope import RoPE
 
 if TYPE_CHECKING:  # for the hints only: the cache imports the network, not the other way round
     from model.cache.kv_cache import KVCache
+
+
+def rms_norm(config: ModelConfig, dims: Optional[int] = None) -> nn.RMSNorm:
+    return nn.RMSNorm(dims or config.hidden_size, eps=config.rms_norm_eps)
 
 
 class Attention(nn.Module):
@@ -24,9 +28,16 @@ class Attention(nn.Module):
         self.n_heads = config.num_attention_heads
         self.n_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.scale = config.head_dim**-0.5
+        self.scale = config.query_scale
+        self.softcap = config.attn_logit_softcap
         self.make_projections(config)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+        self.qk_norm = config.qk_norm
+        if self.qk_norm == "head":
+            self.q_norm, self.k_norm = rms_norm(config, self.head_dim), rms_norm(config, self.head_dim)
+        elif self.qk_norm == "all":
+            self.q_norm = rms_norm(config, self.n_heads * self.head_dim)
+            self.k_norm = rms_norm(config, self.n_kv_heads * self.head_dim)
 
     def make_projections(self, config: ModelConfig) -> None:
         bias = config.attention_bias
@@ -38,26 +49,35 @@ class Attention(nn.Module):
         """q, k and v for x, before RoPE."""
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
-    def __call__(self, x, rope: RoPE, offset: int, mask, layer_cache, record: Optional[Recorder] = None) -> mx.array:
+    def __call__(
+        self, x, rope: Optional[RoPE], offset: int, mask, layer_cache, record: Optional[Recorder] = None
+    ) -> mx.array:
         B, L, _ = x.shape
         q, k, v = self.project(x)
-        q = q.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
-        k = k.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)  # (B, nkv, L, hd)
+        if self.qk_norm == "all":  # OLMo 2 normalises q and k across all heads at once
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.reshape(B, L, self.n_heads, -1)
+        k = k.reshape(B, L, self.n_kv_heads, -1)
+        if self.qk_norm == "head":  # Qwen3 and Gemma 3, each head on its own
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.transpose(0, 2, 1, 3)  # (B, nh, L, hd)
+        k = k.transpose(0, 2, 1, 3)  # (B, nkv, L, hd)
         v = v.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        q = rope(q, offset)
-        k = rope(k, offset)
-        # The cache stores the new k and v and returns every key and value it
-        # holds (plain or quantized); attention runs over those.
+        if rope is not None:  # SmolLM3's layers without RoPE see positions only through the mask
+            q = rope(q, offset)
+            k = rope(k, offset)
+        # The cache stores the new k and v and returns every key and value the
+        # new queries may see (plain or quantized); attention runs over those.
         keys, values = (k, v) if layer_cache is None else layer_cache.update_and_fetch(k, v)
-        out = attend(q, keys, values, self.scale, mask)  # (B, nh, L, hd)
+        out = attend(q, keys, values, self.scale, mask, self.softcap)  # (B, nh, L, hd)
         if record is not None:
-            record(AttentionSeen(q, k, v, keys, values, self.scale, out))
+            record(AttentionSeen(q, k, v, keys, values, self.scale, out, self.softcap))
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
 
 class FusedAttention(Attention):
     """q, k and v from one GEMM: a decode step is a chain of small matrix-vector products,
-    and fewer, larger ones cost fewer dispatches (see model.loading.fusion)."""
+    and fewer, larger ones cost fewer dispatches (see model.loading.fusion). Phi-3 stores them so."""
 
     def make_projections(self, config: ModelConfig) -> None:
         out = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
@@ -70,12 +90,13 @@ class FusedAttention(Attention):
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """A gated MLP: down(act(gate(x)) * up(x)); act is SiLU (SwiGLU) or, for Gemma, tanh-GELU (GeGLU)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.make_projections(config)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gated = geglu if config.mlp_activation == "gelu_tanh" else swiglu
 
     def make_projections(self, config: ModelConfig) -> None:
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
@@ -85,7 +106,7 @@ class MLP(nn.Module):
         return self.gate_proj(x), self.up_proj(x)
 
     def __call__(self, x) -> mx.array:
-        return self.down_proj(swiglu(*self.gate_and_up(x)))
+        return self.down_proj(self.gated(*self.gate_and_up(x)))
 
 
 class FusedMLP(MLP):
@@ -99,16 +120,35 @@ class FusedMLP(MLP):
 
 
 class Block(nn.Module):
+    """Attention, then the MLP, each added back to the residual stream; where the norms sit is a switch.
+
+    Norm names follow the checkpoints, and so shift meaning: in Llama `post_attention_layernorm`
+    normalises the MLP's input; in Gemma and OLMo 2 it normalises attention's output."""
+
     def __init__(self, config: ModelConfig, fused: bool = False):
         super().__init__()
         self.self_attn = (FusedAttention if fused else Attention)(config)
         self.mlp = (FusedMLP if fused else MLP)(config)
-        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.placement = config.norm_placement
+        if self.placement != "post":
+            self.input_layernorm = rms_norm(config)
+        self.post_attention_layernorm = rms_norm(config)
+        if self.placement == "sandwich":
+            self.pre_feedforward_layernorm = rms_norm(config)
+        if self.placement != "pre":
+            self.post_feedforward_layernorm = rms_norm(config)
 
     def __call__(self, x, rope, offset, mask, layer_cache, record: Optional[Recorder] = None) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        if self.placement == "pre":  # Llama, Qwen, Phi-3, SmolLM3: normalise what each sub-block reads
+            h = x + self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record)
+            return h + self.mlp(self.post_attention_layernorm(h))
+        if self.placement == "sandwich":  # Gemma 2/3: normalise what it reads and what it adds
+            a = self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record)
+            h = x + self.post_attention_layernorm(a)
+            return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
+        # "post", OLMo 2: normalise only what it adds
+        h = x + self.post_attention_layernorm(self.self_attn(x, rope, offset, mask, layer_cache, record))
+        return h + self.post_feedforward_layernorm(self.mlp(h))
 
 
 class LlamaModel(nn.Module):
@@ -116,7 +156,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = [Block(config, fused) for _ in range(config.num_hidden_layers)]
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = rms_norm(config)
 
 
 class Transformer(nn.Module):
@@ -126,8 +166,23 @@ class Transformer(nn.Module):
         self.config = config
         self.model = LlamaModel(config, fused)
         self.rope = RoPE(config)
+        if config.rope_local_theta is not None:  # Gemma 3's windowed layers: their own base, unscaled
+            self.local_rope = RoPE(config, base=config.rope_local_theta, scaled=False)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.windowed = frozenset(config.sliding_layers if config.sliding_window else ())
+        self.no_rope = frozenset(config.no_rope_layers)
+
+    def layer_rope(self, i: int) -> Optional[RoPE]:
+        if i in self.no_rope:
+            return None
+        if i in self.windowed and "local_rope" in self:
+            return self.local_rope
+        return self.rope
+
+    def key_shifts(self) -> list:
+        """Each layer's way to move cached keys by a number of positions (None: no RoPE, nothing to move)."""
+        return [None if rope is None else rope.shift for rope in map(self.layer_rope, range(len(self.model.layers)))]
 
     def hidden_states(
         self, tokens: mx.array, cache: Optional["KVCache"] = None, probe: Optional[Probe] = None
@@ -137,14 +192,19 @@ class Transformer(nn.Module):
         A `probe` records what it asks for on the way (see model.network.probe)."""
         _, L = tokens.shape  # (B, L)
         h = self.model.embed_tokens(tokens)  # (B, L, d)
+        if self.config.embed_scale != 1.0:  # Gemma: sqrt(d), so embeddings match the stream's scale
+            h = h * self.config.embed_scale
         # The cache makes room first (evicting if full), so the new tokens'
         # positions are known before RoPE is applied.
         offset = cache.begin(L) if cache is not None else 0
         mask = "causal" if L > 1 else None
+        if self.windowed:  # Gemma's windowed layers see only the latest sliding_window tokens
+            local_mask = cache.window_mask(L) if cache is not None else window_mask(0, L, self.config.sliding_window)
         for i, layer in enumerate(self.model.layers):
             layer_cache = cache.layers[i] if cache is not None else None
             record = probe.attention_recorder(i) if probe is not None else None
-            h = layer(h, self.rope, offset, mask, layer_cache, record)
+            layer_mask = local_mask if i in self.windowed else mask
+            h = layer(h, self.layer_rope(i), offset, layer_mask, layer_cache, record)
             if probe is not None:
                 probe.block_output(h)
         if cache is not None:
@@ -152,11 +212,14 @@ class Transformer(nn.Module):
         return h
 
     def head(self, h: mx.array) -> mx.array:
-        """Final norm, then the output head (the embedding table when tied)."""
+        """Final norm, then the output head (the embedding table when tied), soft-capped for Gemma 2."""
         h = self.model.norm(h)
         if self.config.tie_word_embeddings:
-            return self.model.embed_tokens.as_linear(h)
-        return self.lm_head(h)
+            logits = self.model.embed_tokens.as_linear(h)
+        else:
+            logits = self.lm_head(h)
+        cap = self.config.final_logit_softcap
+        return logits if cap is None else mx.tanh(logits / cap) * cap
 
     def __call__(
         self,
@@ -176,6 +239,11 @@ def parameter_count(model: Transformer) -> int:
     config = model.config
     d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
     attn = d * config.num_attention_heads * config.head_dim * 2 + d * config.kv_dim * 2
-    per_layer = attn + 3 * d * f + 2 * d
+    norms = {"pre": 2, "post": 2, "sandwich": 4}[config.norm_placement] * d
+    if config.qk_norm == "head":
+        norms += 2 * config.head_dim
+    elif config.qk_norm == "all":
+        norms += (config.num_attention_heads * config.head_dim) + config.kv_dim
+    per_layer = attn + 3 * d * f + norms
     head = 0 if config.tie_word_embeddings else d * v
     return v * d + config.num_hidden_layers * per_layer + d + head

@@ -105,6 +105,10 @@ class CacheState:
     position: int  # RoPE position the next token gets
     dtype: str  # how K and V are stored
     last_evicted: int  # tokens dropped by the most recent eviction (0 if none yet)
+    bytes_global: int = 0  # of `bytes`, the layers that attend to everything held
+    bytes_windowed: int = 0  # of `bytes`, the sliding-window layers (bounded by their window)
+    windowed_layers: int = 0  # how many layers are sliding-window ones (Gemma 2/3)
+    window: int = 0  # their window in tokens; 0 when the model has none
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
