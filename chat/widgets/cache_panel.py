@@ -78,6 +78,16 @@ class CachePanel(Panel):
                 (s.dtype, "cyan"),
             ),
         ]
+        if s.windowed_layers:  # Gemma's sliding-window layers hold only their window
+            lines.append(
+                Text.assemble(
+                    ("global ", "dim"),
+                    (human_bytes(s.bytes_global), "bold"),
+                    ("  windowed ", "dim"),
+                    (human_bytes(s.bytes_windowed), "bold"),
+                    (f" ({s.windowed_layers} layers, {s.window}-token window)", "dim"),
+                )
+            )
         if self.flash:
             lines.append(Text(self.flash, style="bold yellow"))
         return lines
