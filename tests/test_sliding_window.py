@@ -26,6 +26,7 @@ from model.cache.kv_factory import make_cache
 from model.loading.loader import load_model
 from model.network.attention import plain
 from model.network.probe import Probe
+from model.runtime.conversation import Conversation
 from model.runtime.generate import prefill
 from model.runtime.settings import CacheSettings
 
@@ -237,3 +238,24 @@ def test_replay_json_reports_global_and_windowed_bytes(tmp_path):
         assert cache["window"] == WINDOW and cache["windowed_layers"] == 5
         assert cache["bytes_global"] > 0 and cache["bytes_windowed"] > 0
         assert cache["bytes"] == cache["bytes_global"] + cache["bytes_windowed"]
+
+
+def test_a_branch_further_back_than_the_window_holds_is_read_again(gemma3):
+    """Moving the conversation to another branch rolls the cache back when every layer still holds what
+    the next query needs, and reads the branch again from the sink when a windowed layer dropped it."""
+    loaded, reference = gemma3
+    cache = make_cache(loaded, CacheSettings(max_kv_size=256))
+    cache.window_slack = 8
+    conversation = Conversation(loaded.template, loaded.tokenizer, cache, CacheSettings(max_kv_size=256))
+    rng = np.random.default_rng(1)
+    history = rng.integers(0, loaded.config.vocab_size, 60).tolist()
+    prefill(loaded.model, cache, history, chunk_size=8)
+    conversation.fed(history)
+    for back, rebuilt in ((3, False), (40, True)):
+        target = conversation.history[: len(conversation.history) - back] + [11, 12, 13]
+        prompt = conversation.move_to(target)
+        assert prompt.rebuilt is rebuilt
+        assert prompt.reused + len(prompt.ids) == len(target)
+        logits = prefill(loaded.model, cache, prompt.ids, chunk_size=8)
+        conversation.fed(prompt.ids)
+        assert mx.abs(logits - from_scratch(reference, target)).max().item() < TOLERANCE

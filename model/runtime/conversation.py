@@ -130,19 +130,21 @@ class Conversation:
         The cache holds `history` minus what was evicted. If the common prefix
         ends after the evicted block, rolling the cache back to it is exact
         (nothing after it was ever seen by what is kept). If it ends inside the
-        evicted block, those keys are gone: the sink is kept (it never moves)
-        and the rest of `target` is read again, as a fresh prefill of that
-        path would. A turn needs the logits after `target`'s last token, so at
+        evicted block, or further back than a sliding-window layer still holds,
+        those keys are gone: the sink is kept (it never moves) and the rest of
+        `target` is read again, as a fresh prefill of that path would. A turn needs the logits after `target`'s last token, so at
         least one token is always left to feed when `need_logits`."""
         common = common_prefix(self.history, target)
         if need_logits and common == len(target):
             common = max(0, common - 1)
         rebuilt = False
         if common < len(self.history):
-            if common >= self.cache.keep + self.cache.evicted_total:
-                self.cache.rollback(len(self.history) - common)
+            back = len(self.history) - common
+            if common >= self.cache.keep + self.cache.evicted_total and self.cache.can_rollback(back):
+                self.cache.rollback(back)
             else:
-                rebuilt = self.cache.evicted_total > 0
+                # Evicted, or dropped by a sliding-window layer (it keeps little more than its window).
+                rebuilt = self.cache.evicted_total > 0 or common > self.cache.keep
                 common = min(common, self.cache.keep)
                 self.cache.restart_at(common)
             self.history = self.history[:common]
