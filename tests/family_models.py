@@ -2,8 +2,8 @@
 
 Each is built with mlx-lm's own model class for its `model_type` (the parameter
 names and shapes are mlx-lm's, not ours), given random weights, and written as a
-Hugging Face folder: config.json, model.safetensors, a small byte-level BPE
-tokenizer.json and a ChatML template. `write_gguf` then writes the same weights
+Hugging Face folder: config.json, model.safetensors, the small byte-level BPE
+tokenizer.json and ChatML template of `tiny_models`. `write_gguf` then writes the same weights
 as llama.cpp's converter would: tensor names from the `gguf` package's own name
 map, llama.cpp's metadata keys, the q/k row permutation for the llama-type
 architectures, Gemma's norms stored as 1 + w, Phi-3's RoPE factors as tensors.
@@ -11,11 +11,11 @@ architectures, Gemma's norms stored as 1 + w, Phi-3's RoPE factors as tensors.
 
 import json
 import math
-from functools import lru_cache
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from tiny_models import CHAT_SPECIALS, CHATML, tiny_tokenizer_json
 
 _BASE = {
     "hidden_size": 128,
@@ -79,36 +79,6 @@ FOLDER_ONLY = {
     # Gemma 2 27B's rule: scores scaled by (hidden/heads) ** -0.5, not the head size's.
     "gemma2_27b_scalar": {**FAMILIES["gemma2"], "query_pre_attn_scalar": 24},
 }
-
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-_CORPUS = [
-    "The cat sat on the mat. The dog sat on the log. A bird sang in the tree.",
-    "Hello! How are you today? I am fine, thank you. What is the weather like?",
-    "Keys and values of every token read are kept in the cache, layer by layer.",
-    "Count to five: one, two, three, four, five. Name a planet: Mars, Venus, Earth.",
-]
-
-
-@lru_cache(maxsize=1)
-def tiny_tokenizer_json() -> str:
-    """A byte-level BPE of about 320 tokens, trained on a few sentences (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tk.train_from_iterator(_CORPUS, trainer)
-    return tk.to_str()
 
 
 def tiny_vocab_size() -> int:
@@ -270,6 +240,6 @@ def _tokenizer(writer) -> None:
     writer.add_tokenizer_pre("gpt-2")  # llama.cpp's name for the GPT-2 split, which tokenizer.json uses
     writer.add_token_list(tokens)
     writer.add_token_merges(merges)
-    writer.add_token_types([3 if tok in SPECIALS else 1 for tok in tokens])
+    writer.add_token_types([3 if tok in CHAT_SPECIALS else 1 for tok in tokens])
     writer.add_eos_token_id(vocab["<|im_end|>"])
     writer.add_chat_template(CHATML)

@@ -198,6 +198,7 @@ class Transformer(nn.Module):
         # positions are known before RoPE is applied.
         offset = cache.begin(L) if cache is not None else 0
         mask = "causal" if L > 1 else None
+        local_mask = mask
         if self.windowed:  # Gemma's windowed layers see only the latest sliding_window tokens
             local_mask = cache.window_mask(L) if cache is not None else window_mask(0, L, self.config.sliding_window)
         for i, layer in enumerate(self.model.layers):
