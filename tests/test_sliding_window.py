@@ -53,7 +53,7 @@ def test_window_smaller_than_the_prompt(gemma3):
     assert loaded.config.sliding_layers == (0, 1, 2, 3, 4)
     prompt = prompt_ids(loaded)
     assert len(prompt) > 3 * WINDOW
-    cache = make_cache(loaded, CacheSettings(max_kv_size=256))
+    cache = make_cache(loaded.model, CacheSettings(max_kv_size=256))
     cache.window_slack = 16  # windowed layers drop what no query sees every 16 tokens (256 by default)
     ours, tokens = our_run(loaded, prompt, cache=cache)
     assert all(cache.layers[i].dropped > 0 for i in loaded.config.sliding_layers)
@@ -67,7 +67,7 @@ def test_windowed_layers_are_bounded_by_the_window_not_the_capacity(tmp_path):
     loaded, _ = load_pair(tmp_path / "m", "gemma3_text", sliding_window=WINDOW, max_position_embeddings=4096)
     states = {}
     for capacity in (1024, 4096):
-        cache = make_cache(loaded, CacheSettings(max_kv_size=capacity))
+        cache = make_cache(loaded.model, CacheSettings(max_kv_size=capacity))
         prefill(loaded.model, cache, [i % 300 for i in range(1500)])
         states[capacity] = cache.state()
     small, large = states[1024], states[4096]
@@ -116,7 +116,7 @@ def turn(x: np.ndarray, delta: int, rotation) -> np.ndarray:
 
 def drive_with_evictions(loaded, kv_bits=None, capacity=64, keep=4):
     """Turns of prefill chunks and decode steps through a small cache, recording each layer's new keys."""
-    cache = make_cache(loaded, CacheSettings(max_kv_size=capacity, keep=keep, kv_bits=kv_bits))
+    cache = make_cache(loaded.model, CacheSettings(max_kv_size=capacity, keep=keep, kv_bits=kv_bits))
     cache.keep = keep
     cache.window_slack = 12  # windowed layers drop on their own too, between the global evictions
     n_layers = loaded.config.num_hidden_layers
@@ -210,7 +210,7 @@ def test_next_step_attends_over_exactly_what_each_layer_holds(tmp_path):
 
 def test_rollback_of_a_speculative_step_in_windowed_layers(gemma3):
     loaded, reference = gemma3
-    cache = make_cache(loaded, CacheSettings(max_kv_size=128))
+    cache = make_cache(loaded.model, CacheSettings(max_kv_size=128))
     cache.window_slack = 4
     prompt = prompt_ids(loaded)
     prefill(loaded.model, cache, prompt, chunk_size=4)
@@ -244,7 +244,7 @@ def test_a_branch_further_back_than_the_window_holds_is_read_again(gemma3):
     """Moving the conversation to another branch rolls the cache back when every layer still holds what
     the next query needs, and reads the branch again from the sink when a windowed layer dropped it."""
     loaded, reference = gemma3
-    cache = make_cache(loaded, CacheSettings(max_kv_size=256))
+    cache = make_cache(loaded.model, CacheSettings(max_kv_size=256))
     cache.window_slack = 8
     conversation = Conversation(loaded.template, loaded.tokenizer, cache, CacheSettings(max_kv_size=256))
     rng = np.random.default_rng(1)
