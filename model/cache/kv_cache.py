@@ -73,7 +73,7 @@ class LayerCache:
         """Before `n` new tokens at `length`: drop what no query will see (windowed layers), then grow."""
         if self.window is not None and self.slot(length + n) > self.max_slots():
             first = self.first_visible(length)
-            self.move(self.slot(first), self.owner.keep, length - first, None)
+            self.slide(self.slot(first), self.owner.keep, length - first, None)
             self.dropped = first - self.owner.keep
         needed = self.slot(length + n)
         allocated = 0 if self.keys is None else self.allocated()
@@ -86,7 +86,7 @@ class LayerCache:
         keep = self.owner.keep
         first = max(keep + self.dropped, keep + count)  # the first survivor this layer holds
         turn = None if self.shift_keys is None else (lambda keys: self.shift_keys(keys, -count))
-        self.move(self.slot(first), keep, length - first, turn)
+        self.slide(self.slot(first), keep, length - first, turn)
         self.dropped = first - count - keep
 
     def max_slots(self) -> int:
@@ -121,7 +121,7 @@ class LayerCache:
             grown_v[..., :n, :] = self.values[..., :n, :]
         self.keys, self.values = grown_k, grown_v
 
-    def move(self, src: int, dst: int, count: int, turn: Optional[Callable[[mx.array], mx.array]]) -> None:
+    def slide(self, src: int, dst: int, count: int, turn: Optional[Callable[[mx.array], mx.array]]) -> None:
         """Move `count` tokens from slot `src` to slot `dst` (<= src), turning the keys with `turn` if given."""
         moved_k = self.keys[..., src : src + count, :]
         moved_v = self.values[..., src : src + count, :]

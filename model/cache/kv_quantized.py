@@ -62,7 +62,7 @@ class QuantizedLayerCache(LayerCache):
                     part[..., :n, :] = value[..., :n, :]
         self.keys, self.values = new_k, new_v
 
-    def move(self, src, dst, count, turn) -> None:
+    def slide(self, src, dst, count, turn) -> None:
         """Values move as stored; keys that turn are dequantized, turned and quantized again (once per eviction)."""
         if turn is None:
             moved = [x[..., src : src + count, :] for x in self.keys]
