@@ -235,7 +235,8 @@ class FakeEngine:
                     stats = dataclasses.replace(events[-1].stats, stop_reason="cancelled", generated_tokens=event.index)
                     self.emit(self._ended(plan, TurnEnded(turn, text, (), stats, event.cache), steps, text))
                     return
-                text += event.text
+                if not event.thinking:  # as the engine's text: the answer alone
+                    text += event.text
                 steps.append(event)
                 time.sleep(self.delay)
             if isinstance(event, TurnEnded):
@@ -247,6 +248,8 @@ class FakeEngine:
         stops = set(event.token_ids) - set(event.reply_ids)  # recorded: every id, then the reply without the stop
         reply_ids = tuple(s.token_id for s in steps if s.token_id not in stops)
         turn = event.turn
+        if any(s.thinking for s in steps):
+            text = text.lstrip("\n")  # the blank line after </think> separates; it is not the answer
         self.tree.add(Turn(turn, plan.parent, plan.user, reply_ids, text, plan.forked_at, plan.token_forced))
         self.steps[turn] = steps
         return dataclasses.replace(

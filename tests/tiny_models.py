@@ -109,19 +109,30 @@ CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</th
 _CORPUS = [
     "The cat sat on the mat. The dog sat on the log. A bird sang in the tree.",
     "Hello! How are you today? I am fine, thank you. What is the weather like?",
-    "Let me think. The answer is yes.\n\nOK, no.\n\n",
+    "Hmm, let me think. The answer is yes.\n\nOK\n\nHmm\n\nOK\n\nHmm\n\nOK\n\nHmm\n\nOK\n\n",
 ]
 
 
+# Qwen2's pre-tokenizer split: a run of newlines stays one piece, so "\n\n" can be one token.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def tiny_tokenizer_json() -> str:
-    """A byte-level BPE of about 300 tokens trained on a few sentences (deterministic), with ChatML and think tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE of about 400 tokens trained on a few sentences (deterministic), with ChatML and think tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300,
+        vocab_size=400,
         special_tokens=CHAT_SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -165,3 +176,67 @@ def write_tiny_chat_folder(folder: Path, gguf_path: Path, seed: int = 0) -> Path
         )
     )
     return folder
+
+
+# --- a scripted thinking model: it always thinks "Hmm", then answers "OK" -----------------------------
+
+# Qwen3's rules for thinking, as its own template has them: a reply's thinking is kept only
+# after the last user message, and enable_thinking=False closes an empty block in the prompt.
+QWEN3_STYLE = (
+    "{%- set ns = namespace(last_query=-1) %}"
+    "{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last_query = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}"
+    "{%- set content = m.content %}{%- set reasoning = '' %}"
+    "{%- if '</think>' in content %}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + content }}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+THOUGHT, ANSWER = "Hmm", "OK"
+
+
+def script(tokenizer_json: str) -> dict[int, int]:
+    """Each token of the scripted reply and the one that follows it: the prompt's last newline opens the
+    thinking, "Hmm", closes it, a blank line, "OK", end of turn."""
+    from tokenizers import Tokenizer
+
+    tk = Tokenizer.from_str(tokenizer_json)
+    one = {}
+    for text in ("\n", "<think>", THOUGHT, "</think>", "\n\n", ANSWER, "<|im_end|>"):
+        ids = tk.encode(text).ids
+        assert len(ids) == 1, (text, ids)
+        one[text] = ids[0]
+    chain = ["\n", "<think>", THOUGHT, "</think>", "\n\n", ANSWER, "<|im_end|>"]
+    return {one[a]: one[b] for a, b in zip(chain, chain[1:])}
+
+
+def write_thinking_folder(folder: Path, template: str = QWEN3_STYLE, seed: int = 0) -> dict:
+    """A tiny model whose greedy reply follows `script`: each scripted token's embedding is a direction of
+    its own, and the head maps it to the next one; the layers are random but small, so attention still
+    mixes the context in (the logits differ with it) without changing the argmax."""
+    config = write_chat_folder(folder, "llama_tied", seed, template, tie_word_embeddings=False)
+    weights = dict(mx.load(str(folder / "model.safetensors")))
+    successor = script((folder / "tokenizer.json").read_text())
+    d = config["hidden_size"]
+    embed, head = weights["model.embed_tokens.weight"], weights["lm_head.weight"]
+    for k, (token, following) in enumerate(successor.items()):
+        direction = mx.zeros((d,)).at[k].add(1.0)
+        embed[token] = 4.0 * direction
+        head[following] = 3.0 * direction
+    weights["model.embed_tokens.weight"], weights["lm_head.weight"] = embed, head
+    weights["model.norm.weight"] = mx.ones((d,))
+    for name in weights:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            weights[name] = 0.05 * weights[name]
+    mx.save_safetensors(str(folder / "model.safetensors"), weights)
+    return config

@@ -9,12 +9,16 @@ from chat.app import GlasschatApp
 from model.runtime.engine import EngineOptions
 
 
-def fake_app(delay=0.0, tokenizer=None, recorder=None, settings_file=None, download=None, **options):
-    """The app on a FakeEngine; pass a real tokenizer for views that show tokens, `download` for a fake Hub."""
+def fake_app(
+    delay=0.0, tokenizer=None, recorder=None, settings_file=None, download=None, recording=None, gate_at=1, **options
+):
+    """The app on a FakeEngine; pass a real tokenizer for views that show tokens, `download` for a fake Hub,
+    `recording` for another conversation's events (see tests/event_codec.py)."""
     holder = {}
+    replayed = {"recording": recording} if recording is not None else {}
 
     def factory(opts, emit):
-        holder["engine"] = FakeEngine(opts, emit, delay=delay, download=download)
+        holder["engine"] = FakeEngine(opts, emit, delay=delay, download=download, gate_at=gate_at, **replayed)
         holder["engine"].views_tokenizer = tokenizer
         return holder["engine"]
 

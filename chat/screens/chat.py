@@ -241,6 +241,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
                 lambda view_id=spec.id: self.action_toggle_view(view_id),
             )
         yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
+        yield self.thinking_command()
         yield SystemCommand(
             "Model info",
             "Architecture, layers, heads, parameters, weights, backend, this run's settings",

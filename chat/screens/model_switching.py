@@ -1,4 +1,4 @@
-"""Switching the model while the app runs: the chat screen's side of the Models screen.
+"""Switching the model while the app runs (the chat screen's side of the Models screen), and its thinking.
 
 A pick (Ctrl+L, or the palette) asks the engine to load the model; a reply in
 progress is stopped first and kept. The engine keeps the model in use until the new
@@ -7,10 +7,16 @@ one line in the transcript. When the new model is ready the conversation so far 
 already saved (it is saved as it goes); the transcript starts over on the new model,
 and messages typed while it loaded are carried over and sent. The models opened are
 remembered in the settings file for the Models screen.
+
+A thinking model (Qwen3, SmolLM3) can be asked not to think, from the next message
+on: through its template's `enable_thinking`, or its own `/no_think` (see
+`model.runtime.thinking`).
 """
 
 from dataclasses import replace
 from typing import Optional
+
+from textual.app import SystemCommand
 
 from model.runtime.events import ModelFailed, ModelReady, SwitchFailed
 
@@ -87,6 +93,24 @@ class ModelSwitching:
             await self.transcript.add(bubble)
             carried.append((text, bubble))
         self.queue = carried
+
+    def thinking_command(self) -> SystemCommand:
+        on = self.app.options.thinking is not False
+        how = {"enable_thinking": "the template's enable_thinking", "/no_think": "/no_think after each message"}
+        switch = self.model_info.get("thinking", "")
+        help_text = (
+            f"{'Off' if on else 'On'} from the next message ({how[switch]})" if switch else "This model does not think"
+        )
+        return SystemCommand(f"Thinking: turn {'off' if on else 'on'}", help_text, self.action_toggle_thinking)
+
+    def action_toggle_thinking(self) -> None:
+        if not self.model_info.get("thinking"):
+            self.notify("This model does not think: its vocabulary has no <think> and </think> tokens.")
+            return
+        thinking = self.app.options.thinking is False  # None (the template's default) counts as on
+        self.app.options = replace(self.app.options, thinking=thinking)
+        self.app.bridge.update(thinking=thinking)
+        self.notify(f"Thinking {'on' if thinking else 'off'} from the next message.")
 
     @handles(SwitchFailed)
     async def switch_failed(self, event: SwitchFailed) -> None:

@@ -1,4 +1,4 @@
-"""Decode: tokens per second, live and over the reply, with a chart."""
+"""Decode: tokens per second, live and over the reply, with a chart; a thinking model's tokens split in two."""
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -19,7 +19,10 @@ class DecodePanel(EngineView, Vertical):
         padding: 0 1;
         height: 6;  /* fixed (numbers, chart, caption): never measured during a layout pass */
     }
+    DecodePanel.thinking { height: 7; }  /* one more row: thinking and answer tokens */
     DecodePanel Sparkline { height: 2; margin: 0; }
+    DecodePanel #decode-split { display: none; }
+    DecodePanel.thinking #decode-split { display: block; }
     DecodePanel .caption { color: $text-muted; text-style: italic; }
     """
 
@@ -34,10 +37,13 @@ class DecodePanel(EngineView, Vertical):
         self.final = 0.0
         # Kept, not queried: a late redraw while the app closes must not fail.
         self.numbers = Static(id="decode-numbers")
+        self.split = Static(id="decode-split")  # a thinking model's tokens: thinking, then answer
+        self.thinking = 0
         self.chart = Sparkline([], summary_function=max, id="decode-chart")
 
     def compose(self) -> ComposeResult:
         yield self.numbers
+        yield self.split
         yield self.chart
         yield Static(self.caption, classes="caption")
 
@@ -47,6 +53,7 @@ class DecodePanel(EngineView, Vertical):
     @handles(TurnStarted)
     def started(self, _event: TurnStarted) -> None:
         self.rates, self.generated, self.elapsed, self.live, self.final = [], 0, 0.0, 0.0, 0.0
+        self.thinking = 0
         self._redraw()
 
     @handles(TokenGenerated)
@@ -54,6 +61,7 @@ class DecodePanel(EngineView, Vertical):
         """Every step's live rate goes into the chart, drawn or not (cheap: an append)."""
         if step.live_tok_s:
             self.rates.append(step.live_tok_s)
+        self.thinking += step.thinking
 
     @draws(TokenGenerated)
     def show_step(self, event: TokenGenerated) -> None:
@@ -66,6 +74,7 @@ class DecodePanel(EngineView, Vertical):
     def ended(self, event: TurnEnded) -> None:
         self.final = event.stats.decode_tok_s
         self.generated = event.stats.generated_tokens
+        self.thinking = event.stats.thinking_tokens
         self._redraw()
 
     def _redraw(self) -> None:
@@ -74,7 +83,22 @@ class DecodePanel(EngineView, Vertical):
         # to full height, as if the model were already at its top speed.
         self.chart.data = self.rates[-120:] if len(self.rates) > 1 else []
 
+    def _render_split(self) -> None:
+        # A layout pass only when a turn starts or stops thinking: the row comes and goes with it.
+        self.set_class(self.thinking > 0, "thinking")
+        if self.thinking:
+            self.split.update(
+                Text.assemble(
+                    ("thinking ", "dim"),
+                    (str(self.thinking), "bold magenta"),
+                    ("  answer ", "dim"),
+                    (str(self.generated - self.thinking), "bold"),
+                ),
+                layout=False,
+            )
+
     def _render_numbers(self) -> None:
+        self._render_split()
         headline = self.final or self.live
         label = "reply " if self.final else "live "
         # One row, always: no layout pass needed.

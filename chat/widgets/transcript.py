@@ -40,6 +40,7 @@ from model.runtime.events import (
 from ..engine_view import EngineView, draws, handles
 from ..messages import BranchPicked
 from .confidence import SampledStep
+from .thinking_fold import ThinkingFold
 from .token_chips import TokenChips
 from .welcome import Welcome
 
@@ -216,6 +217,9 @@ class Transcript(EngineView, VerticalScroll):
         self.reply: Optional[AssistantMessage] = None  # the reply being written
         self.reply_view: Optional[type] = None  # drawn in place of each reply while on (confidence colouring)
         self._pending = ""  # reply text not yet drawn
+        self.fold: Optional[ThinkingFold] = None  # the reply's thinking, if it thinks
+        self._pending_thought = ""
+        self._thinking_tokens = 0
         self.model_info: dict = {}  # for the welcome
         # The conversation's turns as the engine reported them, to draw any path of the tree again.
         self.turn_tree = TurnTree()
@@ -295,6 +299,7 @@ class Transcript(EngineView, VerticalScroll):
                 bubble.turn = event.turn
         if event.note:
             await self.add(Notice(event.note, "warning"))
+        self.fold, self._pending_thought, self._thinking_tokens = None, "", 0
         self.reply = AssistantMessage(event.prefix_text, turn=event.turn)
         self.reply.steps = self._fork_start(event)
         await self.add(self.reply)
@@ -329,15 +334,40 @@ class Transcript(EngineView, VerticalScroll):
 
     @handles(TokenGenerated)
     def token(self, event: TokenGenerated) -> None:
-        if self.reply is not None:  # an append: the reply views draw from it when shown
-            self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k))
-            self._pending += event.text  # drawn with the panels: each Markdown append costs a parse and a layout
+        if self.reply is None:
+            return
+        if event.thinking:
+            self._thinking_tokens += 1
+            self._pending_thought += event.text
+            return
+        # An append: the reply views draw from it when shown.
+        self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k))
+        if self._thinking_tokens and not self.reply.text and not self._pending:
+            event_text = event.text.lstrip("\n")  # the blank line after </think> separates, it is not the answer
+        else:
+            event_text = event.text
+        self._pending += event_text  # drawn with the panels: each Markdown append costs a parse and a layout
 
     @draws(TokenGenerated)
     async def flush(self, _event: Optional[TokenGenerated] = None) -> None:
+        if self.reply is None or not self.reply.is_attached:
+            return
+        await self._flush_thought()
         text, self._pending = self._pending, ""
-        if text and self.reply is not None and self.reply.is_attached:
+        if text:
+            if self.fold is not None:
+                self.fold.fold(self._thinking_tokens)  # the answer has begun
             await self.reply.add(text)
+
+    async def _flush_thought(self) -> None:
+        thought, self._pending_thought = self._pending_thought, ""
+        if not self._thinking_tokens:
+            return
+        if self.fold is None:
+            self.fold = ThinkingFold()
+            await self.mount(self.fold, before=self.reply)
+        if thought:
+            self.fold.add(thought)
 
     @draws(TokenGenerated, heavy=True)
     def redraw_twin(self, _event: TokenGenerated) -> None:
@@ -366,6 +396,8 @@ class Transcript(EngineView, VerticalScroll):
             if self.reply is not None:
                 self.steps[event.turn] = self.reply.steps
             self.mark_branches()
+        if self.fold is not None:
+            self.fold.fold(event.stats.thinking_tokens)
         if self.reply is not None:
             self.reply.token_ids = event.reply_ids
             await self.reply.finish(event.text, event.stats.stop_reason)
@@ -447,8 +479,8 @@ class Transcript(EngineView, VerticalScroll):
         """An empty transcript with one notice and the welcome (for `model_info`, or the model in use)."""
         if model_info is not None:
             self.model_info = model_info
-        self.reply = None
-        self._pending = ""
+        self.reply = self.fold = None
+        self._pending = self._pending_thought = ""
         self.turn_tree, self.steps, self.stop_reasons, self.started_event = TurnTree(), {}, {}, None
         await self.remove_children()
         await self.add(Notice(notice))

@@ -7,6 +7,7 @@ so `<|im_start|>` typed by a user stays characters, and an assistant reply
 keeps the exact token ids it was sampled as.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -23,17 +24,49 @@ CHATML = (
     " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-_PLACEHOLDER = "\x00glasschat-message-{}\x00"
+_PLACEHOLDER = "\x00glasschat-{}-{}\x00"  # kind (message, thinking, reply), message index
+_PLACEHOLDERS = re.compile("\x00glasschat-(message|thinking|reply)-([0-9]+)\x00")
+
+
+@dataclass(frozen=True)
+class Thought:
+    """A reply's thinking, split from its answer where the sampled ids say (see model.runtime.thinking)."""
+
+    text: str  # the thinking, without <think>, </think> and the newlines around it
+    ids: tuple[int, ...]  # its ids, likewise
+    answer_ids: tuple[int, ...]  # what follows </think>, without the newlines after it
 
 
 @dataclass(frozen=True)
 class Message:
     role: str  # "system", "user" or "assistant"
-    content: str
-    token_ids: Optional[tuple[int, ...]] = None  # an assistant reply's ids as sampled
+    content: str  # for a reply that thought: the answer only
+    token_ids: Optional[tuple[int, ...]] = None  # an assistant reply's ids as sampled (its thinking included)
+    thought: Optional[Thought] = None
 
 
-Segment = Union[str, int]  # markup text, or the index of a message whose content goes here
+def with_thinking(thinking: str, answer: str) -> str:
+    """A reply as thinking models write it (Qwen3, SmolLM3) and their templates parse it."""
+    return f"<think>\n{thinking}\n</think>\n\n{answer}"
+
+
+@dataclass(frozen=True)
+class ThinkingOf:
+    """Where a reply's thinking goes: its template kept it."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class ReplyOf:
+    """Where a whole reply goes as it was written, thinking and markers included."""
+
+    index: int
+
+
+# Markup text; the index of a message whose content goes here (a reply's answer only,
+# if it thought); its thinking; or its whole reply.
+Segment = Union[str, int, ThinkingOf, ReplyOf]
 
 
 def _raise(message):
@@ -51,41 +84,78 @@ class ChatTemplate:
             raise ModelError(f"The model's chat template does not parse ({exc}); use a model with a valid one.")
         self.bos_token, self.eos_token = bos_token, eos_token
 
-    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
-        """The template's text with real contents, as a person would read it."""
-        return self._render([{"role": m.role, "content": m.content} for m in messages], add_generation_prompt)
+    @property
+    def has_thinking_switch(self) -> bool:
+        """The template takes `enable_thinking` (Qwen3, SmolLM3)."""
+        return "enable_thinking" in self.source
 
-    def segments(self, messages: list[Message], add_generation_prompt: bool) -> list[Segment]:
-        """Markup strings and message indices, in order."""
-        stand_ins = [{"role": m.role, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
-        text = self._render(stand_ins, add_generation_prompt)
+    def render(self, messages: list[Message], add_generation_prompt: bool, thinking: Optional[bool] = None) -> str:
+        """The template's text with real contents, as a person would read it."""
+        contents = [with_thinking(m.thought.text, m.content) if m.thought else m.content for m in messages]
+        return self._render(
+            [{"role": m.role, "content": c} for m, c in zip(messages, contents)], add_generation_prompt, thinking
+        )
+
+    def segments(
+        self, messages: list[Message], add_generation_prompt: bool, thinking: Optional[bool] = None
+    ) -> list[Segment]:
+        """Markup strings and where each message goes, in order.
+
+        A reply that thought is given to the template as thinking models write it, with a
+        stand-in for each part, so the template can keep or drop the thinking as it does
+        for real text (Qwen3's drops it from every reply before the last user message).
+        Kept exactly as written, the whole reply stands in one piece: its sampled ids."""
+        stand_ins, whole = [], {}
+        for i, m in enumerate(messages):
+            content = _PLACEHOLDER.format("message", i)
+            if m.thought is not None:
+                content = with_thinking(_PLACEHOLDER.format("thinking", i), content)
+                whole[content] = _PLACEHOLDER.format("reply", i)
+            stand_ins.append({"role": m.role, "content": content})
+        text = self._render(stand_ins, add_generation_prompt, thinking)
+        for block, reply in whole.items():
+            text = text.replace(block, reply)
         out: list[Segment] = []
-        for i in range(len(messages)):
-            marker = _PLACEHOLDER.format(i)
-            before, found, text = text.partition(marker)
-            if not found:
-                raise ModelError("The chat template drops or rewrites message text; glasschat cannot use it safely.")
-            if before:
-                out.append(before)
-            out.append(i)
-        if text:
-            out.append(text)
+        at, expected = 0, 0
+        for found in _PLACEHOLDERS.finditer(text):
+            kind, i = found.group(1), int(found.group(2))
+            if found.start() > at:
+                out.append(text[at : found.start()])
+            at = found.end()
+            if kind == "thinking":
+                out.append(ThinkingOf(i))
+                continue
+            if i != expected:  # each message's content once, in order
+                break
+            expected += 1
+            out.append(i if kind == "message" else ReplyOf(i))
+        if expected != len(messages):
+            raise ModelError("The chat template drops or rewrites message text; glasschat cannot use it safely.")
+        if at < len(text):
+            out.append(text[at:])
         return out
 
-    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    def _render(self, messages: list[dict], add_generation_prompt: bool, thinking: Optional[bool] = None) -> str:
+        # `enable_thinking` only when set: templates test `enable_thinking is defined`.
+        switch = {} if thinking is None else {"enable_thinking": thinking}
         try:
             return self.template.render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **switch,
             )
         except TemplateError as exc:
             raise ModelError(f"The model's chat template refused this conversation: {exc}")
 
 
 def encode_conversation(
-    template: ChatTemplate, tokenizer: TextTokenizer, messages: list[Message], add_generation_prompt: bool
+    template: ChatTemplate,
+    tokenizer: TextTokenizer,
+    messages: list[Message],
+    add_generation_prompt: bool,
+    thinking: Optional[bool] = None,
 ) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation, and where each message's content ends.
 
@@ -96,12 +166,17 @@ def encode_conversation(
     """
     parts: list[Part] = []
     content_parts: list[int] = []
-    for seg in template.segments(messages, add_generation_prompt):
+    for seg in template.segments(messages, add_generation_prompt, thinking):
         if isinstance(seg, str):
             parts.append(("markup", seg))
             continue
-        message = messages[seg]
-        if message.token_ids is not None:
+        if isinstance(seg, ThinkingOf):
+            parts.append(("ids", messages[seg.index].thought.ids))
+            continue
+        message = messages[seg.index if isinstance(seg, ReplyOf) else seg]
+        if message.thought is not None and not isinstance(seg, ReplyOf):
+            parts.append(("ids", message.thought.answer_ids))
+        elif message.token_ids is not None:
             parts.append(("ids", tuple(message.token_ids)))
         else:
             parts.append(("text", message.content))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from model.errors import ModelError
-from model.loading.chat_template import Message
+from model.loading.chat_template import Message, Thought
 
 ROOT = 0
 
@@ -29,6 +29,7 @@ class Turn:
     reply_text: str
     forked_at: Optional[int] = None  # reply token index where a fork replaced the original
     token_forced: Optional[int] = None  # the id forced there
+    thought: Optional[Thought] = None  # a thinking model's reply: its thinking, apart from `reply_text`
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class TurnTree:
         out = []
         for n in self.path(number):
             turn = self.turns[n]
-            out += [Message("user", turn.user), Message("assistant", turn.reply_text, turn.reply_ids)]
+            out += [Message("user", turn.user), Message("assistant", turn.reply_text, turn.reply_ids, turn.thought)]
         return out
 
     def children(self, number: int) -> list[int]:

@@ -8,6 +8,13 @@ sampled ids), keeps the longest prefix it shares with `history`, and prefills
 only what follows. Moving to another branch is the same diff: the cache is
 rolled back to the common prefix when it still holds it, and rebuilt from the
 sink when that point was evicted since (see `move_to`).
+
+A template may also render an earlier turn differently from how it was fed: Qwen3's
+drops the thinking of every reply before the last user message, and with thinking off
+the generation prompt's empty `<think></think>` is not part of the reply it precedes.
+The same diff handles it: the cache goes back to the start of that reply, which is
+prefilled again as the template now writes it, and `rolled_back` says how much went.
+(mlx-lm's prompt cache starts over here.)
 """
 
 from dataclasses import dataclass
@@ -17,6 +24,7 @@ from model.cache.kv_cache import KVCache
 from model.loading.chat_template import ChatTemplate, Message, encode_conversation
 from model.loading.prompt_encoding import encode_parts
 from model.loading.tokenizer import TextTokenizer
+from model.runtime import thinking
 from model.runtime.branches import Turn, TurnTree
 from model.runtime.settings import CacheSettings
 
@@ -30,6 +38,9 @@ class TurnPrompt:
     reused: int  # tokens already held in the cache
     note: str = ""  # a warning for the user, e.g. a message longer than the cache
     rebuilt: bool = False  # the branch point had been evicted: the cache was read again from the sink
+    rolled_back: int = 0  # tokens taken off the cache first (another branch, or a turn the template rewrote)
+    user: str = ""  # the message as the model reads it (with /no_think when thinking is off that way)
+    opens_thinking: bool = False  # the prompt (before a fork's forced start) ends inside a <think> block
 
 
 def sink_length(template: ChatTemplate, tokenizer: TextTokenizer, system: Optional[str]) -> int:
@@ -78,6 +89,9 @@ class Conversation:
         system: Optional[str] = None,
     ):
         self.template, self.tokenizer, self.cache, self.settings = template, tokenizer, cache, settings
+        self.markers = thinking.markers(tokenizer)
+        self.thinking_switch = thinking.switch(template, self.markers)
+        self.thinking: Optional[bool] = None  # None: as the template has it; False turns thinking off
         self.reset(system)
 
     def reset(self, system: Optional[str] = None) -> None:
@@ -104,7 +118,10 @@ class Conversation:
             if m.role == "user":
                 user = m.content
             elif m.role == "assistant" and user is not None:
-                self.tree.add(Turn(first_number + made, self.tree.current, user, tuple(m.token_ids or ()), m.content))
+                ids = tuple(m.token_ids or ())
+                # A saved reply's thinking is in its ids: split as at the end of its turn.
+                thought = thinking.split_reply(ids, self.markers, self.tokenizer)
+                self.tree.add(Turn(first_number + made, self.tree.current, user, ids, m.content, thought=thought))
                 made, user = made + 1, None
             elif not self.tree.turns:
                 self.preamble.append(m)  # e.g. a stored system message before the first turn
@@ -119,9 +136,8 @@ class Conversation:
         messages = self.preamble + self.tree.messages(parent)
         if user_text is not None:
             messages = messages + [Message("user", user_text)]
-        ids, _ = encode_conversation(
-            self.template, self.tokenizer, messages, add_generation_prompt=user_text is not None
-        )
+        switch = self.thinking if self.thinking_switch == "enable_thinking" else None
+        ids, _ = encode_conversation(self.template, self.tokenizer, messages, user_text is not None, switch)
         return ids + list(reply_prefix)
 
     def move_to(self, target: list[int], need_logits: bool = True) -> TurnPrompt:
@@ -159,6 +175,11 @@ class Conversation:
         the reply's start it forces. Callers pass the text through
         `tokenizer.readable` first (see `Engine.answer`)."""
         parent = self.tree.current if parent is None else parent
+        if self.thinking is False and self.thinking_switch == "/no_think" and not user_text.endswith(thinking.SOFT_OFF):
+            user_text += thinking.SOFT_OFF
+        held = len(self.history)
+        # Whether the reply starts inside a <think> block is the whole prompt's to say, not the part prefilled.
+        opens = thinking.opens_inside(self.render(parent, user_text), self.markers)
         prompt = self.move_to(self.render(parent, user_text, reply_prefix))
         notes = []
         if prompt.rebuilt:
@@ -173,7 +194,9 @@ class Conversation:
                 f"This message is {len(prompt.ids)} tokens, more than the {room} the cache can hold beside a "
                 f"reply: its start is evicted as it is read. Restart with a larger --max-kv-size to keep it all."
             )
-        return TurnPrompt(prompt.ids, prompt.reused, " ".join(notes), prompt.rebuilt)
+        return TurnPrompt(
+            prompt.ids, prompt.reused, " ".join(notes), prompt.rebuilt, held - len(self.history), user_text, opens
+        )
 
     def fed(self, ids: list[int]) -> None:
         """Record tokens the cache has taken in."""

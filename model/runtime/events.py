@@ -67,6 +67,7 @@ class TurnStarted(Event):
     forked_at: Optional[int] = None  # reply token index the fork replaced
     token_forced: Optional[int] = None
     rebuilt: bool = False  # the branch point had been evicted: the prompt was read again from the sink
+    rolled_back_tokens: int = 0  # taken off the cache first: a move to another branch, or a turn the template rewrote
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class TokenGenerated(Event):
     live_tok_s: float
     elapsed_s: float  # since the request reached the engine
     cache: CacheState
+    thinking: bool = False  # between <think> and </think>, both included (see model.runtime.thinking)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class TurnEnded(Event):
     cache: CacheState
     reply_ids: tuple[int, ...] = ()  # the reply as the conversation keeps it (no stop token)
     path: tuple[int, ...] = ()  # turn numbers from the root to this one
+    thinking: str = ""  # what the model thought before `text`, its answer (empty if it did not think)
 
 
 @dataclass(frozen=True)

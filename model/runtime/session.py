@@ -26,7 +26,7 @@ from model.loading.chat_template import Message, encode_conversation
 from model.loading.detokenizer import StreamingDetokenizer
 from model.loading.loader import LoadedModel
 from model.runtime.branches import ROOT, Turn, TurnPlan, TurnTree
-from model.runtime.conversation import Conversation
+from model.runtime.conversation import Conversation, TurnPrompt
 from model.runtime.events import (
     BranchSwitched,
     ConversationReset,
@@ -49,6 +49,8 @@ from model.runtime.model_source import read_model, stop_ids
 from model.runtime.needs import StepNeeds
 from model.runtime.settings import CacheSettings, SamplingSettings
 from model.runtime.stats import TurnClock
+from model.runtime.thinking import Tracker as ThinkingTracker
+from model.runtime.thinking import split_reply
 
 Emit = Callable[[Event], None]
 
@@ -62,6 +64,7 @@ class EngineOptions:
     cache: CacheSettings = field(default_factory=CacheSettings)
     max_tokens: int = 512  # per reply
     top_k_shown: int = 10  # top-k rows per step until the views say otherwise (StepNeeds.top_k)
+    thinking: Optional[bool] = None  # None: as the template has it; False asks a thinking model not to think
     prefill_chunk: int = PREFILL_CHUNK
     # Run on each loaded model before use: tensor parallel makes it this rank's share (model.distributed).
     shard: Optional[Callable[[LoadedModel], LoadedModel]] = None
@@ -73,9 +76,10 @@ class _Turn:
 
     number: int
     plan: TurnPlan  # its place in the tree, its user message, a fork's forced reply start
-    prompt_ids: list[int]
+    prompt: TurnPrompt
     clock: TurnClock
     detok: StreamingDetokenizer
+    thought: ThinkingTracker  # which tokens are thinking, and the thinking and answer texts
     generated: list[int] = field(default_factory=list)  # every sampled id, a stop token included
     stop_reason: str = "length"
 
@@ -133,7 +137,8 @@ class ChatSession:
         self.stop_ids = stop_ids(tok)
         self._new_key()
         state = self.conversation.cache.state()
-        self.emit(ModelReady(loaded.info(), state, self.options.sampling.distribution_label()))
+        info = {**loaded.info(), "thinking": self.conversation.thinking_switch}  # how thinking turns off, "" if never
+        self.emit(ModelReady(info, state, self.options.sampling.distribution_label()))
 
     def open(self) -> bool:
         """`load`, with any failure reported as one ModelFailed line; whether the model is ready."""
@@ -152,7 +157,9 @@ class ChatSession:
 
     def _new_conversation(self, loaded: LoadedModel, settings: CacheSettings) -> Conversation:
         cache = make_cache(loaded.model, settings)
-        return Conversation(loaded.template, loaded.tokenizer, cache, settings, self.options.system)
+        conv = Conversation(loaded.template, loaded.tokenizer, cache, settings, self.options.system)
+        conv.thinking = self.options.thinking
+        return conv
 
     def _new_key(self) -> None:
         seed = self.options.sampling.seed
@@ -189,6 +196,8 @@ class ChatSession:
         self.options = replace(old, **changes)
         if "top_k_shown" in changes:  # until chat/ sends StepNeeds: top_k_shown still says how many rows
             self.needs = replace(self.needs, top_k=self.options.top_k_shown)
+        if self.conversation is not None:
+            self.conversation.thinking = self.options.thinking  # from the next turn
         if self.options.cache == old.cache:
             return
         try:
@@ -295,15 +304,17 @@ class ChatSession:
         clock.prompt_tokens, clock.reused_tokens = len(prompt.ids), prompt.reused
         note = " ".join(n for n in (note, prompt.note) if n)
         detok = StreamingDetokenizer(self.loaded.tokenizer)
-        for t in plan.reply_prefix:  # a fork's forced start, prefilled with the prompt
-            detok.add(t)
+        thought = ThinkingTracker(self.conversation.markers, prompt.opens_thinking)
+        for t in plan.reply_prefix:  # a fork's forced start, prefilled with the prompt; not generated now
+            thinking = thought.step(t, count=False)
+            thought.add_text("" if thought.is_marker(t) else detok.add(t), thinking)
         self.emit(
             TurnStarted(
-                self.turn, plan.user, len(prompt.ids), prompt.reused, note, plan.parent, plan.reply_prefix,
-                detok.text, plan.forked_at, plan.token_forced, prompt.rebuilt,
+                self.turn, prompt.user, len(prompt.ids), prompt.reused, note, plan.parent, plan.reply_prefix,
+                thought.answer(), plan.forked_at, plan.token_forced, prompt.rebuilt, prompt.rolled_back,
             )
         )  # fmt: skip
-        return _Turn(self.turn, plan, prompt.ids, clock, detok)
+        return _Turn(self.turn, plan, prompt, clock, detok, thought)
 
     def _prefill(self, turn: int, ids: list[int], cancelled: Callable[[], bool] = lambda: False) -> mx.array:
         """Feed `ids` in chunks, recording each and reporting progress after it; the logits after the last."""
@@ -321,7 +332,7 @@ class ChatSession:
         """Prefill, then decode until a stop token, the length limit or a cancel."""
         conv, model = self.conversation, self.loaded.model
         try:
-            logits = self._prefill(turn.number, turn.prompt_ids, self.cancelled.is_set)
+            logits = self._prefill(turn.number, turn.prompt.ids, self.cancelled.is_set)
             self._key, turn_key = mx.random.split(self._key)
             watcher = StepWatcher(model, conv.cache, lambda: self.needs, now=self.clock)
             steps = decode(
@@ -351,11 +362,14 @@ class ChatSession:
         turn.generated.append(step.token_id)
         index = len(turn.plan.reply_prefix) + len(turn.generated) - 1  # decoding resumes after a fork's start
         is_stop = step.token_id in self.stop_ids
-        text = "" if is_stop else turn.detok.add(step.token_id)
+        thinking = turn.thought.step(step.token_id)
+        # The markers are not text: the thinking is shown apart from the answer.
+        text = "" if is_stop or turn.thought.is_marker(step.token_id) else turn.detok.add(step.token_id)
+        turn.thought.add_text(text, thinking)
         top = tuple(TopToken(i, tok.piece(i), p) for i, p in zip(step.top_ids, step.top_probs))
-        live, elapsed = turn.clock.live_tok_s(), turn.clock.elapsed_s()
+        live, elapsed, state = turn.clock.live_tok_s(), turn.clock.elapsed_s(), conv.cache.state()
         self.emit(
-            TokenGenerated(turn.number, index, step.token_id, text, step.prob, top, live, elapsed, conv.cache.state())
+            TokenGenerated(turn.number, index, step.token_id, text, step.prob, top, live, elapsed, state, thinking)
         )
         if step.inside is not None:
             # The forward pass that predicted this token consumed the ones before it.
@@ -368,14 +382,23 @@ class ChatSession:
 
     def _close(self, turn: _Turn) -> None:
         """Record the exchange as the user saw it, and report the turn's numbers."""
-        turn.detok.flush()
-        conv, plan, text = self.conversation, turn.plan, turn.detok.text
+        thought, prompt = turn.thought, turn.prompt
+        thought.add_text(turn.detok.flush(), thought.inside)
+        conv, plan, text = self.conversation, turn.plan, thought.answer()
         whole = (*plan.reply_prefix, *turn.generated)
         reply_ids = tuple(t for t in whole if t not in self.stop_ids)
         # Every generated token but the last went into the cache (the one fed
         # ahead was rolled back). The next turn's prompt starts with the last
         # reply token, if it was not a stop token, then the closing markup.
         conv.fed(turn.generated[:-1])
-        conv.add_turn(Turn(turn.number, plan.parent, plan.user, reply_ids, text, plan.forked_at, plan.token_forced))
-        stats, path = turn.clock.finish(turn.stop_reason), tuple(conv.tree.path(turn.number))
-        self.emit(TurnEnded(turn.number, text, whole, stats, conv.cache.state(), reply_ids, path))
+        split = split_reply(reply_ids, conv.markers, self.loaded.tokenizer, prompt.opens_thinking)
+        conv.add_turn(
+            Turn(turn.number, plan.parent, prompt.user, reply_ids, text, plan.forked_at, plan.token_forced, split)
+        )
+        stats = replace(
+            turn.clock.finish(turn.stop_reason),
+            thinking_tokens=thought.thinking_tokens,
+            rolled_back_tokens=prompt.rolled_back,
+        )
+        path = tuple(conv.tree.path(turn.number))
+        self.emit(TurnEnded(turn.number, text, whole, stats, conv.cache.state(), reply_ids, path, thought.thinking()))

@@ -38,6 +38,8 @@ class TurnStats:
     decode_tok_s: float
     decode_s: float  # first token -> last token
     stop_reason: str  # "stop", "length", "cancelled"
+    thinking_tokens: int = 0  # of generated_tokens, those between <think> and </think> (both included)
+    rolled_back_tokens: int = 0  # taken off the cache before prefill: an earlier turn the template rewrote
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,73 @@
+"""A thinking model through the UI: its real events (the scripted tiny thinker), replayed with a pause mid-reply."""
+
+import event_codec
+import pytest
+from engine_harness import SyncEngine
+from tiny_models import ANSWER, THOUGHT, write_thinking_folder
+from ui_helpers import fake_app, screen_text, text_of, wait_for
+
+from chat.widgets.decode_panel import DecodePanel
+from chat.widgets.prompt_input import PromptInput
+from chat.widgets.thinking_fold import ThinkingFold
+from chat.widgets.transcript import AssistantMessage
+from model.runtime.events import ModelReady
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    root = tmp_path_factory.mktemp("thinker")
+    write_thinking_folder(root / "model")
+    engine = SyncEngine(model=str(root / "model"), max_tokens=12)
+    load = [e for e in engine.events if isinstance(e, ModelReady)]
+    start = len(engine.events)
+    engine.turn("Hello!")
+    path = root / "events.json"
+    event_codec.save(path, load, [engine.events[start:]])
+    return path
+
+
+@pytest.mark.asyncio
+async def test_thinking_is_open_while_it_streams_then_folded_and_counted_apart(recording):
+    # Held before the fourth token: <think>, Hmm and </think> are out, the answer is not.
+    app, holder = fake_app(recording=recording, gate_at=3)
+    async with app.run_test(size=(140, 45)) as pilot:
+        app.query_one(PromptInput).cursor_blink = False
+        await wait_for(pilot, lambda: app.chat.ready)
+        holder["engine"].turn_gate.clear()
+        app.query_one(PromptInput).insert("Hello!")
+        await pilot.press("enter")
+
+        await wait_for(pilot, lambda: app.query(ThinkingFold) and app.query_one(ThinkingFold).text == THOUGHT)
+        fold = app.query_one(ThinkingFold)
+        assert not fold.collapsed and fold.title == "Thinking…"
+        await pilot.pause(0.1)
+        shown = "\n".join(screen_text(app))
+        assert "▼ Thinking…" in shown and THOUGHT in shown and not app.query_one(AssistantMessage).text
+        await wait_for(pilot, lambda: "thinking 3" in text_of(app.query_one("#decode-split")))
+
+        holder["engine"].turn_gate.set()
+        await wait_for(pilot, lambda: not app.chat.busy)
+        assert fold.collapsed and fold.title == "Thought for 3 tokens"
+        await pilot.pause(0.1)
+        shown = "\n".join(screen_text(app))
+        assert "▶ Thought for 3 tokens" in shown and THOUGHT not in shown  # folded: the thinking is hidden
+        assert app.query_one(AssistantMessage).text == ANSWER  # the answer alone: no markers, no thinking
+        assert THOUGHT not in text_of(app.query_one(AssistantMessage))
+        panel = app.query_one(DecodePanel)
+        assert "thinking 3  answer 3" in text_of(panel.split) and "tokens 6" in text_of(panel.numbers)
+
+        await pilot.click(fold._title)  # unfolds again
+        await wait_for(pilot, lambda: not fold.collapsed)
+
+
+@pytest.mark.asyncio
+async def test_the_palette_turns_thinking_off_for_the_next_message(recording):
+    app, holder = fake_app(recording=recording)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        [command] = [c for c in app.chat.commands() if c.title.startswith("Thinking")]
+        assert command.title == "Thinking: turn off" and "enable_thinking" in command.help
+        command.callback()
+        assert holder["engine"].updates[-1] == {"thinking": False} and app.options.thinking is False
+        [command] = [c for c in app.chat.commands() if c.title.startswith("Thinking")]
+        assert command.title == "Thinking: turn on"
