@@ -60,7 +60,7 @@ def _with_group(row: dict, group) -> dict:
         return row
     if "model" in row:
         row["model"] = {k: v for k, v in row["model"].items() if k != "cluster"}
-    figures = group.figures()
+    figures = group.figures().as_dict()
     return {**row, "ranks": figures.pop("ranks"), **figures}
 
 

@@ -68,7 +68,9 @@ def test_two_ranks_give_the_single_process_tokens_probabilities_and_shares(tiny)
         assert [t[0] for t in step_two] == [t[0] for t in step_one]
         assert [t[2] for t in step_two] == pytest.approx([t[2] for t in step_one], abs=1e-5)
     assert two["model"] == one["model"]  # the full model's facts, not rank 0's share
-    assert two["ranks"] == 2 and len(two["per_rank"]) == 2
+    assert two["ranks"] == 2 and len(two["per_rank"]) == 2 and two["mode"] == "tensor"
+    assert [r["heads"] for r in two["per_rank"]] == [4, 2]  # query heads follow their 2 and 1 KV heads
+    assert two["messages_per_step"] == 2 * 2 and two["bytes_per_message"] == 4 * UNEVEN["hidden_size"]
     # Weights: the blocks' matrices are split, embedding (tied head) and norms are on both ranks.
     d, layers, vocab = UNEVEN["hidden_size"], 2, one["model"]["vocab_size"]
     replicated = 4 * (vocab * d + d + layers * 2 * d)

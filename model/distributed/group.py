@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from model.distributed.info import TENSOR, ClusterInfo, RankInfo
 from model.distributed.plan import split
 from model.distributed.shard import shard_model
 
@@ -75,6 +76,7 @@ class LocalGroup:
         self.leader = None
         self.full_info: dict = {}
         self.comm_s_per_step: Optional[float] = None
+        self.messages_per_step = self.bytes_per_message = 0  # known once the model is sharded
         threading.Thread(target=self._watch, name="glasschat-rank-watchdog", daemon=True).start()
 
     def _spawn(self, rank: int, model: Optional[str], layout: str) -> subprocess.Popen:
@@ -135,10 +137,15 @@ class LocalGroup:
 
     def shard(self, loaded):
         """The engine's hook (runs on the engine thread, which owns MLX): join the ring, keep rank 0's share."""
+        from model.cache.kv_factory import compute_dtype
         from model.distributed.mirror import Leader
 
         group = init_ring(0, self.hostfile)
+        full = loaded.config
         self.full_info, self.share = shard_loaded(loaded, group)
+        self.holds = [((0, full.num_hidden_layers), len(s.q_heads)) for s in split(full, self.size)]
+        self.messages_per_step = 2 * full.num_hidden_layers
+        self.bytes_per_message = full.hidden_size * compute_dtype(loaded.model).size
         self.leader = Leader(loaded.model, group)
         loaded.model = self.leader
         self.comm_s_per_step = self.leader.time_step_comm()
@@ -147,20 +154,23 @@ class LocalGroup:
 
     def info(self) -> dict:
         """The full model's facts, as a single process reports them, plus the group's."""
-        return {**self.full_info, "cluster": self.figures()}
+        return {**self.full_info, "cluster": self.figures().as_dict()}
 
-    def figures(self) -> dict:
+    def figures(self) -> ClusterInfo:
         """Plain numbers about the group (no MLX call: safe from any thread)."""
-        per_rank = [
-            {"rank": r, "weight_bytes": w, "kv_bytes": kv}
+        per_rank = tuple(
+            RankInfo(r, "127.0.0.1", w, kv, *self.holds[r])
             for r, (w, kv) in enumerate(self.leader.figures if self.leader else [])
-        ]
-        return {
-            "ranks": self.size,
-            "backend": "ring (127.0.0.1)",
-            "all_sum_s_per_step": self.comm_s_per_step,
-            "per_rank": per_rank,
-        }
+        )
+        return ClusterInfo(
+            ranks=self.size,
+            backend="ring",
+            mode=TENSOR,
+            per_rank=per_rank,
+            comm_s_per_step=self.comm_s_per_step,
+            messages_per_step=self.messages_per_step,
+            bytes_per_message=self.bytes_per_message,
+        )
 
     def close(self) -> None:
         """End the followers and reap them (see `mirror.follow` for why there is no stop message)."""
