@@ -25,7 +25,7 @@ from model.runtime.engine import EngineOptions
 from . import views
 from .app import GlasschatApp
 from .headless import HeadlessSession
-from .widgets.transcript import AssistantMessage
+from .widgets.reply_message import AssistantMessage
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 

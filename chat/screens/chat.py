@@ -41,7 +41,8 @@ from ..widgets.download_bar import DownloadBar
 from ..widgets.prompt_input import PromptInput
 from ..widgets.side_column import SideColumn
 from ..widgets.status_line import StatusLine
-from ..widgets.transcript import Notice, Transcript, UserMessage
+from ..widgets.transcript import Notice, Transcript
+from ..widgets.user_message import UserMessage
 from ..widgets.welcome import Welcome, example_for
 from .conversations import ConversationsScreen
 from .model_info import ModelInfoScreen, settings_table
@@ -385,7 +386,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         """A new reply to the focused reply's message, or to the last message shown."""
         # A reply, its tinted twin and a user message all know their turn.
         turn = getattr(self.focused, "turn", None)
-        turn = turn if turn is not None else self.transcript.turn_tree.current
+        turn = turn if turn is not None else self.transcript.paths.tree.current
         if not turn:
             self.notify("Nothing to regenerate yet: send a message first.")
             return
@@ -399,7 +400,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             self.app.bridge.fork(message.turn, message.at, message.token)
 
     def on_branch_picked(self, message: BranchPicked) -> None:
-        target = self.transcript.sibling(message.turn, message.delta)
+        target = self.transcript.paths.sibling(message.turn, message.delta)
         if target is not None and self._branch_ready():
             self.busy = True
             self.app.bridge.switch_branch(target)

@@ -22,7 +22,8 @@ from model.runtime.events import ModelFailed, ModelReady, SwitchFailed
 
 from ..engine_view import handles
 from ..model_catalog import remembered
-from ..widgets.transcript import Notice, UserMessage
+from ..widgets.transcript import Notice
+from ..widgets.user_message import UserMessage
 from .models import Choice, ModelsScreen
 
 

@@ -1,6 +1,9 @@
-"""A message as its tokens: coloured chips with their ids underneath."""
+"""A message as its tokens: coloured chips with their ids underneath, shown under it with `t`."""
+
+from typing import Optional
 
 from rich.text import Text
+from textual.widget import Widget
 from textual.widgets import Static
 
 from ..formatting import visible_token
@@ -43,3 +46,17 @@ class TokenChips(Static):
         width = max(self.size.width - 2, 20)
         caption = Text(f"{len(self.ids)} tokens: what the model reads, not the letters", style="italic dim")
         self.update(Text("\n").join(chip_lines(self.ids, self.pieces, width) + [caption]))
+
+
+async def toggle_chips(message: Widget, tokens: Optional[tuple[list[int], list[str]]]) -> None:
+    """Show the message's tokens under it, or hide them again."""
+    siblings = list(message.parent.children)
+    index = siblings.index(message)
+    following = siblings[index + 1] if index + 1 < len(siblings) else None
+    if isinstance(following, TokenChips):
+        await following.remove()
+        return
+    if tokens is None:
+        message.notify("Tokens can be shown once the model has loaded.")
+        return
+    await message.parent.mount(TokenChips(*tokens), after=message)

@@ -1,30 +1,17 @@
 """The conversation: user messages, replies streamed in as Markdown, and notices.
 
-Replies grow with `Markdown.append`, which parses only the new lines and
-updates the last block instead of re-parsing the whole message per token
-(what `MarkdownStream` does too; the text is batched until the paced redraw,
-and appending there keeps each batch in the same screen update as the panels).
 The transcript is anchored to the bottom and lets go when the user scrolls up
-to read; scrolling back to the end re-attaches it.
-
-A single newline in a reply is a line break, as chat UIs render it (oterm,
-llama.cpp's web UI): plain Markdown would join a poem's lines into one
-paragraph. Code blocks and tables keep their own layout, and the reply's text
-(what Copy gives) is never changed: only the parser differs.
+to read; scrolling back to the end re-attaches it. It shows one path of the
+conversation's tree (`branch_paths` keeps the tree and draws a path again).
 """
 
 from typing import Optional
 
-from markdown_it import MarkdownIt
-from rich.style import Style
-from rich.text import Text
-from textual import events
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
-from model.runtime.branches import ROOT, Turn, TurnTree
+from model.runtime.branches import ROOT, Turn
 from model.runtime.events import (
     BranchSwitched,
     ConversationReset,
@@ -38,162 +25,12 @@ from model.runtime.events import (
 )
 
 from ..engine_view import EngineView, draws, handles
-from ..messages import BranchPicked
+from .branch_paths import BranchPaths
 from .confidence import SampledStep
+from .reply_message import AssistantMessage, show_twin
 from .thinking_fold import ThinkingFold
-from .token_chips import TokenChips
+from .user_message import UserMessage
 from .welcome import Welcome
-
-
-class UserMessage(Static, can_focus=True):
-    DEFAULT_CSS = """
-    UserMessage {
-        background: $boost;
-        border-left: thick $accent;
-        padding: 0 1;
-        margin: 1 0 0 0;
-    }
-    UserMessage.queued { border-left: thick $warning; color: $text-muted; }
-    UserMessage:focus { background: $accent 20%; }
-    """
-    BINDINGS = [
-        ("c", "copy", "Copy"),
-        ("t", "tokens", "Tokens"),
-        Binding("left", "branch(-1)", "Previous branch", show=False),
-        Binding("right", "branch(1)", "Next branch", show=False),
-    ]
-
-    def __init__(self, text: str, queued: bool = False, turn: Optional[int] = None):
-        # Plain text: what a user types is never read as markup.
-        super().__init__(text, markup=False, classes="queued" if queued else "")
-        self.text = text
-        self.turn = turn  # the engine's turn this message opened, once it reached the engine
-        self.branch: Optional[tuple[int, int]] = None  # (which, of how many) among its siblings, when it has some
-        self.border_subtitle = "queued" if queued else None
-
-    def show_branch(self, which: int, count: int) -> None:
-        """`‹ 2/3 ›` under the message when it has siblings (a regenerate or an edit made them)."""
-        self.branch = (which, count) if count > 1 else None
-        if self.branch is None:
-            self.update(Text(self.text))
-            return
-        arrows = Text.assemble(
-            ("‹", Style(bold=True, meta={"branch": -1})),
-            (f" {which}/{count} ", "dim"),
-            ("›", Style(bold=True, meta={"branch": 1})),
-        )
-        self.update(Text.assemble(self.text, "\n", arrows))
-
-    def action_branch(self, delta: int) -> None:
-        if self.branch is not None and self.turn is not None:
-            self.post_message(BranchPicked(self.turn, delta))
-
-    def on_click(self, event: events.Click) -> None:
-        delta = event.style.meta.get("branch") if event.style else None
-        if delta is not None:
-            self.action_branch(delta)
-
-    def mark_sent(self) -> None:
-        self.remove_class("queued")
-        self.border_subtitle = None
-
-    def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self.text)
-        self.notify("Message copied to the clipboard.")
-
-    async def action_tokens(self) -> None:
-        await toggle_chips(self, self.app.tokens_of_text(self.text))
-
-
-def _keep_line_breaks(state) -> None:
-    """A markdown-it core rule: every soft break inside a paragraph becomes a hard one."""
-    # Fenced code and table cells have no soft breaks, so they are untouched.
-    for token in state.tokens:
-        for child in token.children or ():
-            if child.type == "softbreak":
-                child.type = "hardbreak"
-
-
-def chat_markdown_parser() -> MarkdownIt:
-    """Textual's own "gfm-like" parser, with line breaks kept. Streaming appends use it too."""
-    parser = MarkdownIt("gfm-like")
-    parser.core.ruler.push("keep_line_breaks", _keep_line_breaks)
-    return parser
-
-
-class AssistantMessage(Markdown, can_focus=True):
-    DEFAULT_CSS = """
-    AssistantMessage {
-        border-left: thick $success;
-        padding: 0 1;
-        margin: 1 0 0 0;
-        background: transparent;
-    }
-    AssistantMessage.cancelled { border-left: thick $warning; }
-    AssistantMessage > *:last-child { margin-bottom: 0; }
-    AssistantMessage:focus { background: $success 10%; }
-    """
-    BINDINGS = [("c", "copy", "Copy"), ("t", "tokens", "Tokens")]
-
-    def __init__(self, text: str = "", token_ids: tuple = (), turn: Optional[int] = None):
-        super().__init__(text, parser_factory=chat_markdown_parser)
-        self.text = text
-        self.turn = turn  # the engine's turn this reply belongs to (None: from a saved chat)
-        self.token_ids = token_ids  # the reply as sampled, once it has ended
-        self.steps: list[SampledStep] = []  # each generated token with its probability and top-k (live replies only)
-        self.twin = None  # a reply view drawn in its place (confidence colouring), while it is on
-
-    async def action_tokens(self) -> None:
-        await toggle_chips(self, self.app.tokens_of_ids(list(self.token_ids)))
-
-    async def add(self, fragment: str) -> None:
-        self.text += fragment
-        if self.twin is None:
-            await self.append(fragment)
-        # else: the tinted twin is on screen; `finish` renders the whole text once.
-
-    async def finish(self, text: str, stop_reason: str) -> None:
-        self.text = text
-        if stop_reason == "cancelled":
-            self.add_class("cancelled")
-            self.border_subtitle = "cancelled"
-        elif stop_reason == "length":
-            self.border_subtitle = "stopped at --max-tokens"
-        # One full parse at the end, so every block is exactly right.
-        await self.update(text)
-
-    def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self.text)
-        self.notify("Reply copied to the clipboard.")
-
-
-async def show_twin(reply: AssistantMessage, view: Optional[type], live: bool = False) -> None:
-    """Swap a reply for a view built from its steps, or back (`view` None; replies without recorded steps stay)."""
-    if view is not None and reply.twin is None and (reply.steps or live):
-        reply.twin = view(reply.steps)
-        reply.twin.turn = reply.turn
-        await reply.parent.mount(reply.twin, after=reply)
-        reply.display = False
-    elif view is None and reply.twin is not None:
-        await reply.twin.remove()
-        reply.twin = None
-        reply.display = True
-        if reply.text:
-            await reply.update(reply.text)  # it was not appended to while the twin was shown
-
-
-async def toggle_chips(message: Widget, tokens: Optional[tuple[list[int], list[str]]]) -> None:
-    """Show the message's tokens under it, or hide them again."""
-    siblings = list(message.parent.children)
-    index = siblings.index(message)
-    following = siblings[index + 1] if index + 1 < len(siblings) else None
-    if isinstance(following, TokenChips):
-        await following.remove()
-        return
-    if tokens is None:
-        message.notify("Tokens can be shown once the model has loaded.")
-        return
-    await message.parent.mount(TokenChips(*tokens), after=message)
 
 
 class Notice(Static):
@@ -221,10 +58,7 @@ class Transcript(EngineView, VerticalScroll):
         self._pending_thought = ""
         self._thinking_tokens = 0
         self.model_info: dict = {}  # for the welcome
-        # The conversation's turns as the engine reported them, to draw any path of the tree again.
-        self.turn_tree = TurnTree()
-        self.steps: dict[int, list[SampledStep]] = {}  # each turn's reply steps
-        self.stop_reasons: dict[int, str] = {}
+        self.paths = BranchPaths()  # the conversation's turns as the engine reported them
         self.started_event: Optional[TurnStarted] = None  # the turn being written
 
     def compose(self):
@@ -257,7 +91,7 @@ class Transcript(EngineView, VerticalScroll):
     async def load(self, stored: list) -> None:
         """A saved conversation's messages, in place of what was shown."""
         # Its turns are not this session's: they cannot be branched from here yet.
-        self.turn_tree, self.steps, self.stop_reasons, self.started_event = TurnTree(), {}, {}, None
+        self.paths, self.started_event = BranchPaths(), None
         await self.remove_children()
         for m in stored:
             if m.role == "user":
@@ -288,8 +122,8 @@ class Transcript(EngineView, VerticalScroll):
     @handles(TurnStarted)
     async def started(self, event: TurnStarted) -> None:
         self.started_event = event
-        parent = self.turn_tree.current if event.parent is None else event.parent
-        if parent != self.turn_tree.current and self._known(parent):
+        parent = self.paths.tree.current if event.parent is None else event.parent
+        if parent != self.paths.tree.current and self.paths.knows(parent):
             # A regenerate, an edit or a fork: the path to where it branches, then its message.
             await self.show_path(parent)
             await self.add(UserMessage(event.user, turn=event.turn))
@@ -301,36 +135,10 @@ class Transcript(EngineView, VerticalScroll):
             await self.add(Notice(event.note, "warning"))
         self.fold, self._pending_thought, self._thinking_tokens = None, "", 0
         self.reply = AssistantMessage(event.prefix_text, turn=event.turn)
-        self.reply.steps = self._fork_start(event)
+        self.reply.steps = self.paths.fork_start(event)
         await self.add(self.reply)
         if self.reply_view is not None:  # the twin shares the reply's step list, so it fills as the reply streams
             await show_twin(self.reply, self.reply_view, live=True)
-
-    def _known(self, parent: Optional[int]) -> bool:
-        """A turn this transcript can draw a path to (a saved chat's restored turns are not among them)."""
-        return parent is None or parent == ROOT or parent in self.turn_tree.turns
-
-    def _fork_start(self, event: TurnStarted) -> list[SampledStep]:
-        """A fork's reply starts with the forked reply's steps before the cut, then the forced token's."""
-        if event.forked_at is None:
-            return []
-        forked = next(
-            (n for n, t in self.turn_tree.turns.items() if t.reply_ids[: event.forked_at] == event.reply_prefix[:-1]),
-            None,
-        )
-        steps = self.steps.get(forked, [])
-        if len(steps) <= event.forked_at:
-            return []
-        at = steps[event.forked_at]
-        forced = next((t for t in at.top_k if t.id == event.token_forced), None)
-        text = (
-            forced.text
-            if forced is not None
-            else event.prefix_text[len("".join(s.text for s in steps[: event.forked_at])) :]
-        )
-        return steps[: event.forked_at] + [
-            SampledStep(event.token_forced, text, forced.prob if forced else 0.0, at.top_k)
-        ]
 
     @handles(TokenGenerated)
     def token(self, event: TokenGenerated) -> None:
@@ -379,23 +187,13 @@ class Transcript(EngineView, VerticalScroll):
         await self.flush()
         started, self.started_event = self.started_event, None
         parent = None if started is None or started.parent is None else started.parent
-        if started is not None and started.turn == event.turn and self._known(parent):
-            parent = self.turn_tree.current if parent is None else parent
-            self.turn_tree.add(
-                Turn(
-                    event.turn,
-                    parent,
-                    started.user,
-                    event.reply_ids,
-                    event.text,
-                    started.forked_at,
-                    started.token_forced,
-                )
+        if started is not None and started.turn == event.turn and self.paths.knows(parent):
+            parent = self.paths.tree.current if parent is None else parent
+            turn = Turn(
+                event.turn, parent, started.user, event.reply_ids, event.text, started.forked_at, started.token_forced
             )
-            self.stop_reasons[event.turn] = event.stats.stop_reason
-            if self.reply is not None:
-                self.steps[event.turn] = self.reply.steps
-            self.mark_branches()
+            self.paths.record(turn, self.reply.steps if self.reply is not None else [], event.stats.stop_reason)
+            self.paths.mark(self.query(UserMessage))
         if self.fold is not None:
             self.fold.fold(event.stats.thinking_tokens)
         if self.reply is not None:
@@ -424,40 +222,11 @@ class Transcript(EngineView, VerticalScroll):
                 )
             )
 
-    def sibling(self, turn: int, delta: int) -> Optional[int]:
-        """Where ←/→ on turn `turn`'s message lands: the newest leaf below the sibling `delta` away."""
-        if turn not in self.turn_tree.turns:
-            return None
-        siblings = self.turn_tree.siblings(turn)
-        index = siblings.index(turn) + delta
-        if not 0 <= index < len(siblings):
-            return None
-        return self.turn_tree.leaf(siblings[index])
-
-    def mark_branches(self) -> None:
-        """`‹ k/n ›` on every shown message whose turn has siblings."""
-        for message in self.query(UserMessage):
-            if message.turn in self.turn_tree.turns:
-                siblings = self.turn_tree.siblings(message.turn)
-                message.show_branch(siblings.index(message.turn) + 1, len(siblings))
-
     async def show_path(self, turn: int) -> None:
-        """The path from the root to `turn`, in place of what was shown (notices go; the tree keeps every turn)."""
-        self.turn_tree.current = turn
+        """The path from the root to `turn`, in place of what was shown."""
         self.reply = None
         self._pending = ""
-        await self.remove_children()
-        for n in self.turn_tree.path(turn):
-            t = self.turn_tree.turns[n]
-            await self.add(UserMessage(t.user, turn=n))
-            reply = AssistantMessage(t.reply_text, t.reply_ids, turn=n)
-            reply.steps = self.steps.get(n, [])
-            await self.add(reply)
-            if self.stop_reasons.get(n) == "cancelled":
-                reply.add_class("cancelled")
-            if self.reply_view is not None:
-                await show_twin(reply, self.reply_view)
-        self.mark_branches()
+        await self.paths.draw(self, turn, self.reply_view)
 
     @handles(HistoryRestored)
     async def restored(self, event: HistoryRestored) -> None:
@@ -481,7 +250,7 @@ class Transcript(EngineView, VerticalScroll):
             self.model_info = model_info
         self.reply = self.fold = None
         self._pending = self._pending_thought = ""
-        self.turn_tree, self.steps, self.stop_reasons, self.started_event = TurnTree(), {}, {}, None
+        self.paths, self.started_event = BranchPaths(), None
         await self.remove_children()
         await self.add(Notice(notice))
         await self.add(Welcome(self.model_info))

@@ -1,0 +1,76 @@
+"""A user's message in the transcript: its branch arrows, and the keys that act on it.
+
+A message whose turn has siblings (a regenerate, an edit or a fork made them)
+shows `‹ 2/3 ›` under it; ←/→ or a click on an arrow shows the sibling's path.
+"""
+
+from typing import Optional
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.widgets import Static
+
+from ..messages import BranchPicked
+from .token_chips import toggle_chips
+
+
+class UserMessage(Static, can_focus=True):
+    DEFAULT_CSS = """
+    UserMessage {
+        background: $boost;
+        border-left: thick $accent;
+        padding: 0 1;
+        margin: 1 0 0 0;
+    }
+    UserMessage.queued { border-left: thick $warning; color: $text-muted; }
+    UserMessage:focus { background: $accent 20%; }
+    """
+    BINDINGS = [
+        ("c", "copy", "Copy"),
+        ("t", "tokens", "Tokens"),
+        Binding("left", "branch(-1)", "Previous branch", show=False),
+        Binding("right", "branch(1)", "Next branch", show=False),
+    ]
+
+    def __init__(self, text: str, queued: bool = False, turn: Optional[int] = None):
+        # Plain text: what a user types is never read as markup.
+        super().__init__(text, markup=False, classes="queued" if queued else "")
+        self.text = text
+        self.turn = turn  # the engine's turn this message opened, once it reached the engine
+        self.branch: Optional[tuple[int, int]] = None  # (which, of how many) among its siblings, when it has some
+        self.border_subtitle = "queued" if queued else None
+
+    def show_branch(self, which: int, count: int) -> None:
+        """`‹ 2/3 ›` under the message when it has siblings."""
+        self.branch = (which, count) if count > 1 else None
+        if self.branch is None:
+            self.update(Text(self.text))
+            return
+        arrows = Text.assemble(
+            ("‹", Style(bold=True, meta={"branch": -1})),
+            (f" {which}/{count} ", "dim"),
+            ("›", Style(bold=True, meta={"branch": 1})),
+        )
+        self.update(Text.assemble(self.text, "\n", arrows))
+
+    def action_branch(self, delta: int) -> None:
+        if self.branch is not None and self.turn is not None:
+            self.post_message(BranchPicked(self.turn, delta))
+
+    def on_click(self, event: events.Click) -> None:
+        delta = event.style.meta.get("branch") if event.style else None
+        if delta is not None:
+            self.action_branch(delta)
+
+    def mark_sent(self) -> None:
+        self.remove_class("queued")
+        self.border_subtitle = None
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.text)
+        self.notify("Message copied to the clipboard.")
+
+    async def action_tokens(self) -> None:
+        await toggle_chips(self, self.app.tokens_of_text(self.text))
