@@ -1,8 +1,12 @@
 """Start the Textual app on the options from the command line, with the conversation store and the settings file."""
 
 import argparse
-from dataclasses import asdict
+import os
+import sys
+from dataclasses import asdict, replace
+from functools import partial
 
+from .commands import _group
 from .options import engine_options
 from .recorder import ConversationRecorder
 from .store import Store, StoreError, default_db_path
@@ -22,6 +26,19 @@ def launch_app(args: argparse.Namespace) -> int:
     from .app import GlasschatApp  # Textual and the widgets: only when the app runs
 
     options = engine_options(args)
+    # With --ranks N this process is rank 0 and runs the UI; ranks 1..N-1 run the follower loop,
+    # as for the headless commands.
+    group = _group(args)
+    if group is not None:
+        options = replace(options, shard=group.shard)
+    try:
+        return _run_app(GlasschatApp, args, options, group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _run_app(app_class, args: argparse.Namespace, options, group) -> int:
     recorder, problem = None, ""
     try:
         store = Store(args.db or default_db_path())
@@ -32,8 +49,19 @@ def launch_app(args: argparse.Namespace) -> int:
         )
     except StoreError as exc:
         problem = str(exc)  # the chat still works; it just is not saved
-    app = GlasschatApp(
+    app = app_class(
         options, recorder=recorder, store_problem=problem, settings_file=getattr(args, "settings_file", None)
     )
+    if group is not None:
+        group.on_lost = partial(_close_on_loss, app)
     app.run()
     return app.return_code or 0
+
+
+def _close_on_loss(app, line: str) -> None:
+    """A rank was lost: the app closes (the terminal restored, the chat saved as it went), then prints the line."""
+    try:
+        app.call_from_thread(app.exit, None, 3, line)
+    except RuntimeError:  # the app is not running (yet, or any more): say it plainly
+        print(line, file=sys.stderr, flush=True)
+        os._exit(3)

@@ -61,6 +61,9 @@ ENGINE_FIELDS = {
     "--show-top": lambda o: o.top_k_shown,
 }
 
+# Options that make the group of ranks the model is split over (chat/commands.py), not an engine field.
+GROUP_FLAGS = {"--ranks"}
+
 POSITIONALS = {APP: [], "run": ["hi"], "tokenize": ["hi"], "replay": ["messages.json"], "inspect": ["hi"]}
 POSITIONALS.update({"history": [], "export": ["3"], "bench": []})
 ALL_COMMANDS = [APP, *(c.name for c in COMMANDS)]
@@ -74,7 +77,7 @@ def argv(command: str, before: list[str] = (), after: list[str] = ()) -> list[st
 def test_every_option_and_command_is_covered():
     assert set(SAMPLES) == {o.flag for o in OPTIONS}
     assert set(POSITIONALS) == set(ALL_COMMANDS)
-    assert set(ENGINE_FIELDS) >= {o.flag for o in OPTIONS if o.commands >= options.CHATS}
+    assert set(ENGINE_FIELDS) >= {o.flag for o in OPTIONS if o.commands >= options.CHATS} - GROUP_FLAGS
     for option in OPTIONS:
         assert SAMPLES[option.flag][1] != option.default, option.flag  # a sample that proves something
 

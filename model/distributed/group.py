@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -72,6 +73,9 @@ class LocalGroup:
         Path(self.hostfile).write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(size)]))
         self.stopping = False
         self._ending = threading.Lock()
+        # Who tells the user the group is lost: the app sets this to close itself (the terminal restored)
+        # and print the line; by default it is printed to stderr and the process ends at once.
+        self.on_lost: Optional[Callable[[str], None]] = None
         self.followers = [self._spawn(rank, model, layout) for rank in range(1, size)]
         self.leader = None
         self.full_info: dict = {}
@@ -122,9 +126,14 @@ class LocalGroup:
 
     def _say(self, line: str) -> None:
         with self._ending:  # the watchdog and the engine may both see the loss: one line, from whichever is first
-            print(line, file=sys.stderr, flush=True)
             self._kill_followers()
-            os._exit(3)
+            if self.on_lost is None:
+                print(line, file=sys.stderr, flush=True)
+                os._exit(3)
+            self.on_lost(line)
+            # The caller (the watchdog, or the engine thread whose pass failed) has nothing left to
+            # do: it parks while the app closes, and the lock keeps the other from saying it again.
+            threading.Event().wait()
 
     def _last_words(self, rank: int) -> str:
         """The follower's own one-line error, if it printed one (a model it could not load, a bad --ranks)."""

@@ -104,6 +104,13 @@ class ChatSession:
 
     def switch_model(self, source: Optional[str]) -> None:
         """Replace the model; the old one is used until the new one has loaded, and kept if it cannot."""
+        group = self.loaded.group if self.loaded is not None else None
+        if group is not None:  # the followers hold their share of this model, loaded when they started
+            how = f"--model {source} --ranks {group.size}" if source else f"--ranks {group.size}"
+            self.emit(
+                SwitchFailed(f"Every rank loaded this model at start: to use another, start again with {how}.", source)
+            )
+            return
         try:
             loaded = self._read_model(source)
         except ModelError as exc:
