@@ -39,3 +39,11 @@ class ForkPicked(Message):
     def __init__(self, turn: int, at: int, token: int) -> None:
         super().__init__()
         self.turn, self.at, self.token = turn, at, token
+
+
+class EditPicked(Message):
+    """`e` on a user message: put its text in the prompt box, to send as a new branch."""
+
+    def __init__(self, message) -> None:
+        super().__init__()
+        self.message = message  # the UserMessage widget

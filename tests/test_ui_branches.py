@@ -1,13 +1,20 @@
-"""Branches in the app: regenerate, fork at a token, switch with the arrows; over the fake engine's recorded turns."""
+"""Branches in the app: regenerate, edit, fork at a token, switch with the arrows; over the fake engine's recorded
+turns, and one edit on a real (tiny) engine."""
 
 import pytest
 from test_ui import send
 from ui_helpers import fake_app, text_of, wait_for
 
+from chat.app import GlasschatApp
 from chat.recorder import ConversationRecorder
 from chat.store import Store
 from chat.widgets.confidence import ConfidenceText
-from chat.widgets.transcript import AssistantMessage, UserMessage
+from chat.widgets.prompt_input import PromptInput
+from chat.widgets.reply_message import AssistantMessage
+from chat.widgets.user_message import UserMessage
+from model.loading.chat_template import Message, encode_conversation
+from model.runtime.engine import Engine, EngineOptions
+from model.runtime.events import TurnEnded, TurnStarted
 
 QUESTION = "What is the capital of France?"
 
@@ -145,3 +152,90 @@ async def test_branches_made_in_the_app_are_saved_as_a_tree(tmp_path):
     assert list(second.token_ids) == list(engine.tree.turns[2].reply_ids)
     # The path shown when the app closed is the one opened next time.
     assert [m.id for m in store.path_to(c.id)][-1] == first.id
+
+
+async def edit(pilot, message: UserMessage, text: str) -> None:
+    """`e` on a message, the box's text replaced, Enter."""
+    message.focus()
+    await pilot.press("e")
+    prompt = pilot.app.query_one(PromptInput)
+    prompt.text = text
+    await pilot.press("enter")
+
+
+@pytest.mark.asyncio
+async def test_e_edits_an_earlier_message_into_a_new_branch_and_esc_cancels():
+    app, holder = fake_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await first_turn(pilot)
+        engine = holder["engine"]
+        await send(pilot, "And of Italy?")
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        old = shown(app)
+        prompt = app.query_one(PromptInput)
+        # The second message into the box, then Esc: nothing asked, the box as it was.
+        app.query(UserMessage).last().focus()
+        await pilot.press("e")
+        assert prompt.text == "And of Italy?" and prompt.border_title == "editing message 2 · Esc cancels"
+        await pilot.press("escape")
+        assert prompt.text == "" and prompt.border_title == "Message" and app.chat.editing is None
+        assert engine.branch_requests == []
+        # The first message, edited: a new branch from the system prompt.
+        await edit(pilot, app.query(UserMessage).first(), "What is the capital of Spain?")
+        await wait_for(pilot, lambda: not app.chat.busy and 3 in engine.tree.turns)
+        assert engine.branch_requests == [("edit", (0, "What is the capital of Spain?"))]
+        assert engine.tree.turns[3].parent == 0 and prompt.text == "" and prompt.border_title == "Message"
+        assert shown(app) == [("user", "What is the capital of Spain?"), ("assistant", engine.tree.turns[3].reply_text)]
+        assert "‹ 2/2 ›" in text_of(app.query_one(UserMessage))
+        # The old branch is untouched and one ← away, its follow-up included.
+        app.query_one(UserMessage).focus()
+        await pilot.press("left")
+        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 2)
+        assert shown(app) == old
+        # The palette's entry edits the last message shown; sending branches after the turn before it.
+        app.query_one(PromptInput).focus()
+        next(c for c in app.chat.commands() if c.title == "Edit message").callback()
+        assert prompt.text == "And of Italy?" and prompt.border_title == "editing message 2 · Esc cancels"
+        prompt.text = "And of Germany?"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.busy and 4 in engine.tree.turns)
+        assert engine.branch_requests[-1] == ("edit", (1, "And of Germany?"))
+        assert [t for _, t in shown(app)][:3] == [QUESTION, engine.tree.turns[1].reply_text, "And of Germany?"]
+
+
+@pytest.mark.asyncio
+async def test_an_edit_on_the_real_engine_prompts_a_fresh_rendering_of_its_path(tiny_chat_model):
+    seen, engines = [], []
+
+    def factory(options, emit):
+        def tee(event):
+            seen.append(event)
+            emit(event)
+
+        engines.append(Engine(options, tee))
+        return engines[0]
+
+    options = EngineOptions(model=tiny_chat_model, layout="float32", max_tokens=6)
+    app = GlasschatApp(options, engine_factory=factory)
+    users = ["First question?", "Second question?"]
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready, timeout=60)
+        for n, user in enumerate(users, 1):
+            await send(pilot, user)
+            await wait_for(pilot, lambda n=n: not app.chat.busy and any(getattr(e, "turn", 0) == n for e in seen))
+        conv = engines[0].session.conversation
+        old_history, old_turn = list(conv.history), conv.tree.get(2)
+        await edit(pilot, app.query(UserMessage).last(), "Another second question?")
+        await wait_for(pilot, lambda: not app.chat.busy and any(isinstance(e, TurnEnded) and e.turn == 3 for e in seen))
+        started = next(e for e in seen if isinstance(e, TurnStarted) and e.turn == 3)
+        loaded = engines[0].session.loaded
+        turn1 = conv.tree.get(1)
+        path = [Message("user", users[0]), Message("assistant", turn1.reply_text, turn1.reply_ids)]
+        prompt, _ = encode_conversation(
+            loaded.template, loaded.tokenizer, path + [Message("user", "Another second question?")], True
+        )
+        assert conv.history[: len(prompt)] == prompt  # what the cache was given: the path, rendered afresh
+        common = next(i for i, (a, b) in enumerate(zip(old_history, prompt)) if a != b)
+        assert (started.parent, started.reused_tokens, started.prompt_tokens) == (1, common, len(prompt) - common)
+        assert conv.tree.get(2) == old_turn and conv.tree.siblings(3) == [2, 3]
+        assert "‹ 2/2 ›" in text_of(app.query(UserMessage).last())

@@ -33,7 +33,7 @@ from model.runtime.events import (
 
 from .. import settings_forms
 from ..engine_view import EngineView, handles
-from ..messages import BranchPicked, ForkPicked, NeedsChanged, PromptSubmitted
+from ..messages import BranchPicked, EditPicked, ForkPicked, NeedsChanged, PromptSubmitted
 from ..router import Router
 from ..store import StoreError
 from ..views import Needs, ViewSpec
@@ -94,6 +94,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         self._busy = False
         self._blink = True  # the prompt cursor's blink setting, kept while a reply pauses it
         self.queue: list[tuple[str, UserMessage]] = []
+        self.editing: Optional[int] = None  # the turn whose message the prompt box holds to edit (`e`)
         self.model_info: dict = {}
         self._asked = (self.app.options.top_k_shown, Watch())  # what the engine was last told to compute
 
@@ -254,6 +255,11 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             "Ctrl+R: a new reply to the focused reply's message (the last one by default), with the sampling now set",
             self.action_regenerate,
         )
+        yield SystemCommand(
+            "Edit message",
+            "E on a message: edit it in the box; sending makes a new branch from there (the last message by default)",
+            self.action_edit_message,
+        )
 
     def action_toggle_ids(self) -> None:
         self.panels["topk"].toggle_ids()
@@ -272,6 +278,9 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         text = message.text
         if not text.strip():
             self.notify("Type a message first: empty messages are not sent.", severity="warning")
+            return
+        if self.editing is not None:
+            self._send_edit(text)
             return
         self.query_one(PromptInput).clear()
         welcome = self.transcript.welcome
@@ -321,7 +330,9 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             self._send(text, bubble)
 
     def action_cancel_reply(self) -> None:
-        if self.cancel_switch():
+        if self.editing is not None:  # Esc leaves the edit first; a second Esc stops the reply
+            self.stop_editing(clear=True)
+        elif self.cancel_switch():
             self.status.set_state("cancelling…")
         elif self.busy:
             self.app.bridge.cancel()
@@ -355,6 +366,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         """Show a saved conversation and have the engine prefill its history into a fresh cache."""
         if self.busy:
             self.app.bridge.cancel()
+        self.stop_editing()
         try:
             system, stored, messages = self.app.recorder.open(conversation_id)
         except StoreError as exc:
@@ -394,6 +406,49 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             self.busy = True
             self.app.bridge.regenerate(turn)
 
+    def action_edit_message(self) -> None:
+        """Edit the focused message, or the last one shown."""
+        focused = self.focused if isinstance(self.focused, UserMessage) else None
+        shown = [m for m in self.transcript.query(UserMessage) if m.turn is not None]
+        target = focused or (shown[-1] if shown else None)
+        if target is None:
+            self.notify("Nothing to edit yet: send a message first.")
+            return
+        self.on_edit_picked(EditPicked(target))
+
+    def on_edit_picked(self, message: EditPicked) -> None:
+        """The message's text in the prompt box; sending it makes a new branch from the turn before it."""
+        target = message.message
+        if target.turn not in self.transcript.paths.tree.turns:
+            self.notify("This message has not reached the model yet: it cannot be edited.", severity="warning")
+            return
+        number = list(self.transcript.query(UserMessage)).index(target) + 1
+        self.editing = target.turn
+        self.query_one(PromptInput).start_editing(target.text, f"editing message {number} · Esc cancels")
+
+    def stop_editing(self, clear: bool = False) -> None:
+        if self.editing is None:
+            return
+        self.editing = None
+        prompt = self.query_one(PromptInput)
+        prompt.stop_editing()
+        if clear:
+            prompt.clear()
+
+    def _send_edit(self, text: str) -> None:
+        """The edited message, as a new branch after the turn the original followed (the old one stays)."""
+        tree = self.transcript.paths.tree
+        if self.editing not in tree.turns:  # the conversation changed under the edit
+            self.stop_editing()
+            self.notify("That message is no longer in this conversation.", severity="warning")
+            return
+        if not self._branch_ready():  # the text stays in the box, still an edit
+            return
+        after = tree.get(self.editing).parent
+        self.stop_editing(clear=True)
+        self.busy = True
+        self.app.bridge.edit(after, text)
+
     def on_fork_picked(self, message: ForkPicked) -> None:
         if self._branch_ready():
             self.busy = True
@@ -432,6 +487,11 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
     def save_branch(self, event: BranchSwitched) -> None:
         if self.app.recorder is not None:
             self._save(self.app.recorder.branch_switched, event)
+
+    @handles(ConversationReset, ModelReady)
+    def drop_edit(self, _event: Event) -> None:
+        """A new conversation has no message to edit; the text stays in the box."""
+        self.stop_editing()
 
     @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset, BranchSwitched)
     def engine_idle(self, _event: Event) -> None:

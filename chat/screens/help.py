@@ -29,6 +29,7 @@ KEYS = """\
 | Ctrl+Y | copy the last reply (or focus a message and press c) |
 | Ctrl+R | regenerate: a new reply to the focused message (the last by default); the old one stays a branch |
 | ← / → | on a message showing ‹ 2/3 ›: the other branches (or click the arrows) |
+| E | on a focused message (any, not only the last): edit it in the box; sending makes a new branch beside it, Esc cancels |
 | F1, ? | this help |
 | Ctrl+Q | quit |
 

@@ -1,4 +1,7 @@
-"""The message box: Enter sends, Shift+Enter or Ctrl+J starts a new line, ↑/↓ walk earlier messages."""
+"""The message box: Enter sends, Shift+Enter or Ctrl+J starts a new line, ↑/↓ walk earlier messages.
+
+It also holds a message being edited (`e` on a message): its title says which, until it is sent or Esc cancels.
+"""
 
 from collections.abc import Callable, Sequence
 
@@ -17,11 +20,13 @@ class PromptInput(TextArea):
         min-height: 3;
         border: round $accent;
     }
+    PromptInput.editing { border: round $warning; }
     """
+    TITLE = "Message"
 
     def __init__(self, history: Callable[[], Sequence[str]] = tuple, **kwargs):
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
-        self.border_title = "Message"
+        self.border_title = self.TITLE
         self.earlier = InputHistory(history)  # not `history`: TextArea keeps its undo stack there
 
     async def _on_key(self, event: events.Key) -> None:
@@ -58,3 +63,15 @@ class PromptInput(TextArea):
         self.text = entry
         self.move_cursor(self.document.end)
         return True
+
+    def start_editing(self, text: str, title: str) -> None:
+        """Hold a message to edit: its text in the box, `title` on the border."""
+        self.text = text
+        self.move_cursor(self.document.end)
+        self.border_title = title
+        self.add_class("editing")
+        self.focus()
+
+    def stop_editing(self) -> None:
+        self.border_title = self.TITLE
+        self.remove_class("editing")

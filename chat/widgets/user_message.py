@@ -2,6 +2,8 @@
 
 A message whose turn has siblings (a regenerate, an edit or a fork made them)
 shows `‹ 2/3 ›` under it; ←/→ or a click on an arrow shows the sibling's path.
+`e` puts the message in the prompt box to edit it: sending makes a new branch
+beside it, and the old one stays reachable with the arrows.
 """
 
 from typing import Optional
@@ -12,7 +14,7 @@ from textual import events
 from textual.binding import Binding
 from textual.widgets import Static
 
-from ..messages import BranchPicked
+from ..messages import BranchPicked, EditPicked
 from .token_chips import toggle_chips
 
 
@@ -30,6 +32,7 @@ class UserMessage(Static, can_focus=True):
     BINDINGS = [
         ("c", "copy", "Copy"),
         ("t", "tokens", "Tokens"),
+        ("e", "edit", "Edit"),
         Binding("left", "branch(-1)", "Previous branch", show=False),
         Binding("right", "branch(1)", "Next branch", show=False),
     ]
@@ -58,6 +61,9 @@ class UserMessage(Static, can_focus=True):
     def action_branch(self, delta: int) -> None:
         if self.branch is not None and self.turn is not None:
             self.post_message(BranchPicked(self.turn, delta))
+
+    def action_edit(self) -> None:
+        self.post_message(EditPicked(self))
 
     def on_click(self, event: events.Click) -> None:
         delta = event.style.meta.get("branch") if event.style else None
