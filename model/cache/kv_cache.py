@@ -209,6 +209,17 @@ class KVCache:
         """The mask for the windowed layers' `n` new queries over the keys they fetch (see `LayerCache`)."""
         return window_mask(self.length, n, self.sliding_window)
 
+    def step_room(self) -> int:
+        """The most tokens one step can write and still evict when, and what, one-token steps would.
+
+        A speculative step writes several tokens and may roll some back. Below capacity
+        it must stop at the free slots: one that overflowed would evict a block early,
+        and after a rollback the cache would lack tokens plain decoding still holds. At
+        capacity a one-token step evicts a block first; a step no longer than that block
+        evicts the same one, and its tokens then fit."""
+        free = self.capacity - self.length
+        return free if free > 0 else self._eviction_for(1)
+
     def commit(self, n: int) -> None:
         self.length += n
 

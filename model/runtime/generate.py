@@ -5,6 +5,11 @@ Decode is pipelined as in mlx-lm: token n+1's forward pass is queued with
 detokenizing and reporting overlaps the model's work. The cost: when the
 consumer stops (end of turn, cancel), one token has been fed speculatively,
 and `decode` rolls the cache back by one so it holds exactly what was shown.
+
+With prompt lookup (model.runtime.speculate), a step may instead feed the
+current token and a guess in one verify pass and yield several tokens; the
+cache then holds all of them, and a consumer that stops partway rolls back
+the ones it never saw, so the cache again ends one behind the last token shown.
 """
 
 from collections.abc import Callable, Iterator
@@ -15,6 +20,7 @@ import mlx.core as mx
 
 from model.runtime.sampling import draw, sampling_distribution, top_k_of
 from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.speculate import DraftPolicy, verify
 
 if TYPE_CHECKING:  # for the hints only: the cache and the network import nothing from here
     from model.cache.kv_cache import KVCache
@@ -34,6 +40,7 @@ class Step:
     top_ids: tuple[int, ...]
     top_probs: tuple[float, ...]
     inside: Optional[dict] = None  # evaluated extras from a watched forward pass (see model.internals.watch)
+    drafted: bool = False  # guessed by prompt lookup and confirmed by the model (see model.runtime.speculate)
 
 
 def prefill(
@@ -92,52 +99,134 @@ def decode(
     recent_ids: Optional[list[int]] = None,
     top_k: Union[int, Callable[[], int]] = 10,
     forward: Optional[Forward] = None,
+    lookup: Optional[DraftPolicy] = None,
+    watched: Callable[[], bool] = lambda: False,
 ) -> Iterator[Step]:
     """Yield generated tokens until the consumer stops or `max_tokens` is reached.
 
-    `top_k` rows of the sampled distribution come with each step (a function is
-    asked at every step, so the views can change it mid-reply). `forward(tokens)
-    -> (logits, extras)` replaces the plain forward pass (a watched step returns
-    extras: lazy arrays evaluated with the step)."""
-    if forward is None:
+    `recent_ids` are the tokens the cache holds, oldest first. `top_k` rows of the
+    sampled distribution come with each step (a function is asked at every step, so
+    the views can change it mid-reply). `forward(tokens) -> (logits, extras)` replaces
+    the plain forward pass (a watched step returns extras: lazy arrays evaluated with
+    the step). With `lookup`, a step whose context matches
+    an earlier stretch verifies a guessed continuation in one pass (model.runtime.speculate),
+    unless `watched()` says the views want that step: a verify pass is never watched."""
+    loop = _Decoder(model, cache, settings, key, recent_ids or [], top_k, forward, lookup)
+    return loop.run(first_logits, max_tokens, watched)
 
-        def forward(tokens):
-            return model(tokens, cache)[0, -1], None
 
-    window = settings.repetition_window
-    recent = mx.array((recent_ids or [])[-window:], dtype=mx.int32)
-    use_recent = settings.repetition_penalty != 1.0
+class _Decoder:
+    """One reply's decode loop: its random key, recent tokens, and what the lookup searches."""
 
-    def keys():
-        nonlocal key
-        if settings.greedy or key is None:
+    def __init__(self, model, cache, settings, key, recent_ids, top_k, forward, lookup):
+        self.model, self.cache, self.settings, self.key = model, cache, settings, key
+        self.rows = top_k if callable(top_k) else (lambda: top_k)
+        self.forward = forward or (lambda tokens: (model(tokens, cache)[0, -1], None))
+        self.lookup = lookup
+        self.window = settings.repetition_window
+        self.recent = mx.array(recent_ids[-self.window :], dtype=mx.int32)
+        self.context = list(recent_ids)  # what the lookup searches: the cache's tokens, then the reply
+
+    def keys(self) -> Optional[mx.array]:
+        if self.settings.greedy or self.key is None:
             return None
-        key, sub = mx.random.split(key)
+        self.key, sub = mx.random.split(self.key)
         return sub
 
-    rows = top_k if callable(top_k) else lambda: top_k
-    current = (*sample_step(first_logits, settings, keys(), recent, rows()), None)
-    mx.async_eval(*current[:4])
-    fed_ahead = False
-    try:
-        for n in range(max_tokens):
-            fed_ahead = False
-            if n + 1 < max_tokens:
-                token = current[0]
-                if use_recent:
-                    recent = mx.concatenate([recent, token[None].astype(mx.int32)])[-window:]
-                logits, extras = forward(token.reshape(1, 1))
-                fed_ahead = True
-                upcoming = (*sample_step(logits, settings, keys(), recent, rows()), extras)
-                mx.async_eval(*upcoming[:4], *_lazy(extras))
-            token, prob, top_ids, top_probs, extras = current
-            yield Step(token.item(), prob.item(), tuple(top_ids.tolist()), tuple(top_probs.tolist()), extras)
-            if fed_ahead:
+    def remember(self, tokens: mx.array) -> None:
+        """Tokens fed to the model become recent (for the repetition penalty)."""
+        if self.settings.repetition_penalty != 1.0:
+            self.recent = mx.concatenate([self.recent, tokens.astype(mx.int32)])[-self.window :]
+
+    def sample(self, logits: mx.array, extras=None) -> "_Pending":
+        pending = _Pending(*sample_step(logits, self.settings, self.keys(), self.recent, self.rows()), extras)
+        mx.async_eval(*pending.arrays())
+        return pending
+
+    def feed(self, current: "_Pending") -> "_Pending":
+        """A plain step: queue `current`'s forward pass (and the next sampling) before it is read."""
+        self.remember(current.token[None])
+        return self.sample(*self.forward(current.token.reshape(1, 1)))
+
+    def verify(self, current: "_Pending", draft: list[int]) -> tuple[list[Step], "_Pending"]:
+        """`current` and a guess in one pass: the steps it settled, and the one after them (known)."""
+        fed = [current.token_id(), *draft]
+        verified = verify(self.model, self.cache, fed, self.settings, self.recent, self.keys(), self.rows())
+        self.lookup.verified(len(draft), len(verified.kept))
+        self.remember(mx.array(fed[: 1 + len(verified.kept)]))
+        kept = [
+            Step(t, p, tuple(ids), tuple(probs), drafted=True)
+            for t, p, (ids, probs) in zip(verified.kept, verified.kept_probs, verified.kept_top)
+        ]
+        upcoming = _Pending(*verified.next)
+        upcoming.token_id()  # evaluated with the pass: reading it is free, and the next guess uses it
+        return [current.step(), *kept], upcoming
+
+    def run(self, first_logits: mx.array, max_tokens: int, watched: Callable[[], bool]) -> Iterator[Step]:
+        current = self.sample(first_logits)
+        shown = 0
+        fed_ahead = 0  # tokens in the cache from the one being shown on: forgotten if the consumer stops there
+        try:
+            while shown < max_tokens:
+                room = max_tokens - shown - 1  # tokens that may still follow `current`
+                # The first token is prefill's: shown before any guessing, so prefill time stays what it says.
+                guessing = shown > 0 and not watched()
+                draft = self.draft(current, min(room, self.cache.step_room() - 1)) if guessing else []
+                if draft:
+                    steps, upcoming = self.verify(current, draft)
+                    fed = len(steps)
+                else:
+                    upcoming = self.feed(current) if room > 0 else None
+                    steps, fed = [current.step()], int(upcoming is not None)
+                if self.lookup is not None:
+                    self.lookup.advanced(len(steps))
+                for i, step in enumerate(steps):
+                    fed_ahead = max(fed - i, 0)
+                    self.context.append(step.token_id)
+                    yield step
+                    shown += 1
                 current = upcoming
-    finally:
-        if fed_ahead:
-            # The consumer stopped after a token we had already fed: forget it.
-            cache.rollback(1)
+        finally:
+            if fed_ahead:
+                # The consumer stopped after tokens we had already fed: forget them.
+                self.cache.rollback(fed_ahead)
+
+    def draft(self, current: "_Pending", room: int) -> list[int]:
+        """The guess after `current`, or [] for a plain step.
+
+        A plain step is queued before `current` is read (so the CPU-side work overlaps the
+        model's); reading it first costs that overlap. So `current` is read only when the
+        tokens before it already match an earlier stretch, or when it is known anyway."""
+        lookup = self.lookup
+        if lookup is None or room <= 0 or not lookup.enabled or lookup.resting():
+            return []
+        if not current.known() and not lookup.guess(self.context, 1):
+            return []
+        return lookup.guess([*self.context, current.token_id()], room)
+
+
+class _Pending:
+    """A sampled token not yet shown: lazy arrays until it is read."""
+
+    def __init__(self, token, prob, top_ids, top_probs, extras=None):
+        self.token, self.prob, self.top_ids, self.top_probs, self.extras = token, prob, top_ids, top_probs, extras
+        self._id: Optional[int] = None
+
+    def arrays(self) -> list:
+        return [self.token, self.prob, self.top_ids, self.top_probs, *_lazy(self.extras)]
+
+    def known(self) -> bool:
+        return self._id is not None
+
+    def token_id(self) -> int:
+        if self._id is None:
+            self._id = self.token.item()
+        return self._id
+
+    def step(self) -> Step:
+        return Step(
+            self.token_id(), self.prob.item(), tuple(self.top_ids.tolist()), tuple(self.top_probs.tolist()), self.extras
+        )
 
 
 def warm_up(model: "Transformer") -> None:

@@ -60,3 +60,15 @@ def cache_problem(settings: CacheSettings) -> Optional[str]:
     if settings.keep is not None:
         return keep_problem(settings.keep, settings.max_kv_size)
     return None
+
+
+@dataclass(frozen=True)
+class LookupSettings:
+    """Prompt lookup, speculative decoding with the conversation as the draft (see model.runtime.speculate)."""
+
+    enabled: bool = True
+    max_draft: int = 7  # guessed tokens per verify pass: 8 rows, what the few-row matvec kernel takes
+    min_match: int = 2  # shortest n-gram that may guess (a single token recurs too often to predict)
+    max_match: int = 4  # longest n-gram looked up first (a longer match is a better guess)
+    patience: int = 3  # verify passes in a row that keep nothing before guessing rests
+    rest: int = 16  # tokens the first rest lasts; it doubles while the misses go on

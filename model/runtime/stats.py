@@ -40,9 +40,23 @@ class TurnStats:
     stop_reason: str  # "stop", "length", "cancelled"
     thinking_tokens: int = 0  # of generated_tokens, those between <think> and </think> (both included)
     rolled_back_tokens: int = 0  # taken off the cache before prefill: an earlier turn the template rewrote
+    drafted_tokens: int = 0  # guessed by prompt lookup (see model.runtime.speculate)
+    accepted_tokens: int = 0  # of those, confirmed by the model and kept
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DraftCounts:
+    """Prompt lookup in the reply so far: tokens guessed, and how many the model kept."""
+
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
 
 
 class TurnClock:
@@ -80,7 +94,7 @@ class TurnClock:
     def elapsed_s(self) -> float:
         return self.now() - self.t_request
 
-    def finish(self, stop_reason: str) -> TurnStats:
+    def finish(self, stop_reason: str, drafts: DraftCounts = DraftCounts()) -> TurnStats:
         p = self.prefill()
         return TurnStats(
             p.prompt_tokens,
@@ -91,6 +105,8 @@ class TurnClock:
             self.decode_tok_s(),
             self.decode_s,
             stop_reason,
+            drafts.drafted,
+            drafts.accepted,
         )
 
 
