@@ -103,7 +103,9 @@ def run_command(args: argparse.Namespace) -> int:
             e = result.ended.stats
             print(
                 f"[{e.prompt_tokens} prompt tokens, prefill {e.prefill_s:.2f}s ({e.prefill_tok_s:.0f} tok/s); "
-                f"{e.generated_tokens} tokens at {e.decode_tok_s:.1f} tok/s; stop: {e.stop_reason}]",
+                f"{e.generated_tokens} tokens at {e.decode_tok_s:.1f} tok/s"
+                + (f", {e.accepted_tokens} of them guessed by prompt lookup" if e.accepted_tokens else "")
+                + f"; stop: {e.stop_reason}]",
                 file=sys.stderr,
             )
         return 0

@@ -51,6 +51,8 @@ class TurnResult:
             "thinking": e.thinking,
             "decode_tok_s": stats.decode_tok_s,
             "stop_reason": stats.stop_reason,
+            "drafted_tokens": stats.drafted_tokens,
+            "accepted_tokens": stats.accepted_tokens,
             "model": model_info,
             "cache": e.cache.as_dict(),
             "top_k": [[[t.id, t.text, t.prob] for t in step.top_k] for step in self.tokens],

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from model.loading.weights import LAYOUTS
 from model.runtime.engine import EngineOptions
-from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import CacheSettings, LookupSettings, SamplingSettings
 
 APP = "app"  # no subcommand: the Textual app
 LOADS = frozenset({APP, "run", "replay", "inspect", "tokenize", "bench"})  # commands that load a model
@@ -67,6 +67,13 @@ OPTIONS: list[Option] = [
     ),
     Option("--seed", CHATS, None, "random seed for sampling", kwargs={"type": int}),
     Option("--max-tokens", CHATS, 512, "longest reply, in tokens", kwargs={"type": int}),
+    Option(
+        "--prompt-lookup",
+        CHATS,
+        "on",
+        "guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes",
+        kwargs={"choices": ("on", "off")},
+    ),
     Option("--max-kv-size", CHATS, 2048, "KV cache capacity in tokens", kwargs={"type": int}),
     Option(
         "--keep", CHATS, None, "tokens pinned at the cache start (default: the system prompt)", kwargs={"type": int}
@@ -126,6 +133,16 @@ OPTIONS: list[Option] = [
         {"action": "store_true"},
     ),
     Option("--rounds", BENCH, 3, "with --ui: interleaved runs of each setting (medians)", "bench", {"type": int}),
+    Option("--lookup-tokens", BENCH, 200, "prompt lookup: longest reply timed (0 skips)", "bench", {"type": int}),
+    Option("--lookup-rounds", BENCH, 3, "prompt lookup: interleaved rounds (medians)", "bench", {"type": int}),
+    Option(
+        "--lookup-only",
+        BENCH,
+        False,
+        "measure only prompt lookup against plain decode",
+        "bench",
+        {"action": "store_true"},
+    ),
     Option(
         "--eviction-tokens",
         BENCH,
@@ -186,6 +203,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
             seed=args.seed,
         ),
         cache=CacheSettings(max_kv_size=args.max_kv_size, keep=args.keep, kv_bits=args.kv_bits),
+        lookup=LookupSettings(enabled=args.prompt_lookup == "on"),
         max_tokens=args.max_tokens,
         top_k_shown=args.show_top,
     )

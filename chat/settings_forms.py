@@ -121,3 +121,12 @@ def edit_cache(app: App) -> None:
         ),
         done,
     )
+
+
+def toggle_lookup(app: App) -> None:
+    """Prompt lookup on or off: the reply is the same either way, only its speed differs."""
+    lookup = replace(app.options.lookup, enabled=not app.options.lookup.enabled)
+    app.options = replace(app.options, lookup=lookup)
+    app.remember(prompt_lookup="on" if lookup.enabled else "off")
+    app.bridge.update(lookup=lookup)
+    app.notify(f"Prompt lookup {'on' if lookup.enabled else 'off'} (from the next reply)")

@@ -1,8 +1,8 @@
 """Settings that stay between runs: a small TOML file in the user's config directory.
 
 It holds what a user sets in the app: sampling, reply length, cache size and
-sink, KV bits, the system prompt, the open panels and views, and the theme; and
-the models opened before, for the Models screen.
+sink, KV bits, prompt lookup, the system prompt, the open panels and views, and the
+theme; and the models opened before, for the Models screen.
 Only what was set is written, so a default that changes in a later version
 still reaches everyone who never touched it.
 
@@ -86,6 +86,7 @@ class UserSettings:
     max_kv_size: Optional[int] = _setting("cache", "max_kv_size", _number(64, 1 << 20, integer=True))
     keep: Optional[int] = _setting("cache", "keep", _number(0, 1 << 19, integer=True))
     kv_bits: Optional[int] = _setting("cache", "kv_bits", _one_of(4, 8))
+    prompt_lookup: Optional[str] = _setting("decode", "prompt_lookup", _one_of("on", "off"))
     system: Optional[str] = _setting("chat", "system", _TEXT)
     theme: Optional[str] = _setting("app", "theme", _TEXT)  # a Textual theme, as the palette's picker names it
     views: Optional[tuple[str, ...]] = _setting("app", "views", _NAMES)  # the panels and views open

@@ -4,7 +4,7 @@ import dataclasses
 import json
 
 from model.runtime import events as ev
-from model.runtime.stats import CacheState, PrefillStats, TurnStats
+from model.runtime.stats import CacheState, DraftCounts, PrefillStats, TurnStats
 
 _TYPES = {
     cls.__name__: cls
@@ -40,6 +40,8 @@ def decode(data: dict):
         data["cache"] = CacheState(**data["cache"])
     if "stats" in data:
         data["stats"] = (PrefillStats if cls is ev.PrefillDone else TurnStats)(**data["stats"])
+    if "drafts" in data:
+        data["drafts"] = DraftCounts(**data["drafts"])
     if "top_k" in data:
         data["top_k"] = tuple(ev.TopToken(**t) for t in data["top_k"])
     if "most_attended" in data:

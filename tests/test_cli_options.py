@@ -22,6 +22,7 @@ SAMPLES = {
     "--repetition-penalty": (["1.3"], 1.3),
     "--seed": (["7"], 7),
     "--max-tokens": (["99"], 99),
+    "--prompt-lookup": (["off"], "off"),
     "--max-kv-size": (["512"], 512),
     "--keep": (["8"], 8),
     "--kv-bits": (["4"], 4),
@@ -41,6 +42,9 @@ SAMPLES = {
     "--ui": ([], True),
     "--rounds": (["5"], 5),
     "--eviction-tokens": (["0"], 0),
+    "--lookup-tokens": (["50"], 50),
+    "--lookup-rounds": (["1"], 1),
+    "--lookup-only": ([], True),
 }
 
 # Where each generation option lands in the engine's options.
@@ -55,6 +59,7 @@ ENGINE_FIELDS = {
     "--repetition-penalty": lambda o: o.sampling.repetition_penalty,
     "--seed": lambda o: o.sampling.seed,
     "--max-tokens": lambda o: o.max_tokens,
+    "--prompt-lookup": lambda o: "on" if o.lookup.enabled else "off",
     "--max-kv-size": lambda o: o.cache.max_kv_size,
     "--keep": lambda o: o.cache.keep,
     "--kv-bits": lambda o: o.cache.kv_bits,

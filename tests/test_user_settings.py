@@ -30,7 +30,7 @@ def test_the_file_lives_in_the_config_dir(config):
 
 def test_round_trip_through_the_file(config):
     chosen = UserSettings().changed(
-        temp=0.7, top_k=40, top_p=0.9, min_p=0.05, max_kv_size=512, keep=8, kv_bits=8,
+        temp=0.7, top_k=40, top_p=0.9, min_p=0.05, max_kv_size=512, keep=8, kv_bits=8, prompt_lookup="off",
         system='Answer in "one" line.\nBe kind.', theme="nord", views=["decode", "lens"],
     )  # fmt: skip
     assert load().save(chosen) is None
@@ -39,6 +39,7 @@ def test_round_trip_through_the_file(config):
     assert data == {
         "sampling": {"temp": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05},
         "cache": {"max_kv_size": 512, "keep": 8, "kv_bits": 8},
+        "decode": {"prompt_lookup": "off"},
         "chat": {"system": 'Answer in "one" line.\nBe kind.'},
         "app": {"theme": "nord", "views": ["decode", "lens"]},
     }
@@ -63,29 +64,32 @@ def test_broken_and_unknown_settings_give_one_line_each_and_their_default(config
     config.write_text(
         "colour = 'blue'\n"
         "[sampling]\ntemp = 'hot'\ntop_k = 40\ntop_p = 7.5\nmax_tokens = 1.5\nwarmth = 3\n"
-        "[cache]\nkv_bits = 6\nmax_kv_size = 512\n"
+        "[cache]\nkv_bits = 6\nmax_kv_size = 512\n[decode]\nprompt_lookup = true\n"
         "[app]\ntheme = 'no-such-theme'\nviews = ['decode', 'x-ray']\n"
     )
     loaded = load(views=VIEWS, themes=("nord",))
     # What was right is kept; each wrong one is left at its default.
     assert loaded.settings == UserSettings(top_k=40, max_kv_size=512)
     problems = loaded.problems
-    assert len(problems) == 8 and all("\n" not in p for p in problems)
+    assert len(problems) == 9 and all("\n" not in p for p in problems)
     for phrase in ("colour", "sampling.temp", "sampling.top_p", "sampling.max_tokens", "sampling.warmth"):
         assert sum(phrase in p for p in problems) == 1, (phrase, problems)
-    for phrase in ("cache.kv_bits", "no-such-theme", "x-ray"):
+    for phrase in ("cache.kv_bits", "decode.prompt_lookup", "no-such-theme", "x-ray"):
         assert sum(phrase in p for p in problems) == 1, (phrase, problems)
 
 
 def test_a_flag_beats_the_file_for_that_run_and_headless_commands_ignore_it(config):
-    load().save(UserSettings(temp=0.7, top_k=40, max_kv_size=512, system="Be brief."))
+    load().save(UserSettings(temp=0.7, top_k=40, max_kv_size=512, system="Be brief.", prompt_lookup="off"))
     args = parse_args(["--temp", "0.2"])
     options = engine_options(args)
     assert options.sampling.temperature == 0.2  # the flag
     assert options.sampling.top_k == 40 and options.cache.max_kv_size == 512 and options.system == "Be brief."
+    assert not options.lookup.enabled
+    assert engine_options(parse_args(["--prompt-lookup", "on"])).lookup.enabled
     assert args.settings_file.settings.temp == 0.7  # and the file still says what it said
     run = engine_options(parse_args(["run", "hello"]))
     assert run.sampling.temperature == 0.0 and run.sampling.top_k == 0 and run.system is None
+    assert run.lookup.enabled
 
 
 def test_a_config_dir_that_cannot_be_made_gives_one_line(config):

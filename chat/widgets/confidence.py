@@ -1,5 +1,8 @@
 """A reply tinted by confidence: each token coloured by the probability it had when it was sampled.
 
+Tokens that prompt lookup guessed and the model confirmed are underlined (see
+model.runtime.speculate): the stretches the reply copied from the conversation.
+
 Move the cursor with ←/→ (or hover with the mouse) to see that step's top-k
 again: the candidates the token was drawn from, as the Next token panel
 showed them at the time. ↑/↓ picks one of them and Enter (or a click on it)
@@ -45,6 +48,7 @@ class SampledStep:
     text: str  # the text this step completed (may be empty mid-character)
     prob: float
     top_k: tuple[TopToken, ...]
+    drafted: bool = False  # guessed by prompt lookup, confirmed by the model
 
 
 class ConfidenceText(Static, can_focus=True):
@@ -119,7 +123,7 @@ class ConfidenceText(Static, can_focus=True):
         for i, s in enumerate(self.steps):
             if not s.text:
                 continue
-            style = Style(bgcolor=tint(s.prob), meta={"step": i})
+            style = Style(bgcolor=tint(s.prob), underline=s.drafted, meta={"step": i})
             if i == self.cursor:
                 style += Style(reverse=True)
             body.append(s.text, style)
@@ -128,13 +132,22 @@ class ConfidenceText(Static, can_focus=True):
             legend.append(f" {label} ", Style(bgcolor=colour))
             legend.append(" ")
         self.tinted = body  # kept: what the tint of each token is, for tests and copying
-        lines = [body, legend, *self._detail()]
+        lines = [body, legend, *self._lookup_legend(), *self._detail()]
         # A layout pass reflows the whole screen; only ask for one when the
         # row count (text wrapped at the width, roughly) changes.
         width = max(self.content_size.width, 1)
         rows = sum(max(1, -(-cell_len(line) // width)) for t in lines for line in t.plain.split("\n"))
         self.update(Text("\n").join(lines), layout=force_layout or rows != self._rows or not self.content_size.width)
         self._rows = rows
+
+    def _lookup_legend(self) -> list[Text]:
+        if not any(s.drafted for s in self.steps):
+            return []
+        return [
+            Text.assemble(
+                ("underlined", Style(underline=True)), (": guessed by prompt lookup, confirmed", "italic dim")
+            )
+        ]
 
     def _detail(self) -> list[Text]:
         if not 0 <= self.cursor < len(self.steps):
@@ -146,6 +159,7 @@ class ConfidenceText(Static, can_focus=True):
             (visible_token(s.text) if s.text else f"(id {s.token_id})", "bold yellow"),
             ("  sampled at ", "dim"),
             (f"{s.prob * 100:.1f}%", "bold"),
+            ("  a prompt-lookup guess the model confirmed" if s.drafted else "", "dim"),
         )
         if not s.top_k:
             return [head, Text("  (no top-k recorded: the Next token panel and this view were both off)", style="dim")]

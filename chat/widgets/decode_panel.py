@@ -1,4 +1,4 @@
-"""Decode: tokens per second, live and over the reply, with a chart; a thinking model's tokens split in two."""
+"""Decode: tokens per second, live and over the reply, with a chart; a thinking model's tokens split in two; prompt lookup's guesses on the border."""
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -6,6 +6,7 @@ from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
 from model.runtime.events import TokenGenerated, TurnEnded, TurnStarted
+from model.runtime.stats import DraftCounts
 
 from ..engine_view import EngineView, draws, handles
 from ..formatting import rate, seconds
@@ -35,6 +36,7 @@ class DecodePanel(EngineView, Vertical):
         self.elapsed = 0.0
         self.live = 0.0
         self.final = 0.0
+        self.drafts = DraftCounts()
         # Kept, not queried: a late redraw while the app closes must not fail.
         self.numbers = Static(id="decode-numbers")
         self.split = Static(id="decode-split")  # a thinking model's tokens: thinking, then answer
@@ -54,6 +56,7 @@ class DecodePanel(EngineView, Vertical):
     def started(self, _event: TurnStarted) -> None:
         self.rates, self.generated, self.elapsed, self.live, self.final = [], 0, 0.0, 0.0, 0.0
         self.thinking = 0
+        self.drafts = DraftCounts()
         self._redraw()
 
     @handles(TokenGenerated)
@@ -68,6 +71,7 @@ class DecodePanel(EngineView, Vertical):
         self.generated = event.index + 1
         self.elapsed = event.elapsed_s
         self.live = event.live_tok_s
+        self.drafts = event.drafts
         self._redraw()
 
     @handles(TurnEnded)
@@ -75,10 +79,12 @@ class DecodePanel(EngineView, Vertical):
         self.final = event.stats.decode_tok_s
         self.generated = event.stats.generated_tokens
         self.thinking = event.stats.thinking_tokens
+        self.drafts = DraftCounts(event.stats.drafted_tokens, event.stats.accepted_tokens)
         self._redraw()
 
     def _redraw(self) -> None:
         self._render_numbers()
+        self.border_subtitle = lookup_line(self.drafts)
         # Under two rates there is no line to draw: Sparkline would fill one value
         # to full height, as if the model were already at its top speed.
         self.chart.data = self.rates[-120:] if len(self.rates) > 1 else []
@@ -113,3 +119,10 @@ class DecodePanel(EngineView, Vertical):
             ),
             layout=False,
         )
+
+
+def lookup_line(drafts: DraftCounts) -> str:
+    """Prompt lookup's guesses in this reply; none made, nothing shown."""
+    if not drafts.drafted:
+        return ""
+    return f"lookup: {drafts.drafted} drafted, {drafts.accepted} accepted ({drafts.acceptance:.0%})"

@@ -149,7 +149,7 @@ class Transcript(EngineView, VerticalScroll):
             self._pending_thought += event.text
             return
         # An append: the reply views draw from it when shown.
-        self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k))
+        self.reply.steps.append(SampledStep(event.token_id, event.text, event.prob, event.top_k, event.drafted))
         if self._thinking_tokens and not self.reply.text and not self._pending:
             event_text = event.text.lstrip("\n")  # the blank line after </think> separates, it is not the answer
         else:

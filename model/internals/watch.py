@@ -101,6 +101,11 @@ class StepWatcher:
         self.model, self.cache, self.needs, self.now = model, cache, needs, now
         self._last = float("-inf")
 
+    def due(self) -> bool:
+        """Whether the views want the next step (prompt lookup then runs it as a plain step)."""
+        needs = self.needs()
+        return needs.watched and self.now() - self._last >= needs.interval_s
+
     def forward(self, tokens: mx.array) -> tuple[mx.array, Optional[dict]]:
         """(logits (vocab,), lazy extras or None); extras are evaluated with the logits."""
         needs = self.needs()

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from model.runtime.stats import CacheState, PrefillStats, TurnStats
+from model.runtime.stats import CacheState, DraftCounts, PrefillStats, TurnStats
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,8 @@ class TokenGenerated(Event):
     elapsed_s: float  # since the request reached the engine
     cache: CacheState
     thinking: bool = False  # between <think> and </think>, both included (see model.runtime.thinking)
+    drafted: bool = False  # guessed by prompt lookup and confirmed by the model
+    drafts: DraftCounts = DraftCounts()  # prompt lookup in this reply so far
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ from model.runtime.events import (
 from model.runtime.generate import PREFILL_CHUNK, Cancelled, Step, decode, prefill, warm_up
 from model.runtime.model_source import read_model, stop_ids
 from model.runtime.needs import StepNeeds
-from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import CacheSettings, LookupSettings, SamplingSettings
+from model.runtime.speculate import DraftPolicy
 from model.runtime.stats import TurnClock
 from model.runtime.thinking import Tracker as ThinkingTracker
 from model.runtime.thinking import split_reply
@@ -62,6 +63,7 @@ class EngineOptions:
     system: Optional[str] = None  # system prompt; None lets the template use its default
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    lookup: LookupSettings = field(default_factory=LookupSettings)  # prompt lookup (model.runtime.speculate)
     max_tokens: int = 512  # per reply
     top_k_shown: int = 10  # top-k rows per step until the views say otherwise (StepNeeds.top_k)
     thinking: Optional[bool] = None  # None: as the template has it; False asks a thinking model not to think
@@ -80,6 +82,7 @@ class _Turn:
     clock: TurnClock
     detok: StreamingDetokenizer
     thought: ThinkingTracker  # which tokens are thinking, and the thinking and answer texts
+    drafts: DraftPolicy  # prompt lookup's guesses in this reply
     generated: list[int] = field(default_factory=list)  # every sampled id, a stop token included
     stop_reason: str = "length"
 
@@ -321,7 +324,8 @@ class ChatSession:
                 thought.answer(), plan.forked_at, plan.token_forced, prompt.rebuilt, prompt.rolled_back,
             )
         )  # fmt: skip
-        return _Turn(self.turn, plan, prompt, clock, detok, thought)
+        drafts = DraftPolicy(self.options.lookup, frozenset(self.stop_ids))
+        return _Turn(self.turn, plan, prompt, clock, detok, thought, drafts)
 
     def _prefill(self, turn: int, ids: list[int], cancelled: Callable[[], bool] = lambda: False) -> mx.array:
         """Feed `ids` in chunks, recording each and reporting progress after it; the logits after the last."""
@@ -352,6 +356,8 @@ class ChatSession:
                 recent_ids=conv.held_ids(),
                 top_k=lambda: self.needs.top_k,
                 forward=watcher.forward,
+                lookup=turn.drafts,
+                watched=watcher.due,
             )
             for step in steps:
                 if self._report(turn, step):
@@ -375,8 +381,11 @@ class ChatSession:
         turn.thought.add_text(text, thinking)
         top = tuple(TopToken(i, tok.piece(i), p) for i, p in zip(step.top_ids, step.top_probs))
         live, elapsed, state = turn.clock.live_tok_s(), turn.clock.elapsed_s(), conv.cache.state()
+        drafted, drafts = step.drafted, turn.drafts.counts()
         self.emit(
-            TokenGenerated(turn.number, index, step.token_id, text, step.prob, top, live, elapsed, state, thinking)
+            TokenGenerated(
+                turn.number, index, step.token_id, text, step.prob, top, live, elapsed, state, thinking, drafted, drafts
+            )
         )
         if step.inside is not None:
             # The forward pass that predicted this token consumed the ones before it.
@@ -403,7 +412,7 @@ class ChatSession:
             Turn(turn.number, plan.parent, prompt.user, reply_ids, text, plan.forked_at, plan.token_forced, split)
         )
         stats = replace(
-            turn.clock.finish(turn.stop_reason),
+            turn.clock.finish(turn.stop_reason, turn.drafts.counts()),
             thinking_tokens=thought.thinking_tokens,
             rolled_back_tokens=prompt.rolled_back,
         )
