@@ -17,10 +17,12 @@ from typing import Optional
 import mlx.core as mx
 
 from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
+from bench.lookup import lookup_speed
 from bench.peers import MlxLmEngine, OurEngine
 from model.blas import BlasInfo, blas_info
 from model.cache.kv_factory import make_cache
 from model.runtime.generate import decode, prefill
+from model.runtime.model_source import stop_ids
 from model.runtime.settings import CacheSettings, SamplingSettings
 from model.runtime.stats import tokens_per_s
 
@@ -186,6 +188,17 @@ def ratios(results: list[EngineResult]) -> list[dict]:
     return out
 
 
+def prompt_lookup(ours: OurEngine, args, log) -> dict:
+    """The prompt-lookup section (bench.lookup), on our first layout."""
+    if not args.lookup_tokens:
+        return {}
+    log(f"  prompt lookup: {args.lookup_rounds} interleaved rounds of plain and lookup decode, greedy")
+    return {
+        "layout": ours.loaded.layout,
+        **lookup_speed(ours.loaded, stop_ids(ours.loaded.tokenizer), args.lookup_tokens, args.lookup_rounds, log),
+    }
+
+
 def run(args) -> int:
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -198,11 +211,22 @@ def run(args) -> int:
     )
     if blas_info().note:
         log(f"BLAS: {blas_info().note}")
+    if args.lookup_only:
+        ours = OurEngine(args.model, layouts[0], top_k=args.show_top)
+        report = {"machine": machine, "model": ours.info()["source"], "prompt_lookup": prompt_lookup(ours, args, log)}
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print_lookup(report["prompt_lookup"])
+        return 0
     results: list[EngineResult] = []
     eviction: dict = {}
+    lookup: dict = {}
     first: Optional[OurEngine] = None
     for layout in layouts:
         ours = OurEngine(args.model, layout, top_k=args.show_top)
+        if first is None:
+            lookup = prompt_lookup(ours, args, log)
         first = first or ours
         results.append(
             measure(
@@ -259,6 +283,7 @@ def run(args) -> int:
         "engines": [asdict(r) for r in results],
         "ratios": ratios(results),
         "eviction": eviction,
+        "prompt_lookup": lookup,
         "process_peak_rss_bytes": peak_rss(),
     }
     if args.json:
@@ -290,6 +315,21 @@ def print_table(report: dict) -> None:
         parts = [f"decode {r['decode']:.2f}x" if r["decode"] else "decode –"]
         parts += [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in r.items() if k.startswith("prefill_")]
         print(f"  {r['ours']} vs {r['peer']}: " + ", ".join(parts))
+    print_lookup(report.get("prompt_lookup") or {})
     machine = report["machine"]
     print(f"\nllama.cpp: {report['llama_cpp']}")
     print(f"BLAS: {BlasInfo(**machine['blas']).summary()}; GEMM {machine['gemm_gflops']:.0f} GFLOP/s")
+
+
+def print_lookup(lookup: dict) -> None:
+    rows = {name: row for name, row in lookup.items() if isinstance(row, dict)}
+    if not rows:
+        return
+    print(f"\nprompt lookup ({lookup['layout']}, greedy; lookup / plain decode, >1 is faster)")
+    for name, r in rows.items():
+        print(
+            f"  {name:10} {r['ratio']:.2f}x  ({r['plain_tok_s']:.1f} -> {r['lookup_tok_s']:.1f} tok/s; "
+            f"{r['accepted']}/{r['drafted']} guesses kept, {r['acceptance']:.0%}; "
+            f"{r['tokens_per_pass']:.2f} tokens a pass; {r['reply_tokens']} tokens, "
+            f"{'identical' if r['identical'] else 'DIFFERENT'} replies)"
+        )
