@@ -24,6 +24,7 @@ from model.cache.kv_factory import make_cache
 from model.runtime.generate import decode, prefill
 from model.runtime.model_source import stop_ids
 from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.speculate import pays_off
 from model.runtime.stats import tokens_per_s
 
 FILLER = (
@@ -195,6 +196,7 @@ def prompt_lookup(ours: OurEngine, args, log) -> dict:
     log(f"  prompt lookup: {args.lookup_rounds} interleaved rounds of plain and lookup decode, greedy")
     return {
         "layout": ours.loaded.layout,
+        "on_by_default": pays_off(ours.loaded.model),  # --prompt-lookup auto's choice for this layout
         **lookup_speed(ours.loaded, stop_ids(ours.loaded.tokenizer), args.lookup_tokens, args.lookup_rounds, log),
     }
 
@@ -325,7 +327,8 @@ def print_lookup(lookup: dict) -> None:
     rows = {name: row for name, row in lookup.items() if isinstance(row, dict)}
     if not rows:
         return
-    print(f"\nprompt lookup ({lookup['layout']}, greedy; lookup / plain decode, >1 is faster)")
+    auto = "on" if lookup["on_by_default"] else "off"
+    print(f"\nprompt lookup ({lookup['layout']}, greedy; lookup / plain decode, >1 is faster; auto: {auto} here)")
     for name, r in rows.items():
         print(
             f"  {name:10} {r['ratio']:.2f}x  ({r['plain_tok_s']:.1f} -> {r['lookup_tok_s']:.1f} tok/s; "

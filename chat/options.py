@@ -22,6 +22,7 @@ CHATS = frozenset({APP, "run", "replay"})  # commands that generate replies
 INSPECTS = CHATS | {"inspect"}  # commands that build a prompt for a whole model
 BENCH = frozenset({"bench"})
 GENERATION = "model and generation (mlx-lm names)"
+LOOKUP_CHOICES = {"auto": None, "on": True, "off": False}  # --prompt-lookup: LookupSettings.enabled
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ OPTIONS: list[Option] = [
     Option(
         "--prompt-lookup",
         CHATS,
-        "on",
-        "guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes",
-        kwargs={"choices": ("on", "off")},
+        "auto",
+        "guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes "
+        "(auto: on unless the weights are quantized on a CPU)",
+        kwargs={"choices": LOOKUP_CHOICES},
     ),
     Option("--max-kv-size", CHATS, 2048, "KV cache capacity in tokens", kwargs={"type": int}),
     Option(
@@ -203,7 +205,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
             seed=args.seed,
         ),
         cache=CacheSettings(max_kv_size=args.max_kv_size, keep=args.keep, kv_bits=args.kv_bits),
-        lookup=LookupSettings(enabled=args.prompt_lookup == "on"),
+        lookup=LookupSettings(enabled=LOOKUP_CHOICES[args.prompt_lookup]),
         max_tokens=args.max_tokens,
         top_k_shown=args.show_top,
     )

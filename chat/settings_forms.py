@@ -123,10 +123,14 @@ def edit_cache(app: App) -> None:
     )
 
 
+LOOKUP_NEXT = {None: True, True: False, False: None}  # the palette entry steps auto -> on -> off -> auto
+LOOKUP_SAYS = {None: "auto (on unless the weights are quantized on a CPU)", True: "on", False: "off"}
+
+
 def toggle_lookup(app: App) -> None:
-    """Prompt lookup on or off: the reply is the same either way, only its speed differs."""
-    lookup = replace(app.options.lookup, enabled=not app.options.lookup.enabled)
+    """Prompt lookup auto, on or off: the reply is the same either way, only its speed differs."""
+    lookup = replace(app.options.lookup, enabled=LOOKUP_NEXT[app.options.lookup.enabled])
     app.options = replace(app.options, lookup=lookup)
-    app.remember(prompt_lookup="on" if lookup.enabled else "off")
+    app.remember(prompt_lookup={None: "auto", True: "on", False: "off"}[lookup.enabled])
     app.bridge.update(lookup=lookup)
-    app.notify(f"Prompt lookup {'on' if lookup.enabled else 'off'} (from the next reply)")
+    app.notify(f"Prompt lookup: {LOOKUP_SAYS[lookup.enabled]} (from the next reply)")

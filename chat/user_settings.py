@@ -86,7 +86,7 @@ class UserSettings:
     max_kv_size: Optional[int] = _setting("cache", "max_kv_size", _number(64, 1 << 20, integer=True))
     keep: Optional[int] = _setting("cache", "keep", _number(0, 1 << 19, integer=True))
     kv_bits: Optional[int] = _setting("cache", "kv_bits", _one_of(4, 8))
-    prompt_lookup: Optional[str] = _setting("decode", "prompt_lookup", _one_of("on", "off"))
+    prompt_lookup: Optional[str] = _setting("decode", "prompt_lookup", _one_of("auto", "on", "off"))
     system: Optional[str] = _setting("chat", "system", _TEXT)
     theme: Optional[str] = _setting("app", "theme", _TEXT)  # a Textual theme, as the palette's picker names it
     views: Optional[tuple[str, ...]] = _setting("app", "views", _NAMES)  # the panels and views open

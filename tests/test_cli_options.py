@@ -59,7 +59,7 @@ ENGINE_FIELDS = {
     "--repetition-penalty": lambda o: o.sampling.repetition_penalty,
     "--seed": lambda o: o.sampling.seed,
     "--max-tokens": lambda o: o.max_tokens,
-    "--prompt-lookup": lambda o: "on" if o.lookup.enabled else "off",
+    "--prompt-lookup": lambda o: {None: "auto", True: "on", False: "off"}[o.lookup.enabled],
     "--max-kv-size": lambda o: o.cache.max_kv_size,
     "--keep": lambda o: o.cache.keep,
     "--kv-bits": lambda o: o.cache.kv_bits,

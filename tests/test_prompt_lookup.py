@@ -327,3 +327,18 @@ def test_quoting_reply_identical_and_mostly_drafted(default_model):
     guessed = greedy_reply(default_model, user, 64, policy)
     assert guessed == greedy_reply(default_model, user, 64)
     assert policy.accepted > 40 and policy.passes < 16
+
+
+def test_lookup_is_on_by_default_only_where_a_verify_pass_is_cheap(tiny):
+    """auto: on with float weights on a CPU (8 rows cost ~1.5 steps), off with quantized ones (~7)."""
+    import mlx.nn as nn
+
+    from model.runtime.speculate import pays_off
+
+    assert pays_off(tiny)
+    quantized = build_tiny_model("llama3", hidden_size=128)
+    nn.quantize(quantized, group_size=32, bits=4)
+    assert not pays_off(quantized) or mx.default_device() != mx.cpu
+    auto = LookupSettings()
+    assert auto.resolved(True).enabled is True and auto.resolved(False).enabled is False
+    assert LookupSettings(enabled=True).resolved(False).enabled is True  # as the user set it

@@ -107,11 +107,9 @@ async def test_the_palette_switch_reaches_the_engine_and_the_settings_file(tmp_p
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     app, holder = fake_app(settings_file=read_settings())
     async with app.run_test(size=(140, 45)) as pilot:
-        assert app.options.lookup.enabled
-        settings_forms.toggle_lookup(app)
-        await pilot.pause(0.05)
-        assert holder["engine"].updates[-1] == {"lookup": LookupSettings(enabled=False)}
-        assert read_settings().settings.prompt_lookup == "off"
-        settings_forms.toggle_lookup(app)
-        assert holder["engine"].updates[-1] == {"lookup": LookupSettings(enabled=True)}
-        assert read_settings().settings.prompt_lookup == "on"
+        assert app.options.lookup.enabled is None  # auto
+        for enabled, saved in ((True, "on"), (False, "off"), (None, "auto")):
+            settings_forms.toggle_lookup(app)
+            await pilot.pause(0.05)
+            assert holder["engine"].updates[-1] == {"lookup": LookupSettings(enabled=enabled)}
+            assert read_settings().settings.prompt_lookup == saved

@@ -84,12 +84,12 @@ def test_a_flag_beats_the_file_for_that_run_and_headless_commands_ignore_it(conf
     options = engine_options(args)
     assert options.sampling.temperature == 0.2  # the flag
     assert options.sampling.top_k == 40 and options.cache.max_kv_size == 512 and options.system == "Be brief."
-    assert not options.lookup.enabled
+    assert options.lookup.enabled is False
     assert engine_options(parse_args(["--prompt-lookup", "on"])).lookup.enabled
     assert args.settings_file.settings.temp == 0.7  # and the file still says what it said
     run = engine_options(parse_args(["run", "hello"]))
     assert run.sampling.temperature == 0.0 and run.sampling.top_k == 0 and run.system is None
-    assert run.lookup.enabled
+    assert run.lookup.enabled is None  # auto: on where it pays off
 
 
 def test_a_config_dir_that_cannot_be_made_gives_one_line(config):

@@ -232,7 +232,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             "Sampling settings", "Temperature, top-k, top-p, min-p", lambda: settings_forms.edit_sampling(app)
         )
         yield SystemCommand(
-            "Prompt lookup on/off",
+            "Prompt lookup: auto, on, off",
             "Guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes",
             lambda: settings_forms.toggle_lookup(app),
         )

@@ -61,7 +61,7 @@ def settings_table(options, settings_file) -> Table:
         f"{cache.max_kv_size} tokens, sink {'the system prompt' if cache.keep is None else cache.keep}, "
         + (f"{cache.kv_bits}-bit" if cache.kv_bits else "the model's dtype"),
     )
-    table.add_row("prompt lookup", "on" if options.lookup.enabled else "off")
+    table.add_row("prompt lookup", {None: "auto", True: "on", False: "off"}[options.lookup.enabled])
     table.add_row("system prompt", options.system or "the model's default")
     if settings_file is None:
         table.add_row("settings file", "none (nothing is remembered in this run)")

@@ -48,7 +48,7 @@ from model.runtime.generate import PREFILL_CHUNK, Cancelled, Step, decode, prefi
 from model.runtime.model_source import read_model, stop_ids
 from model.runtime.needs import StepNeeds
 from model.runtime.settings import CacheSettings, LookupSettings, SamplingSettings
-from model.runtime.speculate import DraftPolicy
+from model.runtime.speculate import DraftPolicy, pays_off
 from model.runtime.stats import TurnClock
 from model.runtime.thinking import Tracker as ThinkingTracker
 from model.runtime.thinking import split_reply
@@ -145,6 +145,7 @@ class ChatSession:
         self.conversation = self._new_conversation(loaded, self.options.cache)
         self.loaded = loaded
         self.stop_ids = stop_ids(tok)
+        self.lookup_pays = pays_off(loaded.model)  # prompt lookup's default for this model
         self._new_key()
         state = self.conversation.cache.state()
         info = {**loaded.info(), "thinking": self.conversation.thinking_switch}  # how thinking turns off, "" if never
@@ -324,7 +325,7 @@ class ChatSession:
                 thought.answer(), plan.forked_at, plan.token_forced, prompt.rebuilt, prompt.rolled_back,
             )
         )  # fmt: skip
-        drafts = DraftPolicy(self.options.lookup, frozenset(self.stop_ids))
+        drafts = DraftPolicy(self.options.lookup.resolved(self.lookup_pays), frozenset(self.stop_ids))
         return _Turn(self.turn, plan, prompt, clock, detok, thought, drafts)
 
     def _prefill(self, turn: int, ids: list[int], cancelled: Callable[[], bool] = lambda: False) -> mx.array:

@@ -1,6 +1,6 @@
 """Run settings the user chooses: sampling and the KV cache. Plain data, no MLX, so the UI can hold them."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 
@@ -66,9 +66,13 @@ def cache_problem(settings: CacheSettings) -> Optional[str]:
 class LookupSettings:
     """Prompt lookup, speculative decoding with the conversation as the draft (see model.runtime.speculate)."""
 
-    enabled: bool = True
+    enabled: Optional[bool] = None  # None: on where a verify pass costs little more than a step (speculate.pays_off)
     max_draft: int = 7  # guessed tokens per verify pass: 8 rows, what the few-row matvec kernel takes
     min_match: int = 2  # shortest n-gram that may guess (a single token recurs too often to predict)
     max_match: int = 4  # longest n-gram looked up first (a longer match is a better guess)
     patience: int = 3  # verify passes in a row that keep nothing before guessing rests
     rest: int = 16  # tokens the first rest lasts; it doubles while the misses go on
+
+    def resolved(self, pays_off: bool) -> "LookupSettings":
+        """`enabled` decided: as set, or (None) where it pays off on this model."""
+        return self if self.enabled is not None else replace(self, enabled=pays_off)
