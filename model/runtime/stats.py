@@ -105,8 +105,8 @@ class TurnClock:
             self.decode_tok_s(),
             self.decode_s,
             stop_reason,
-            drafts.drafted,
-            drafts.accepted,
+            drafted_tokens=drafts.drafted,
+            accepted_tokens=drafts.accepted,
         )
 
 
