@@ -23,6 +23,7 @@ INSPECTS = CHATS | {"inspect"}  # commands that build a prompt for a whole model
 BENCH = frozenset({"bench"})
 GENERATION = "model and generation (mlx-lm names)"
 LOOKUP_CHOICES = {"auto": None, "on": True, "off": False}  # --prompt-lookup: LookupSettings.enabled
+THINKING_CHOICES = {"auto": None, "on": True, "off": False}  # --thinking: EngineOptions.thinking
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,13 @@ OPTIONS: list[Option] = [
         "guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes "
         "(auto: on unless the weights are quantized on a CPU)",
         kwargs={"choices": LOOKUP_CHOICES},
+    ),
+    Option(
+        "--thinking",
+        CHATS,
+        "auto",
+        "a thinking model (Qwen3, SmolLM3) thinks before it answers (auto: as its template has it)",
+        kwargs={"choices": THINKING_CHOICES},
     ),
     Option("--max-kv-size", CHATS, 2048, "KV cache capacity in tokens", kwargs={"type": int}),
     Option(
@@ -208,4 +216,5 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         lookup=LookupSettings(enabled=LOOKUP_CHOICES[args.prompt_lookup]),
         max_tokens=args.max_tokens,
         top_k_shown=args.show_top,
+        thinking=THINKING_CHOICES[args.thinking],
     )

@@ -1,7 +1,7 @@
 """Settings that stay between runs: a small TOML file in the user's config directory.
 
 It holds what a user sets in the app: sampling, reply length, cache size and
-sink, KV bits, prompt lookup, the system prompt, the open panels and views, and the
+sink, KV bits, prompt lookup, thinking, the system prompt, the open panels and views, and the
 theme; and the models opened before, for the Models screen.
 Only what was set is written, so a default that changes in a later version
 still reaches everyone who never touched it.
@@ -87,6 +87,7 @@ class UserSettings:
     keep: Optional[int] = _setting("cache", "keep", _number(0, 1 << 19, integer=True))
     kv_bits: Optional[int] = _setting("cache", "kv_bits", _one_of(4, 8))
     prompt_lookup: Optional[str] = _setting("decode", "prompt_lookup", _one_of("auto", "on", "off"))
+    thinking: Optional[str] = _setting("chat", "thinking", _one_of("auto", "on", "off"))
     system: Optional[str] = _setting("chat", "system", _TEXT)
     theme: Optional[str] = _setting("app", "theme", _TEXT)  # a Textual theme, as the palette's picker names it
     views: Optional[tuple[str, ...]] = _setting("app", "views", _NAMES)  # the panels and views open

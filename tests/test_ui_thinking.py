@@ -6,6 +6,9 @@ from engine_harness import SyncEngine
 from tiny_models import ANSWER, THOUGHT, write_thinking_folder
 from ui_helpers import fake_app, screen_text, text_of, wait_for
 
+from chat.cli import parse_args
+from chat.launch import read_settings
+from chat.options import engine_options
 from chat.widgets.decode_panel import DecodePanel
 from chat.widgets.prompt_input import PromptInput
 from chat.widgets.thinking_fold import ThinkingFold
@@ -61,8 +64,9 @@ async def test_thinking_is_open_while_it_streams_then_folded_and_counted_apart(r
 
 
 @pytest.mark.asyncio
-async def test_the_palette_turns_thinking_off_for_the_next_message(recording):
-    app, holder = fake_app(recording=recording)
+async def test_the_palette_turns_thinking_off_for_the_next_message_and_the_next_run(recording, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    app, holder = fake_app(recording=recording, settings_file=read_settings())
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
         [command] = [c for c in app.chat.commands() if c.title.startswith("Thinking")]
@@ -71,3 +75,7 @@ async def test_the_palette_turns_thinking_off_for_the_next_message(recording):
         assert holder["engine"].updates[-1] == {"thinking": False} and app.options.thinking is False
         [command] = [c for c in app.chat.commands() if c.title.startswith("Thinking")]
         assert command.title == "Thinking: turn on"
+    # Saved: the next start of the app does not think either; a flag still wins for one run.
+    assert read_settings().settings.thinking == "off"
+    assert engine_options(parse_args([])).thinking is False
+    assert engine_options(parse_args(["--thinking", "auto"])).thinking is None

@@ -31,7 +31,7 @@ def test_the_file_lives_in_the_config_dir(config):
 def test_round_trip_through_the_file(config):
     chosen = UserSettings().changed(
         temp=0.7, top_k=40, top_p=0.9, min_p=0.05, max_kv_size=512, keep=8, kv_bits=8, prompt_lookup="off",
-        system='Answer in "one" line.\nBe kind.', theme="nord", views=["decode", "lens"],
+        thinking="off", system='Answer in "one" line.\nBe kind.', theme="nord", views=["decode", "lens"],
     )  # fmt: skip
     assert load().save(chosen) is None
     # The file is TOML any reader takes, laid out in tables, with nothing unset written.
@@ -40,7 +40,7 @@ def test_round_trip_through_the_file(config):
         "sampling": {"temp": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05},
         "cache": {"max_kv_size": 512, "keep": 8, "kv_bits": 8},
         "decode": {"prompt_lookup": "off"},
-        "chat": {"system": 'Answer in "one" line.\nBe kind.'},
+        "chat": {"thinking": "off", "system": 'Answer in "one" line.\nBe kind.'},
         "app": {"theme": "nord", "views": ["decode", "lens"]},
     }
     again = load(views=VIEWS, themes=("nord",))

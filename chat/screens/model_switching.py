@@ -111,6 +111,7 @@ class ModelSwitching:
         thinking = self.app.options.thinking is False  # None (the template's default) counts as on
         self.app.options = replace(self.app.options, thinking=thinking)
         self.app.bridge.update(thinking=thinking)
+        self.app.remember(thinking="on" if thinking else "off")
         self.notify(f"Thinking {'on' if thinking else 'off'} from the next message.")
 
     @handles(SwitchFailed)
