@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
+from typing import Optional
 
 from model.errors import ModelError
 from model.runtime.events import Event, TokenGenerated, TurnEnded, TurnStarted
@@ -54,14 +55,28 @@ def _group(args: argparse.Namespace):
     return LocalGroup(args.ranks, args.model, args.weights)
 
 
-def _with_group(row: dict, group) -> dict:
+def _with_group(row: dict, group, result: TurnResult) -> dict:
     """A --json row, plus the group's figures when there is one (the model facts stay the full model's)."""
     if group is None:
         return row
     if "model" in row:
         row["model"] = {k: v for k, v in row["model"].items() if k != "cluster"}
     figures = group.figures().as_dict()
-    return {**row, "ranks": figures.pop("ranks"), **figures}
+    return {**row, "ranks": figures.pop("ranks"), **figures, "step_timing": _step_timing(result)}
+
+
+def _step_timing(result: TurnResult) -> Optional[dict]:
+    """This turn's decode steps timed collective by collective (model.distributed.step_timer), averaged."""
+    # The first decode step of a reply is always timed, before its first token is reported.
+    timed = list({step.timing.step: step.timing for step in result.cluster if step.timing is not None}.values())
+    if not timed:
+        return None
+    return {
+        "timed_steps": len(timed),
+        "comm_s": sum(t.comm_s for t in timed) / len(timed),
+        "compute_s": sum(t.compute_s for t in timed) / len(timed),
+        "collectives": timed[-1].collectives,
+    }
 
 
 def _session(args: argparse.Namespace, options, on_event=None) -> tuple[HeadlessSession, object]:
@@ -97,7 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
         if result.failed:
             raise ModelError(result.failed.message)
         if args.json:
-            _print_json(_with_group(result.as_json(session.ready.info), group))
+            _print_json(_with_group(result.as_json(session.ready.info), group, result))
         else:
             sys.stdout.write("\n")
             e = result.ended.stats
@@ -198,7 +213,7 @@ def replay_command(args: argparse.Namespace) -> int:
                 continue
             numbers[n] = result.ended.turn
             if args.json:
-                _print_json(_with_group(_replay_row(result, n, entry, numbers), group))
+                _print_json(_with_group(_replay_row(result, n, entry, numbers), group, result))
             else:
                 print()
         return 1 if failures else 0

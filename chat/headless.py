@@ -13,6 +13,7 @@ from model.errors import ModelError
 from model.runtime.chat_engine import ChatEngine, EngineFactory
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import (
+    ClusterStep,
     Event,
     ModelFailed,
     ModelReady,
@@ -34,6 +35,7 @@ class TurnResult:
     tokens: list[TokenGenerated] = field(default_factory=list)
     ended: Optional[TurnEnded] = None
     failed: Optional[TurnFailed] = None
+    cluster: list[ClusterStep] = field(default_factory=list)  # with a model split over ranks: one per token
 
     def as_json(self, model_info: dict) -> dict:
         e = self.ended
@@ -107,6 +109,8 @@ class HeadlessSession:
                 result.prefill = event
             elif isinstance(event, TokenGenerated):
                 result.tokens.append(event)
+            elif isinstance(event, ClusterStep):
+                result.cluster.append(event)
             elif isinstance(event, TurnEnded):
                 result.ended = event
                 return result

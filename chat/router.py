@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from textual.screen import Screen
 
-from model.runtime.events import Event, InsideStep, TokenGenerated
+from model.runtime.events import ClusterStep, Event, InsideStep, TokenGenerated
 
 from .draw_pacer import DrawPacer
 from .engine_view import EngineView
 
-PACED = (TokenGenerated, InsideStep)  # drawn at the paced redraws, newest first-come
+PACED = (TokenGenerated, InsideStep, ClusterStep)  # drawn at the paced redraws, newest first-come
 
 
 class Router:

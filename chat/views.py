@@ -11,6 +11,7 @@ from typing import Any, Optional
 from .widgets.attention_panel import AttentionPanel
 from .widgets.cache_grid_panel import CacheGridPanel
 from .widgets.cache_panel import CachePanel
+from .widgets.cluster_panel import ClusterPanel
 from .widgets.confidence import ConfidenceText
 from .widgets.decode_panel import DecodePanel
 from .widgets.lens_panel import LensPanel
@@ -137,6 +138,20 @@ VIEWS: list[ViewSpec] = [
         LensPanel,
         shown=False,
         needs=lambda panel: Needs(lens_layers=panel.layers_wanted()),
+    ),
+    ViewSpec(
+        "cluster",
+        "f10",
+        "Cluster",
+        "Who holds what; talk vs work per step.",
+        "with the model split over ranks (--ranks N), who holds what: each rank's host, query heads, weight and "
+        "KV-cache bytes, as the ranks report them every step; and per decode step, the time rank 0 spent in its "
+        "collectives (comm: the step's header and ids, then 2 all_sums per layer, waiting for any slower rank "
+        "included) against the rest of its forward pass (compute), measured inside a timed step (the first of "
+        "each reply, then at most 2.5 a second). 'sums alone' is the same all_sums timed back to back at start. "
+        "With one process it says so: nothing is split.",
+        ClusterPanel,
+        shown=False,
     ),
     ViewSpec(
         "confidence",

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+from model.distributed.info import StepTiming, cluster_from_dict
 from model.runtime import events as ev
 from model.runtime.stats import CacheState, DraftCounts, PrefillStats, TurnStats
 
@@ -20,6 +21,7 @@ _TYPES = {
         ev.TurnFailed,
         ev.ConversationReset,
         ev.InsideStep,
+        ev.ClusterStep,
     )
 }
 _NESTED = {"cache": CacheState, "stats": None}
@@ -51,6 +53,9 @@ def decode(data: dict):
     if "attention" in data:
         data["attention"] = tuple(tuple(row) for row in data["attention"])
         data["attention_mean"] = tuple(data.get("attention_mean", ()))
+    if "cluster" in data:  # a ClusterStep: the group, and its latest timed step
+        data["cluster"] = cluster_from_dict(data["cluster"])
+        data["timing"] = StepTiming(**data["timing"]) if data["timing"] is not None else None
     if "lens_layers" in data:
         data["lens_layers"] = tuple(data["lens_layers"])
     if "token_ids" in data:

@@ -37,7 +37,7 @@ class DummyPanel(Panel):
 
 DUMMY = views.ViewSpec(
     "dummy",
-    "f10",
+    "f12",
     "Dummy",
     "Only a test adds this one.",
     "a view that counts turns.",
@@ -62,17 +62,17 @@ async def test_a_view_added_to_the_table_is_everywhere(dummy_view):
         panel = app.query_one("#dummy", DummyPanel)
         assert app.query_one("#sidebar") in panel.ancestors and panel.border_title == "Dummy" and not panel.display
         # Its key opens it.
-        assert app.screen.active_bindings["f10"].binding.action == "toggle_view('dummy')"
-        await pilot.press("f10")
+        assert app.screen.active_bindings["f12"].binding.action == "toggle_view('dummy')"
+        await pilot.press("f12")
         assert panel.display and "Only a test adds this one." in text_of(panel)
         # Its needs reach the engine: with it open, hiding Next token keeps the top-k computed.
         await pilot.press("f5")
         assert engine.updates == []
-        await pilot.press("f10")
+        await pilot.press("f12")
         assert engine.updates[-1] == {"top_k_shown": 0}
         # The palette lists it, and its entry toggles it.
         [entry] = [c for c in app.get_system_commands(app.screen) if "Dummy" in c.title]
-        assert entry.title == "Show/hide the Dummy view" and "F10" in entry.help
+        assert entry.title == "Show/hide the Dummy view" and "F12" in entry.help
         await entry.callback()
         assert panel.display and engine.updates[-1] == {"top_k_shown": 10}
         # It draws the events it marks.
@@ -81,12 +81,12 @@ async def test_a_view_added_to_the_table_is_everywhere(dummy_view):
         tokens = [e for e in engine.turns[0] if isinstance(e, TokenGenerated)]
         assert panel.turns == 1 and panel.drawn and panel.drawn[-1] == tokens[-1].text
         assert f"turns 1, last {tokens[-1].text!r}" in text_of(panel)
-        # The help lists it after F9, with its paragraph.
+        # The help lists it after F10, with its paragraph.
         await pilot.press("f1")
         help_screen = app.screen
         assert isinstance(help_screen, HelpScreen)
         assert "| F9 | show or hide Confidence colouring" in help_screen.text
-        assert help_screen.text.index("| F10 | show or hide Dummy |") > help_screen.text.index("| F9 |")
+        assert help_screen.text.index("| F12 | show or hide Dummy |") > help_screen.text.index("| F10 |")
         assert "- **Dummy**: a view that counts turns." in help_screen.text
     # The UI bench measures it opened and closed with the others.
     settings = ui_bench.settings()
@@ -98,7 +98,7 @@ def test_the_table_is_the_only_source_of_view_keys():
     keys = [spec.key for spec in views.VIEWS]
     ids = [spec.id for spec in views.VIEWS]
     assert len(set(keys)) == len(keys) and len(set(ids)) == len(ids)
-    assert keys == ["f2", "f3", "f4", "f6", "f5", "f7", "f8", "f9"]  # layout order; F6 (the grid) sits above F5
+    assert keys == ["f2", "f3", "f4", "f6", "f5", "f7", "f8", "f10", "f9"]  # layout order; F6 (the grid) sits above F5
 
 
 def test_a_subclass_overriding_a_handler_is_called_once_as_overridden():

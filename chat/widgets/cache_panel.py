@@ -2,7 +2,9 @@
 
 from rich.text import Text
 
+from model.distributed.info import ClusterInfo, cluster_from_dict
 from model.runtime.events import (
+    ClusterStep,
     ConversationReset,
     Event,
     HistoryRestored,
@@ -25,6 +27,17 @@ class CachePanel(Panel):
         super().__init__(**kwargs)
         self.state: CacheState | None = None
         self.flash = ""  # "evicted N tokens", shown for a moment after an eviction
+        self.cluster: ClusterInfo | None = None  # with the model split over ranks: each rank's share of the cache
+
+    @handles(ModelReady)
+    def group_loaded(self, event: ModelReady) -> None:
+        data = event.info.get("cluster")
+        self.cluster = cluster_from_dict(data) if data else None
+
+    @draws(ClusterStep)
+    def group_step(self, event: ClusterStep) -> None:
+        self.cluster = event.cluster
+        self.refresh_body()
 
     @handles(ModelReady, PrefillProgress, HistoryRestored, TurnEnded, ConversationReset)
     @draws(TokenGenerated)
@@ -88,6 +101,22 @@ class CachePanel(Panel):
                     (f" ({s.windowed_layers} layers, {s.window}-token window)", "dim"),
                 )
             )
+        if self.cluster is not None:
+            lines += self._group_lines(self.cluster)
         if self.flash:
             lines.append(Text(self.flash, style="bold yellow"))
         return lines
+
+    @staticmethod
+    def _group_lines(c: ClusterInfo) -> list:
+        """The figures above are rank 0's share; the group's cache is every rank's, as each last reported it."""
+        shares = [("rank ", "dim")]
+        for r in c.per_rank:
+            shares += [(f"{r.rank} ", "dim"), (human_bytes(r.kv_bytes), "bold"), ("  ", "")]
+        return [
+            Text.assemble(
+                ("group ", "dim"), (human_bytes(c.kv_bytes), "bold"), (f" on {c.ranks} ranks", "dim"),
+                (" (above: rank 0)", "dim"),
+            ),
+            Text.assemble(*shares[:-1]),
+        ]  # fmt: skip

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from model.distributed.info import TENSOR, ClusterInfo, RankInfo
+from model.distributed.info import TENSOR, ClusterInfo, RankInfo, StepTiming
 from model.distributed.plan import split
 from model.distributed.shard import shard_model
 
@@ -180,6 +180,10 @@ class LocalGroup:
             messages_per_step=self.messages_per_step,
             bytes_per_message=self.bytes_per_message,
         )
+
+    def timing(self) -> Optional[StepTiming]:
+        """The latest decode step timed collective by collective (see step_timer); None before the first."""
+        return self.leader.timer.last if self.leader else None
 
     def close(self) -> None:
         """End the followers and reap them (see `mirror.follow` for why there is no stop message)."""

@@ -45,3 +45,20 @@ class ClusterInfo:
         # The name `--json` has always used for tensor parallel's figure.
         out["all_sum_s_per_step"] = self.comm_s_per_step if self.mode == TENSOR else None
         return out
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One timed decode step on rank 0 (see model.distributed.step_timer): its collectives against the rest."""
+
+    comm_s: float  # in the step's collectives: the transfer, and waiting for any rank still computing
+    compute_s: float  # the rest of the forward pass: rank 0's share of the blocks, and the head
+    collectives: int  # how many were timed (the pass's header and ids, then 2 all_sums per block)
+    step: int  # timed steps so far; this is the latest
+
+
+def cluster_from_dict(data: dict) -> ClusterInfo:
+    """A ClusterInfo back from `as_dict` (ModelReady's info carries it as plain data)."""
+    fields = {k: v for k, v in data.items() if k in ClusterInfo.__dataclass_fields__}
+    ranks = tuple(RankInfo(**{**r, "layers": tuple(r["layers"])}) for r in data["per_rank"])
+    return ClusterInfo(**{**fields, "per_rank": ranks})

@@ -22,6 +22,8 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_factory import compute_dtype, make_cache
+from model.distributed.shard import AllSum
+from model.distributed.step_timer import StepTimer
 from model.loading.weights import weight_bytes
 from model.runtime.settings import CacheSettings
 
@@ -67,6 +69,10 @@ class Leader:
         self.weight_bytes = weight_bytes(share_model)
         self.figures: list[tuple[int, int]] = []  # per rank: (weight bytes, KV bytes), as of the last step
         self.pending = None  # the last pass's output, until the next one is announced
+        self.timer = StepTimer()
+        for module in share_model.modules():
+            if isinstance(module, AllSum):
+                module._timer = self.timer
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -108,9 +114,25 @@ class Leader:
         return h
 
     def __call__(self, tokens, cache=None, last_only: bool = False, probe=None):
+        if tokens.shape[1] > 1:
+            self.timer.arm()  # a prefill: the first decode step after it is timed, so every reply has one
+        elif self.timer.due():
+            return self._timed(tokens, cache, last_only, probe)
         # The head needs the whole residual stream, so every all_sum is in this graph.
         self.pending = self.inner(self._announce(tokens, cache), cache, last_only, probe)
         return self.pending
+
+    def _timed(self, tokens, cache, last_only: bool, probe):
+        """A decode step run collective by collective, so its communication can be told from its compute."""
+        mx.eval(tokens)  # choosing these ids was the previous step's work
+        if self.pending is not None:
+            mx.eval(self.pending)
+            self.pending = None
+        with self.timer.step():
+            ids = self.timer.collective(None, lambda: self._announce(tokens, cache), count=2)  # header, then ids
+            out = self.inner(ids, cache, last_only, probe)
+            mx.eval(out)
+        return out
 
     def time_step_comm(self, repeats: int = 5) -> float:
         """Seconds of communication in one decode step: its 2 x layers all_sums, timed alone (median of repeats)."""

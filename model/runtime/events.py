@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
+from model.distributed.info import ClusterInfo, StepTiming
 from model.runtime.stats import CacheState, DraftCounts, PrefillStats, TurnStats
 
 
@@ -112,6 +113,18 @@ class TokenGenerated(Event):
     thinking: bool = False  # between <think> and </think>, both included (see model.runtime.thinking)
     drafted: bool = False  # guessed by prompt lookup and confirmed by the model
     drafts: DraftCounts = DraftCounts()  # prompt lookup in this reply so far
+
+
+@dataclass(frozen=True)
+class ClusterStep(Event):
+    """A decode step of a model split over ranks (after its TokenGenerated): the group now, and the latest timed step.
+
+    At load the group is in ModelReady's `info["cluster"]`; a single process sends none of these."""
+
+    turn: int
+    index: int  # the TokenGenerated this follows
+    cluster: ClusterInfo  # each rank's weight and KV bytes as of this step's forward pass
+    timing: Optional[StepTiming]  # the latest step timed collective by collective (None: none yet)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from model.runtime.branches import ROOT, Turn, TurnPlan, TurnTree
 from model.runtime.conversation import Conversation, TurnPrompt
 from model.runtime.events import (
     BranchSwitched,
+    ClusterStep,
     ConversationReset,
     Event,
     HistoryRestored,
@@ -388,6 +389,9 @@ class ChatSession:
                 turn.number, index, step.token_id, text, step.prob, top, live, elapsed, state, thinking, drafted, drafts
             )
         )
+        group = self.loaded.group
+        if group is not None:
+            self.emit(ClusterStep(turn.number, index, group.figures(), group.timing()))
         if step.inside is not None:
             # The forward pass that predicted this token consumed the ones before it.
             fed = conv.history + turn.generated[:-1]
