@@ -114,9 +114,9 @@ class Leader:
         return h
 
     def __call__(self, tokens, cache=None, last_only: bool = False, probe=None):
-        if tokens.shape[1] > 1:
-            self.timer.arm()  # a prefill: the first decode step after it is timed, so every reply has one
-        elif self.timer.due():
+        if last_only:
+            self.timer.arm()  # a prefill's last token: the decode pass after it is timed, so every reply has one
+        elif self.timer.due():  # a decode step (or a prompt-lookup verify pass, a step of several tokens)
             return self._timed(tokens, cache, last_only, probe)
         # The head needs the whole residual stream, so every all_sum is in this graph.
         self.pending = self.inner(self._announce(tokens, cache), cache, last_only, probe)
