@@ -49,10 +49,12 @@ def _group(args: argparse.Namespace):
     if args.ranks < 1:
         raise ModelError(f"--ranks {args.ranks}: give 1 or more processes.")
     if args.ranks == 1:
+        if args.pipeline:
+            raise ModelError("--pipeline splits the model over ranks: give --ranks 2 or more too.")
         return None
     from model.distributed.group import LocalGroup
 
-    return LocalGroup(args.ranks, args.model, args.weights)
+    return LocalGroup(args.ranks, args.model, args.weights, args.pipeline)
 
 
 def _with_group(row: dict, group, result: TurnResult) -> dict:

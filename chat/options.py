@@ -96,6 +96,13 @@ OPTIONS: list[Option] = [
         "split the model over this many processes on this machine (tensor parallel, MLX ring over 127.0.0.1)",
         kwargs={"type": int},
     ),
+    Option(
+        "--pipeline",
+        frozenset({"run", "replay"}),
+        False,
+        "with --ranks: split the layers into contiguous stages instead (for hosts with different memory)",
+        kwargs={"action": "store_true"},
+    ),
     Option("--show-top", CHATS | BENCH, 10, "next-token candidates computed per step", kwargs={"type": int}),
     Option(
         "--db",

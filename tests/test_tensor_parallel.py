@@ -31,9 +31,10 @@ def tiny(tmp_path_factory):
     return str(folder)
 
 
-def followers_alive() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "model.distributed.follower" in line and "ps -eo" not in line]
+def followers_alive(model: str = "") -> list[str]:
+    """Follower processes still running (for `model` only, when given: other runs may share the machine)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "model.distributed.follower" in line and model in line]
 
 
 def same_cache_but_bytes(a: dict, b: dict) -> bool:
@@ -79,7 +80,7 @@ def test_two_ranks_give_the_single_process_tokens_probabilities_and_shares(tiny)
     # KV: rank 0 holds 2 of the 3 KV heads, rank 1 the third.
     kv = [r["kv_bytes"] for r in two["per_rank"]]
     assert kv == [one["cache"]["bytes"] * 2 // 3, one["cache"]["bytes"] // 3]
-    assert not followers_alive()
+    assert not followers_alive(tiny)
 
 
 def test_two_ranks_match_through_a_conversation_that_wraps(tiny, tmp_path):
@@ -95,7 +96,7 @@ def test_two_ranks_match_through_a_conversation_that_wraps(tiny, tmp_path):
     assert "stop" in [r["stop_reason"] for r in rows[1]]
     assert [r["token_ids"] for r in rows[2]] == [r["token_ids"] for r in rows[1]]
     assert all(same_cache_but_bytes(a["cache"], b["cache"]) for a, b in zip(rows[2], rows[1], strict=True))
-    assert not followers_alive()
+    assert not followers_alive(tiny)
 
 
 def test_kv_bits_cache_is_sharded_too(tiny):
@@ -123,7 +124,7 @@ def test_a_killed_rank_gets_one_line_and_no_hang(tiny):
     assert proc.returncode != 0
     assert len(lines) == 1, err.decode()
     assert lines[0].startswith("glasschat: rank 1 of 2 stopped (signal 9)")
-    assert not followers_alive()
+    assert not followers_alive(tiny)
 
 
 def test_more_ranks_than_kv_heads_is_one_line(tiny):
@@ -131,7 +132,7 @@ def test_more_ranks_than_kv_heads_is_one_line(tiny):
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("[ring]")]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert "splits over 1 to 3 ranks, not 4" in lines[0]
-    assert not followers_alive()
+    assert not followers_alive(tiny)
 
 
 @pytest.mark.slow  # about a minute per run on 2 busy cores: the default model, once with 1 rank and once with 2

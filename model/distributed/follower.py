@@ -25,6 +25,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="glasschat-follower")
     parser.add_argument("--model")
     parser.add_argument("--weights", default="auto")
+    parser.add_argument("--pipeline", action="store_true")
+    parser.add_argument("--memory", help="pipeline: each rank's host memory, comma-separated (the split follows it)")
     args = parser.parse_args()
     threading.Thread(target=_exit_with_parent, daemon=True).start()
 
@@ -38,7 +40,8 @@ def main() -> int:
     try:
         loaded = load_model(args.model, args.weights)
         group = mx.distributed.init(backend="ring", strict=True)
-        shard_loaded(loaded, group)
+        memory = [float(m) for m in args.memory.split(",")] if args.memory else None
+        shard_loaded(loaded, group, args.pipeline, memory)
     except ModelError as exc:
         print(f"glasschat (rank {os.environ.get('MLX_RANK')}): {exc}", file=sys.stderr, flush=True)
         return 2

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from model.distributed.info import TENSOR, ClusterInfo, RankInfo, StepTiming
-from model.distributed.plan import split
+from model.distributed.info import PIPELINE, TENSOR, ClusterInfo, RankInfo, StepTiming
+from model.distributed.plan import split, stages
 from model.distributed.shard import shard_model
 
 POLL_S = 0.2  # how often the watchdogs look
@@ -54,20 +54,36 @@ def init_ring(rank: int, hostfile: str):
     return mx.distributed.init(backend="ring", strict=True)
 
 
-def shard_loaded(loaded, group):
-    """This rank's share of a loaded model, in place; returns the full model's facts first."""
+def shard_loaded(loaded, group, pipeline: bool = False, memory: Optional[list[float]] = None) -> dict:
+    """This rank's share of a loaded model (tensor parallel, or a pipeline stage), in place;
+    returns the full model's facts, as they were before."""
+    from model.distributed.pipeline import stage_loaded
+
     full_info = loaded.info()
-    share = split(loaded.config, group.size())[group.rank()]
-    shard_model(loaded.model, share, group)
+    if pipeline:
+        loaded.model = stage_loaded(loaded.model, group, memory)
+    else:
+        shard_model(loaded.model, split(loaded.config, group.size())[group.rank()], group)
     loaded.config = loaded.model.config
-    return full_info, share
+    return full_info
+
+
+def holdings(config, size: int, pipeline: bool, memory: Optional[list[float]] = None) -> list[tuple]:
+    """Per rank: (the blocks it runs, [first, stop); the query heads it holds in them)."""
+    if pipeline:
+        return [((s.start, s.stop), config.num_attention_heads) for s in stages(config.num_hidden_layers, size, memory)]
+    return [((0, config.num_hidden_layers), len(s.q_heads)) for s in split(config, size)]
 
 
 class LocalGroup:
     """N ranks on this machine; this process is rank 0."""
 
-    def __init__(self, size: int, model: Optional[str], layout: str):
+    def __init__(
+        self, size: int, model: Optional[str], layout: str, pipeline: bool = False, memory: Optional[list[float]] = None
+    ):
         self.size = size
+        self.pipeline = pipeline
+        self.memory = memory  # pipeline: each rank's host memory, for the split (None: even)
         self.folder = tempfile.TemporaryDirectory(prefix="glasschat-ranks-")
         self.hostfile = str(Path(self.folder.name) / "hostfile.json")
         Path(self.hostfile).write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(size)]))
@@ -87,6 +103,8 @@ class LocalGroup:
         cmd = [sys.executable, "-m", "model.distributed.follower", "--weights", layout]
         if model:
             cmd += ["--model", model]
+        if self.pipeline:
+            cmd += ["--pipeline"] + (["--memory", ",".join(map(str, self.memory))] if self.memory else [])
         env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": self.hostfile}
         log = open(Path(self.folder.name) / f"rank{rank}.log", "wb")
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
@@ -151,11 +169,11 @@ class LocalGroup:
 
         group = init_ring(0, self.hostfile)
         full = loaded.config
-        self.full_info, self.share = shard_loaded(loaded, group)
-        self.holds = [((0, full.num_hidden_layers), len(s.q_heads)) for s in split(full, self.size)]
-        self.messages_per_step = 2 * full.num_hidden_layers
+        self.holds = holdings(full, self.size, self.pipeline, self.memory)  # refuses a size that cannot split
+        self.full_info = shard_loaded(loaded, group, self.pipeline, self.memory)
+        self.messages_per_step = self.size if self.pipeline else 2 * full.num_hidden_layers
         self.bytes_per_message = full.hidden_size * compute_dtype(loaded.model).size
-        self.leader = Leader(loaded.model, group)
+        self.leader = Leader(loaded.model, group, self.pipeline)
         loaded.model = self.leader
         self.comm_s_per_step = self.leader.time_step_comm()
         loaded.group = self
@@ -174,7 +192,7 @@ class LocalGroup:
         return ClusterInfo(
             ranks=self.size,
             backend="ring",
-            mode=TENSOR,
+            mode=PIPELINE if self.pipeline else TENSOR,
             per_rank=per_rank,
             comm_s_per_step=self.comm_s_per_step,
             messages_per_step=self.messages_per_step,

@@ -22,12 +22,13 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_factory import compute_dtype, make_cache
+from model.distributed.pipeline import Stage, time_hops
 from model.distributed.shard import AllSum
 from model.distributed.step_timer import StepTimer
 from model.loading.weights import weight_bytes
 from model.runtime.settings import CacheSettings
 
-FORWARD, TIME_ALL_SUMS = 1, 2
+FORWARD, TIME_ALL_SUMS, TIME_HOPS = 1, 2, 3
 _FIELDS = 8  # op, cache number, capacity, kv bits, keep, length, tokens, spare
 _KEPT_CACHES = 2  # the conversation's cache and the warm-up's; older ones are dropped on both sides
 
@@ -56,20 +57,27 @@ def time_all_sums(group, count: int, width: int, dtype) -> float:
     return time.perf_counter() - start
 
 
+TIMERS = {TIME_ALL_SUMS: time_all_sums, TIME_HOPS: time_hops}  # op -> what every rank runs, same arguments
+HOP_ROUNDS = 10  # pipeline: trips around the ring timed at once (one is too short to time alone)
+
+
 class Leader:
     """Rank 0's model: the share it holds, announcing each forward pass to the followers first.
 
     Everything else (config, rope, head, the inner modules) is the share's own."""
 
-    def __init__(self, share_model, group):
+    def __init__(self, share_model, group, pipeline: bool = False):
         self.inner = share_model
         self.group = group
+        self.pipeline = pipeline
         self.caches: dict[int, tuple[int, KVCache]] = {}  # id(cache) -> (number, cache)
         self.next_number = 0
         self.weight_bytes = weight_bytes(share_model)
         self.figures: list[tuple[int, int]] = []  # per rank: (weight bytes, KV bytes), as of the last step
         self.pending = None  # the last pass's output, until the next one is announced
         self.timer = StepTimer()
+        if isinstance(share_model, Stage):
+            share_model.timer = self.timer
         for module in share_model.modules():
             if isinstance(module, AllSum):
                 module._timer = self.timer
@@ -135,13 +143,17 @@ class Leader:
         return out
 
     def time_step_comm(self, repeats: int = 5) -> float:
-        """Seconds of communication in one decode step: its 2 x layers all_sums, timed alone (median of repeats)."""
-        count = 2 * self.inner.config.num_hidden_layers
+        """Seconds of communication in one decode step, timed alone (median of repeats): tensor parallel's
+        2 x layers all_sums, or one trip of the stream around the pipeline's ranks."""
+        if self.pipeline:
+            op, count, steps = TIME_HOPS, HOP_ROUNDS, HOP_ROUNDS
+        else:
+            op, count, steps = TIME_ALL_SUMS, 2 * self.inner.config.num_hidden_layers, 1
         times = []
         for _ in range(repeats):
-            _header(self.group, [TIME_ALL_SUMS, count], (self.weight_bytes, 0))
-            times.append(time_all_sums(self.group, count, self.inner.config.hidden_size, compute_dtype(self.inner)))
-        return sorted(times)[len(times) // 2]
+            _header(self.group, [op, count], (self.weight_bytes, 0))
+            times.append(TIMERS[op](self.group, count, self.inner.config.hidden_size, compute_dtype(self.inner)))
+        return sorted(times)[len(times) // 2] / steps
 
 
 def follow(model, group) -> None:
@@ -156,8 +168,8 @@ def follow(model, group) -> None:
         op, number, capacity, bits, keep, length, n_tokens, _ = _header(group, [], (own_bytes, _kv_bytes(cache)))[
             :_FIELDS
         ]
-        if op == TIME_ALL_SUMS:
-            time_all_sums(group, number, model.config.hidden_size, compute_dtype(model))
+        if op in TIMERS:
+            TIMERS[op](group, number, model.config.hidden_size, compute_dtype(model))
             continue
         cache = None
         if number >= 0:

@@ -1,4 +1,4 @@
-"""Which heads and which MLP columns each rank of a tensor-parallel group holds.
+"""Which part of the model each rank holds: heads and MLP columns (tensor parallel), or a run of blocks (pipeline).
 
 Heads are dealt out by key/value group, so a rank's query heads always read
 the key/value heads it holds and attention needs no communication. The default
@@ -8,6 +8,7 @@ rank does about the same work per layer.
 """
 
 from dataclasses import dataclass, replace
+from typing import Optional
 
 from model.errors import ModelError
 from model.loading.config import ModelConfig
@@ -66,3 +67,22 @@ def split(config: ModelConfig, size: int) -> list[Share]:
         Share(r, kv[r], range(kv[r].start * group, kv[r].stop * group), range(starts[r], starts[r] + widths[r]))
         for r in range(size)
     ]
+
+
+def stages(n_layers: int, size: int, memory: Optional[list[float]] = None) -> list[range]:
+    """Pipeline parallel: each rank's contiguous run of blocks, in proportion to `memory` (its host's, any unit).
+
+    Even when `memory` is None. Every rank gets at least one block; rank 0 also holds the embedding and head."""
+    if not 1 <= size <= n_layers:
+        raise ModelError(
+            f"This model has {n_layers} layers, so a pipeline splits it over 1 to {n_layers} ranks, not {size}."
+        )
+    memory = memory or [1.0] * size
+    if len(memory) != size or min(memory) <= 0:
+        raise ModelError(f"A pipeline over {size} ranks needs {size} positive memory sizes, not {memory}.")
+    bounds = [0]
+    for r in range(1, size):
+        b = round(n_layers * sum(memory[:r]) / sum(memory))
+        bounds.append(min(max(b, bounds[-1] + 1), n_layers - (size - r)))  # one block at least, for every rank
+    bounds.append(n_layers)
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]

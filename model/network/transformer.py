@@ -4,6 +4,7 @@ Module names follow the Hugging Face checkpoint keys, so loading a checkpoint is
 a rename at most. The model holds no state: the KV cache is passed in.
 """
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
 import mlx.core as mx
@@ -190,10 +191,17 @@ class Transformer(nn.Module):
         """Embed and run every block; returns the residual stream before the final norm.
 
         A `probe` records what it asks for on the way (see model.network.probe)."""
-        _, L = tokens.shape  # (B, L)
+        return self.blocks(self.embed(tokens), cache, probe)
+
+    def embed(self, tokens: mx.array) -> mx.array:
         h = self.model.embed_tokens(tokens)  # (B, L, d)
         if self.config.embed_scale != 1.0:  # Gemma: sqrt(d), so embeddings match the stream's scale
             h = h * self.config.embed_scale
+        return h
+
+    def blocks(self, h: mx.array, cache: Optional["KVCache"] = None, probe: Optional[Probe] = None) -> mx.array:
+        """Run every block over the residual stream h (B, L, d); a pipeline stage starts here with what it received."""
+        L = h.shape[1]
         # The cache makes room first (evicting if full), so the new tokens'
         # positions are known before RoPE is applied.
         offset = cache.begin(L) if cache is not None else 0
@@ -211,6 +219,25 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.commit(L)
         return h
+
+    def keep_layers(self, layers: range) -> None:
+        """Keep only the blocks in `layers` (a pipeline stage), renumbered from 0 with their per-layer switches.
+
+        The config then describes the stage, so a KV cache made for it holds these layers only."""
+        c = self.config
+
+        def local(ids: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(i - layers.start for i in ids if i in layers)
+
+        self.config = replace(
+            c,
+            num_hidden_layers=len(layers),
+            sliding_layers=local(c.sliding_layers),
+            no_rope_layers=local(c.no_rope_layers),
+        )
+        self.model.layers = self.model.layers[layers.start : layers.stop]
+        self.windowed = frozenset(self.config.sliding_layers if c.sliding_window else ())
+        self.no_rope = frozenset(self.config.no_rope_layers)
 
     def head(self, h: mx.array) -> mx.array:
         """Final norm, then the output head (the embedding table when tied), soft-capped for Gemma 2."""
