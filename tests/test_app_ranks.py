@@ -18,11 +18,14 @@ import sys
 import termios
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from test_app_killed import read_rows, wait_until
 from test_tensor_parallel import UNEVEN
 
+from model.runtime.events import SwitchFailed
+from model.runtime.session import ChatSession, EngineOptions
 from tests.cli_helpers import glasschat
 from tests.tiny_models import write_chat_folder
 
@@ -133,3 +136,17 @@ def test_a_follower_killed_under_the_app_closes_it_with_one_line(tiny, tmp_path)
     finally:
         app.close()
     assert not followers_alive(tiny)
+
+
+def test_a_model_switch_is_refused_while_split():
+    """Every rank loaded the model at start; the followers cannot load another, so the engine refuses in one line."""
+    events = []
+    session = ChatSession(EngineOptions(), events.append)
+    session.loaded = SimpleNamespace(group=SimpleNamespace(size=2))  # a model split over 2 ranks, as far as asked
+    session.switch_model("other.gguf")
+    [failed] = events
+    assert isinstance(failed, SwitchFailed) and failed.model == "other.gguf"
+    assert failed.message == "Every rank loaded this model at start: to use another, start again with " + (
+        "--model other.gguf --ranks 2."
+    )
+    assert session.loaded.group.size == 2  # the model in use stays
