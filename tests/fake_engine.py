@@ -15,7 +15,6 @@ from pathlib import Path
 import event_codec
 
 from model.errors import ModelError
-from model.internals.watch import Watch
 from model.loading import hub
 from model.loading.loader import resolve_source
 from model.runtime.branches import Turn, TurnPlan, TurnTree
@@ -49,8 +48,7 @@ class FakeEngine:
         self.sent: list[str] = []
         self.updates: list[dict] = []
         self.needs = StepNeeds(top_k=options.top_k_shown)
-        self.watch = Watch()  # transition: what chat/ sends through set_watch until it sends StepNeeds
-        self.watches: list[Watch] = []
+        self.needs_sent: list[StepNeeds] = []  # every set_needs, in order
         self._cancel = threading.Event()
         self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -102,11 +100,7 @@ class FakeEngine:
 
     def set_needs(self, needs):
         self.needs = needs
-
-    def set_watch(self, watch):
-        self.watch = watch
-        self.watches.append(watch)
-        self.set_needs(watch.as_needs(self.needs))
+        self.needs_sent.append(needs)
 
     def set_sampling(self, settings):
         self.update(sampling=settings)

@@ -144,9 +144,9 @@ async def test_hiding_top_k_stops_the_engine_computing_it():
         await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f5")
         assert not app.query_one(TopKPanel).display
-        assert holder["engine"].updates[-1] == {"top_k_shown": 0}
+        assert holder["engine"].needs.top_k == 0
         await pilot.press("f5")
-        assert holder["engine"].updates[-1] == {"top_k_shown": 10}
+        assert holder["engine"].needs.top_k == 10
 
 
 @pytest.mark.asyncio

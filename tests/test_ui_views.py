@@ -38,7 +38,7 @@ async def test_closed_views_ask_the_engine_for_nothing():
     async with app.run_test(size=(140, 45)) as pilot:
         await long_turn(pilot, holder)
         engine = holder["engine"]
-        assert not engine.watch.active
+        assert not engine.needs.watched
         assert not app.chat.panels["attention"].display and not app.chat.panels["lens"].display
         assert app.chat.panels["attention"].step is None and app.chat.panels["lens"].step is None
 
@@ -50,7 +50,8 @@ async def test_attention_panel_shows_the_events_numbers_and_picks_layers():
         await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f7")
         engine = holder["engine"]
-        assert engine.watch.attention_layer == app.chat.panels["attention"].attention_layer and not engine.watch.lens
+        assert engine.needs.attention_layer == app.chat.panels["attention"].attention_layer
+        assert engine.needs.lens_layers is None
         assert app.chat.panels["attention"].attention_layer == 30 // 2
         events = await long_turn(pilot, holder)
         last = [e for e in events if isinstance(e, InsideStep)][-1]
@@ -69,11 +70,11 @@ async def test_attention_panel_shows_the_events_numbers_and_picks_layers():
         assert all(f"h{i} " in text for i in range(len(last.attention)))
         # ←/→ choose the layer the engine watches.
         await pilot.press("right")
-        assert engine.watch.attention_layer == 16 and panel.attention_layer == 16
+        assert engine.needs.attention_layer == 16 and panel.attention_layer == 16
         await pilot.press("left", "left")
-        assert engine.watch.attention_layer == 14
+        assert engine.needs.attention_layer == 14
         await pilot.press("f7")
-        assert not engine.watch.active
+        assert not engine.needs.watched
 
 
 def test_buckets_keep_the_attention_mass():
@@ -88,8 +89,8 @@ async def test_lens_panel_shows_each_layers_top_guess():
     async with app.run_test(size=(140, 60)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
         await pilot.press("f8")
-        watch = holder["engine"].watch
-        assert watch.lens and watch.attention_layer is None and watch.lens_layers == tuple(shown_layers(30))
+        needs = holder["engine"].needs
+        assert needs.attention_layer is None and needs.lens_layers == tuple(shown_layers(30))
         events = await long_turn(pilot, holder)
         last = [e for e in events if isinstance(e, InsideStep)][-1]
         text = text_of(app.query_one(LensPanel))
@@ -160,8 +161,8 @@ async def test_confidence_colouring_keeps_the_top_k_computed_with_the_panel_hidd
         await wait_for(pilot, lambda: app.chat.ready)
         engine = holder["engine"]
         await pilot.press("f5")  # hide Next token: the engine stops computing the top-k
-        assert engine.updates[-1] == {"top_k_shown": 0}
+        assert engine.needs.top_k == 0
         await pilot.press("f9")  # confidence colouring shows each step's top-k: computed again
-        assert engine.updates[-1] == {"top_k_shown": 10}
+        assert engine.needs.top_k == 10
         await pilot.press("f9")
-        assert engine.updates[-1] == {"top_k_shown": 0}
+        assert engine.needs.top_k == 0

@@ -19,7 +19,6 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TextArea
 
-from model.internals.watch import Watch
 from model.runtime.events import (
     BranchSwitched,
     ConversationReset,
@@ -30,6 +29,7 @@ from model.runtime.events import (
     TurnFailed,
     TurnStarted,
 )
+from model.runtime.needs import StepNeeds
 
 from .. import settings_forms
 from ..engine_view import EngineView, handles
@@ -96,7 +96,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         self.queue: list[tuple[str, UserMessage]] = []
         self.editing: Optional[int] = None  # the turn whose message the prompt box holds to edit (`e`)
         self.model_info: dict = {}
-        self._asked = (self.app.options.top_k_shown, Watch())  # what the engine was last told to compute
+        self._asked = StepNeeds(top_k=self.app.options.top_k_shown)  # what the engine was last told (its start)
 
     @property
     def busy(self) -> bool:
@@ -201,17 +201,14 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             (spec.needs(self.panels.get(view_id)) for view_id, spec in self.views.items() if self.open[view_id]),
             Needs(),
         )
-        top_k = self.app.options.top_k_shown if needs.top_k else 0
-        watch = Watch(
+        asked = StepNeeds(
+            top_k=self.app.options.top_k_shown if needs.top_k else 0,
             attention_layer=needs.attention_layer,
-            lens=needs.lens_layers is not None,
-            lens_layers=needs.lens_layers or (),
+            lens_layers=needs.lens_layers,
         )
-        if top_k != self._asked[0]:
-            self.app.bridge.update(top_k_shown=top_k)
-        if watch != self._asked[1]:
-            self.app.bridge.set_watch(watch)
-        self._asked = (top_k, watch)
+        if asked != self._asked:
+            self.app.bridge.set_needs(asked)
+            self._asked = asked
 
     def commands(self) -> Iterable[SystemCommand]:
         """The palette's entries for this screen."""

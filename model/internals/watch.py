@@ -20,7 +20,7 @@ the step's logits:
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import mlx.core as mx
@@ -35,26 +35,6 @@ from model.runtime.sampling import log_softmax
 
 LENS_TOP = 3  # candidates per layer (the view shows two)
 MOST_ATTENDED = 8  # positions named in an InsideStep
-
-
-@dataclass(frozen=True)
-class Watch:
-    """Transition only: what chat/ still sends through `Engine.set_watch`; the engine takes a StepNeeds."""
-
-    attention_layer: Optional[int] = None  # None: the attention view is closed
-    lens: bool = False
-    lens_layers: tuple[int, ...] = ()  # the layers the lens reads; () is every layer
-    interval_s: float = (
-        0.4  # at most one watched step per this many seconds (the views redraw at most 2.5 times a second)
-    )
-
-    @property
-    def active(self) -> bool:
-        return self.attention_layer is not None or self.lens
-
-    def as_needs(self, needs: StepNeeds) -> StepNeeds:
-        lens_layers = self.lens_layers if self.lens else None
-        return replace(needs, attention_layer=self.attention_layer, lens_layers=lens_layers, interval_s=self.interval_s)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from typing import Any, Optional
 
 import mlx.core as mx
 
-from model.internals.watch import Watch
 from model.loading.chat_template import Message
 from model.loading.tokenizer import TextTokenizer
 from model.runtime.needs import StepNeeds
@@ -73,10 +72,6 @@ class Engine:
 
     def set_needs(self, needs: StepNeeds) -> None:
         self.session.needs = needs  # one reference swap: the engine thread reads it whole, once per step
-
-    def set_watch(self, watch: Watch) -> None:
-        """Transition only, until chat/ calls `set_needs`."""
-        self.set_needs(watch.as_needs(self.session.needs))
 
     def set_sampling(self, settings: SamplingSettings) -> None:
         self.update(sampling=settings)

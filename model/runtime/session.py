@@ -66,7 +66,7 @@ class EngineOptions:
     cache: CacheSettings = field(default_factory=CacheSettings)
     lookup: LookupSettings = field(default_factory=LookupSettings)  # prompt lookup (model.runtime.speculate)
     max_tokens: int = 512  # per reply
-    top_k_shown: int = 10  # top-k rows per step until the views say otherwise (StepNeeds.top_k)
+    top_k_shown: int = 10  # top-k rows per step until the views say otherwise (`set_needs`)
     thinking: Optional[bool] = None  # None: as the template has it; False asks a thinking model not to think
     prefill_chunk: int = PREFILL_CHUNK
     # Run on each loaded model before use: tensor parallel makes it this rank's share (model.distributed).
@@ -206,8 +206,6 @@ class ChatSession:
         """Change options; a new `cache` setting starts a new conversation (refused in one line if it cannot)."""
         old = self.options
         self.options = replace(old, **changes)
-        if "top_k_shown" in changes:  # until chat/ sends StepNeeds: top_k_shown still says how many rows
-            self.needs = replace(self.needs, top_k=self.options.top_k_shown)
         if self.conversation is not None:
             self.conversation.thinking = self.options.thinking  # from the next turn
         if self.options.cache == old.cache:
