@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import gguf
@@ -11,14 +13,15 @@ from hub_cache import SteppedDownload, tiny_gguf, write_cached_repo
 
 from model.errors import ModelError
 from model.loading import hub
-from model.loading.describe import GGML_TYPES, GGUF_FILE_TYPES, describe_path, read_gguf_header
+from model.loading.describe import GGUF_FILE_TYPES, describe_path, read_gguf_header
+from model.loading.gguf_quants import TYPE_NAMES
 
 
 def test_the_type_names_are_llama_cpps():
     """Our tables against the `gguf` package's enums (llama.cpp's own Python)."""
     for number, name in GGUF_FILE_TYPES.items():
         assert gguf.LlamaFileType(number).name.split("_", 1)[1] == name
-    for number, name in GGML_TYPES.items():
+    for number, name in TYPE_NAMES.items():
         assert gguf.GGMLQuantizationType(number).name == name
 
 
@@ -54,6 +57,20 @@ def test_a_file_that_is_not_gguf_is_described_as_unreadable(tmp_path):
     card = describe_path(bad)
     assert card.problem.startswith("unreadable") and card.architecture == "?"
     assert describe_path(tmp_path / "gone.gguf").problem == "not found"
+
+
+def test_a_gguf_cut_short_is_described_as_unreadable(tmp_path, default_gguf_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(default_gguf_path.read_bytes()[:4096])  # ends inside the vocabulary
+    card = describe_path(cut)
+    assert card.problem.startswith("unreadable") and card.size_bytes == 4096
+
+
+def test_describing_models_does_not_import_mlx():
+    """The Models screen describes files from a UI worker thread: the UI never touches MLX."""
+    code = "import sys, model.loading.describe; print('mlx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 The Models screen lists every model a user could open, and the Hub cache alone may
 hold gigabytes: reading each with `mx.load` would take seconds and the memory of
 the weights. A GGUF's header is a few kilobytes of key/value pairs before the
-tensors (read here field by field, skipping the vocabulary's arrays), and a
+tensors (read by `gguf_header`, skipping the vocabulary's arrays), and a
 folder's `config.json` says its family and how its weights are stored. No MLX here:
 the UI calls this from a worker thread.
 """
@@ -12,7 +12,11 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Optional
+
+import numpy as np
+
+from model.loading import gguf_header
 
 # llama.cpp's `general.file_type` (enum llama_ftype), as `gguf.LlamaFileType` names them.
 GGUF_FILE_TYPES = {
@@ -49,26 +53,6 @@ GGUF_FILE_TYPES = {
     36: "TQ1_0",
     37: "TQ2_0",
 }
-# ggml's tensor types (enum ggml_type), for files that do not name their file type.
-GGML_TYPES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    6: "Q5_0",
-    7: "Q5_1",
-    8: "Q8_0",
-    10: "Q2_K",
-    11: "Q3_K",
-    12: "Q4_K",
-    13: "Q5_K",
-    14: "Q6_K",
-    30: "BF16",
-}
-
-# GGUF value types: struct formats of the fixed-size ones; 8 is a string, 9 an array.
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
 _WANTED = ("general.architecture", "general.name", "general.file_type", "general.size_label")
 
 
@@ -95,7 +79,7 @@ def describe_path(path: Path, name: Optional[str] = None, where: str = "") -> Mo
         if path.is_dir():
             return _describe_folder(path, source, name, where)
         return _describe_gguf(path, source, name, where)
-    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
         return ModelCard(source, name, size_bytes=_size(path), where=where, problem=f"unreadable ({exc})"[:80])
 
 
@@ -179,74 +163,17 @@ def read_gguf_header(path: Path) -> dict:
     """The header keys the Models screen shows; without `general.file_type`, the tensors' dominant type.
 
     Raises ValueError for a file that is not GGUF."""
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ValueError("not a GGUF file")
-        version, n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-        if version < 2:
-            raise ValueError(f"GGUF version {version} is too old")
-        found: dict = {}
-        for _ in range(n_kv):
-            key = _string(f)
-            kind = _u32(f)
-            if key in _WANTED:
-                found[key] = _value(f, kind)
-            else:
-                _skip(f, kind)
-        if "general.file_type" not in found:
-            found["dominant_type"] = _dominant_type(f, n_tensors)
+    meta, infos, _ = gguf_header.read_header(path, keys=_WANTED)
+    found = {key: value.item() if isinstance(value, np.generic) else value for key, value in meta.items()}
+    found.pop(gguf_header.ALIGNMENT, None)
+    if "general.file_type" not in found:
+        found["dominant_type"] = _dominant_type(infos)
     return found
 
 
-def _u32(f: BinaryIO) -> int:
-    return struct.unpack("<I", f.read(4))[0]
-
-
-def _string(f: BinaryIO) -> str:
-    (n,) = struct.unpack("<Q", f.read(8))
-    return f.read(n).decode("utf-8")
-
-
-def _value(f: BinaryIO, kind: int):
-    if kind == _STRING:
-        return _string(f)
-    if kind in _SCALARS:
-        fmt = _SCALARS[kind]
-        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-    _skip(f, kind)
-    return None
-
-
-def _skip(f: BinaryIO, kind: int) -> None:
-    if kind == _STRING:
-        (n,) = struct.unpack("<Q", f.read(8))
-        f.seek(n, 1)
-    elif kind == _ARRAY:
-        item, count = struct.unpack("<IQ", f.read(12))
-        if item in _SCALARS:
-            f.seek(count * struct.calcsize(_SCALARS[item]), 1)
-        else:  # strings (the vocabulary) or nested arrays: one at a time
-            for _ in range(count):
-                _skip(f, item)
-    elif kind in _SCALARS:
-        f.seek(struct.calcsize(_SCALARS[kind]), 1)
-    else:
-        raise ValueError(f"unknown GGUF value type {kind}")
-
-
-def _dominant_type(f: BinaryIO, n_tensors: int) -> str:
+def _dominant_type(infos: list[gguf_header.TensorInfo]) -> str:
     """The tensor type holding the most elements (the one the file is named after, e.g. Q4_K)."""
-    elements: dict[int, int] = {}
-    for _ in range(n_tensors):
-        _string(f)
-        n_dims = _u32(f)
-        dims = struct.unpack(f"<{n_dims}Q", f.read(8 * n_dims))
-        kind, _offset = struct.unpack("<IQ", f.read(12))
-        count = 1
-        for d in dims:
-            count *= d
-        elements[kind] = elements.get(kind, 0) + count
-    if not elements:
-        return "?"
-    kind = max(elements, key=elements.get)
-    return GGML_TYPES.get(kind, f"type {kind}")
+    elements: dict[str, int] = {}
+    for info in infos:
+        elements[info.kind] = elements.get(info.kind, 0) + info.elements
+    return max(elements, key=elements.get) if elements else "?"
