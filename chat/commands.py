@@ -45,16 +45,30 @@ def _streamer(enabled: bool) -> Callable[[Event], None]:
 
 
 def _group(args: argparse.Namespace):
-    """With --ranks N > 1: the local group (rank 0 is this process); None for one process."""
+    """With --ranks N > 1 or --hostfile: the group (rank 0 is this process); None for one process."""
     if args.ranks < 1:
         raise ModelError(f"--ranks {args.ranks}: give 1 or more processes.")
+    if args.hostfile:
+        return _hostfile_group(args)
     if args.ranks == 1:
         if args.pipeline:
-            raise ModelError("--pipeline splits the model over ranks: give --ranks 2 or more too.")
+            raise ModelError("--pipeline splits the model over ranks: give --ranks 2 or more (or --hostfile) too.")
         return None
     from model.distributed.group import LocalGroup
 
     return LocalGroup(args.ranks, args.model, args.weights, args.pipeline)
+
+
+def _hostfile_group(args: argparse.Namespace):
+    """One rank per host in the hostfile, checked (and every host reached) before anything is started."""
+    from model.distributed.group import LocalGroup
+    from model.distributed.hostfile import check_reachable, read_hostfile
+
+    if args.ranks != 1:
+        raise ModelError("Give --ranks (processes on this machine) or --hostfile (one per host), not both.")
+    hosts = read_hostfile(args.hostfile)
+    check_reachable(hosts)
+    return LocalGroup(len(hosts), args.model, args.weights, args.pipeline, hosts, f"--hostfile {args.hostfile}")
 
 
 def _with_group(row: dict, group, result: TurnResult) -> dict:

@@ -97,8 +97,14 @@ OPTIONS: list[Option] = [
         kwargs={"type": int},
     ),
     Option(
+        "--hostfile",
+        frozenset({APP, "run", "replay"}),
+        None,
+        "split the model over the hosts this JSON lists, one rank each, this machine first (mlx.launch's format)",
+    ),
+    Option(
         "--pipeline",
-        frozenset({"run", "replay"}),
+        frozenset({APP, "run", "replay"}),
         False,
         "with --ranks: split the layers into contiguous stages instead (for hosts with different memory)",
         kwargs={"action": "store_true"},

@@ -1,6 +1,6 @@
 """A follower rank: load the model, keep this rank's share, run what rank 0 announces, exit on STOP.
 
-Started by `group.LocalGroup` (or by `mlx.launch`, which sets the same MLX_RANK
+Started by `group.LocalGroup`, here or over ssh (or by `mlx.launch`, which sets the same MLX_RANK
 and MLX_HOSTFILE) with the model options rank 0 was given.
 """
 

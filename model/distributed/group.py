@@ -1,9 +1,10 @@
-"""A local group of ranks on this machine: ports, the ring hostfile, the follower processes, and a watchdog.
+"""A group of ranks: ports, the ring hostfile, the follower processes, and a watchdog.
 
-`glasschat ... --ranks N` makes one: this process is rank 0, and it starts
-ranks 1..N-1 itself as `python -m model.distributed.follower`, with the
-environment `mlx.launch --backend ring` would give them (MLX_RANK and
-MLX_HOSTFILE, a JSON list of each rank's "ip:port"), over 127.0.0.1.
+`glasschat ... --ranks N` makes one on this machine, `--hostfile FILE` one over
+the hosts it lists (see `hostfile`): this process is rank 0, and it starts
+ranks 1..N-1 itself as `python -m model.distributed.follower` (over ssh on
+another host), with the environment `mlx.launch --backend ring` would give them
+(MLX_RANK and MLX_HOSTFILE, a JSON list of each rank's "ip:port").
 
 A rank that dies makes MLX's ring fail rank 0's next `all_sum`, but rank 0 may
 be between steps, or a follower may die while loading; so a watchdog thread
@@ -12,7 +13,6 @@ polls the followers and, when one has stopped, prints one line and ends rank 0
 Followers watch rank 0 the same way (see `follower`).
 """
 
-import json
 import os
 import signal
 import socket
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from model.distributed.hostfile import Host, follower_command, local_hosts, memory_split, ring_hostfile
 from model.distributed.info import PIPELINE, TENSOR, ClusterInfo, RankInfo, StepTiming
 from model.distributed.plan import split, stages
 from model.distributed.shard import shard_model
@@ -79,14 +80,25 @@ class LocalGroup:
     """N ranks on this machine; this process is rank 0."""
 
     def __init__(
-        self, size: int, model: Optional[str], layout: str, pipeline: bool = False, memory: Optional[list[float]] = None
+        self,
+        size: int,
+        model: Optional[str],
+        layout: str,
+        pipeline: bool = False,
+        hosts: Optional[list[Host]] = None,
+        again: str = "",
     ):
-        self.size = size
+        """`hosts`: one per rank, this machine first (default: `size` ranks on loopback); `again`: the
+        option that starts the same group, for the line that says how to restart."""
+        self.hosts = hosts or local_hosts(size)
+        self.size = len(self.hosts)
+        self.again = again or f"--ranks {self.size}"
         self.pipeline = pipeline
-        self.memory = memory  # pipeline: each rank's host memory, for the split (None: even)
+        self.memory = memory_split(self.hosts)  # pipeline: each rank's host memory, for the split (None: even)
         self.folder = tempfile.TemporaryDirectory(prefix="glasschat-ranks-")
         self.hostfile = str(Path(self.folder.name) / "hostfile.json")
-        Path(self.hostfile).write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(size)]))
+        self.ring = ring_hostfile(self.hosts, free_ports(self.size))
+        Path(self.hostfile).write_text(self.ring)
         self.stopping = False
         self._ending = threading.Lock()
         # Who tells the user the group is lost: the app sets this to close itself (the terminal restored)
@@ -100,12 +112,11 @@ class LocalGroup:
         threading.Thread(target=self._watch, name="glasschat-rank-watchdog", daemon=True).start()
 
     def _spawn(self, rank: int, model: Optional[str], layout: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "model.distributed.follower", "--weights", layout]
-        if model:
-            cmd += ["--model", model]
+        args = ["--weights", layout] + (["--model", model] if model else [])
         if self.pipeline:
-            cmd += ["--pipeline"] + (["--memory", ",".join(map(str, self.memory))] if self.memory else [])
-        env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": self.hostfile}
+            args += ["--pipeline"] + (["--memory", ",".join(map(str, self.memory))] if self.memory else [])
+        cmd, env = follower_command(self.hosts[rank], rank, self.ring, args)
+        env = {**os.environ, **env, "MLX_HOSTFILE": self.hostfile}
         log = open(Path(self.folder.name) / f"rank{rank}.log", "wb")
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
@@ -132,14 +143,14 @@ class LocalGroup:
             if dead is not None:
                 self._end(*dead)
             time.sleep(POLL_S)
-        self._say(f"glasschat: the group of {self.size} ranks failed ({exc}); start again with --ranks {self.size}.")
+        self._say(f"glasschat: the group of {self.size} ranks failed ({exc}); start again with {self.again}.")
 
     def _end(self, rank: int, code: int) -> None:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         said = self._last_words(rank)
         self._say(
             f"glasschat: rank {rank} of {self.size} stopped ({said or how}); the group cannot go on. "
-            f"Completed turns are saved: start again with --ranks {self.size}."
+            f"Completed turns are saved: start again with {self.again}."
         )
 
     def _say(self, line: str) -> None:
@@ -186,7 +197,7 @@ class LocalGroup:
     def figures(self) -> ClusterInfo:
         """Plain numbers about the group (no MLX call: safe from any thread)."""
         per_rank = tuple(
-            RankInfo(r, "127.0.0.1", w, kv, *self.holds[r])
+            RankInfo(r, self.hosts[r].ssh, w, kv, *self.holds[r])
             for r, (w, kv) in enumerate(self.leader.figures if self.leader else [])
         )
         return ClusterInfo(
