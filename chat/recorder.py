@@ -2,10 +2,10 @@
 
 from typing import Optional
 
-from model.loading.chat_template import Message
-from model.runtime.events import BranchSwitched, TurnEnded, TurnStarted
+from model.runtime.events import BranchSwitched, HistoryRestored, TurnEnded, TurnStarted
 
-from .store import Store, StoredMessage
+from .saved_chat import SavedChat, saved_chat
+from .store import Store
 
 
 class ConversationRecorder:
@@ -17,6 +17,7 @@ class ConversationRecorder:
         self.conversation_id: Optional[int] = None
         self.reply_of: dict[int, int] = {}  # the engine's turn number -> its reply's message id
         self.started: dict[int, tuple[int, TurnStarted]] = {}  # turns under way: user message id, start event
+        self.opened: dict[int, int] = {}  # an opened chat's saved turns -> their last message, until restored
 
     def new(self, system: Optional[str]) -> None:
         """A new conversation starts; it is created in the store with its first message."""
@@ -67,17 +68,16 @@ class ConversationRecorder:
         """The user's messages in other conversations, newest first."""
         return self.store.user_messages(exclude_conversation=self.conversation_id)
 
-    def open(self, conversation_id: int) -> tuple[Optional[str], list[StoredMessage], list[Message]]:
-        """A saved conversation: its system prompt, its stored messages, and the engine's view of them."""
+    def open(self, conversation_id: int) -> SavedChat:
+        """A saved conversation, its whole tree; new turns are saved into it from now on."""
         info = self.store.conversation(conversation_id)
-        stored = self.store.path_to(conversation_id)  # the path shown; the engine goes on from its end
+        messages, shown = self.store.messages(conversation_id), self.store.current_message(conversation_id)
+        saved = saved_chat(info["system_prompt"], messages, shown)
         self.conversation_id, self.system = conversation_id, info["system_prompt"]
-        engine_messages = []
-        for m in stored:
-            ids = tuple(m.token_ids) if m.role == "assistant" and m.token_ids is not None else None
-            engine_messages.append(Message(m.role, m.content, ids))
-        # A user message whose reply never came (the app was killed) has no
-        # place in the template's history: the next message follows it.
-        if engine_messages and engine_messages[-1].role == "user":
-            engine_messages.append(Message("assistant", "", ()))
-        return info["system_prompt"], stored, engine_messages
+        self.reply_of, self.started, self.opened = {}, {}, saved.ends
+        return saved
+
+    def restored(self, event: HistoryRestored) -> None:
+        """The engine has numbered the opened chat's turns: a branch from any of them is saved under it."""
+        self.reply_of.update({n + event.turn_offset: message for n, message in self.opened.items()})
+        self.opened = {}

@@ -44,6 +44,9 @@ class SyncEngine:
     def restore(self, system, messages):
         self.session.restore(system, messages)
 
+    def restore_tree(self, system, turns, current):
+        self.session.restore_tree(system, turns, current)
+
     def edit(self, after, text):
         self.session.edit(after, text)
 

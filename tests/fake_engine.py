@@ -95,6 +95,10 @@ class FakeEngine:
         self.restored = (system, list(messages))
         self._requests.put(("restore", len(messages)))
 
+    def restore_tree(self, system, turns, current):
+        self.restored = (system, list(turns), current)
+        self._requests.put(("restore_tree", (list(turns), current)))
+
     def switch_model(self, model):
         self._requests.put(("switch", model))
 
@@ -126,6 +130,8 @@ class FakeEngine:
                 return
             if kind == "restore":
                 self.emit(HistoryRestored(arg, 123, 0.5, self.load_events[-1].cache))
+            if kind == "restore_tree":
+                self._restore_tree(*arg)
             if kind == "reset":
                 self.emit(ConversationReset(self.load_events[-1].cache, arg))
             if kind == "send":
@@ -173,6 +179,14 @@ class FakeEngine:
             self.emit(TurnFailed(self._turn, str(exc)))
             return
         self._replay(plan, forked=args[0] if method == "fork" else None)
+
+    def _restore_tree(self, turns, current):
+        """As the engine does: a tree of the saved turns, numbered after the turns this engine has run."""
+        offset, self.tree = self._turn, TurnTree()
+        self.tree.graft(turns, current, offset)
+        self._turn += len(turns)
+        path = tuple(self.tree.path())
+        self.emit(HistoryRestored(2 * len(path), 123, 0.5, self.load_events[-1].cache, offset, path))
 
     def _switch_branch(self, turn):
         try:

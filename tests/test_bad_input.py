@@ -141,9 +141,12 @@ async def test_opening_a_saved_conversation_rebuilds_it(tmp_path):
         await wait_for(pilot, lambda: app.chat.ready)
         await app.chat.open_saved(cid)
         await wait_for(pilot, lambda: not app.chat.busy)
-        system, messages = holder["engine"].restored
-        assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
-        assert messages[1].token_ids == (42, 30)
+        system, turns, current = holder["engine"].restored
+        assert [(t.user, t.reply_ids) for t in turns] == [
+            ("What is the capital of France?", (42, 30)),
+            ("And Italy?", (77,)),
+        ]
+        assert current == 2 and turns[1].parent == 1
         assert [b.text for b in app.query(UserMessage)] == ["What is the capital of France?", "And Italy?"]
         assert app.query(AssistantMessage).last().has_class("cancelled")
         assert "Restored 4 messages" in str(app.query("Notice").last().render())

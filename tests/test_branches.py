@@ -193,3 +193,27 @@ def test_bad_branch_requests_get_one_line(run):
         [failed] = [e for e in run.events[start:] if isinstance(e, TurnFailed)]
         assert words in failed.message and "\n" not in failed.message
     assert run.conversation.tree.path() == [1]
+
+
+def test_a_saved_tree_restored_switches_and_forks_as_the_live_one(run, tiny_chat_model):
+    for user in ("First question?", "Second question?"):
+        request(run, "send", user)
+    request(run, "edit", 1, "Another second question?")
+    saved = [run.conversation.tree.get(n) for n in (1, 2, 3)]  # 3 follows 1, beside 2
+    other = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=REPLY)
+    request(other, "send", "Hello")  # so the saved turns are renumbered: 1, 2, 3 become 2, 3, 4
+    other.restore_tree(None, saved, 3)
+    restored = other.events[-1]
+    assert (restored.turn_offset, restored.path) == (1, (2, 4))
+    assert other.conversation.history == fresh_render(other, run.conversation.messages, generation_prompt=False)
+    switched = request(other, "switch_branch", 3)
+    first, second = saved[:2]
+    path = [Message("user", first.user), Message("assistant", first.reply_text, first.reply_ids)]
+    path += [Message("user", second.user), Message("assistant", second.reply_text, second.reply_ids)]
+    assert switched.path == (2, 3) and other.conversation.history == fresh_render(other, path, False)
+    assert_cache_is_a_fresh_prefill(other)
+    started, ended = request(other, "fork", 3, 2, 42)
+    assert started.prompt_tokens == 1 and ended.path == (2, 5)
+    assert list(ended.token_ids[:3]) == list(second.reply_ids[:2]) + [42]
+    prompt = fresh_render(other, path[:3])
+    assert greedy_uncached(other.model, prompt + list(ended.token_ids[:3]), REPLY) == list(ended.token_ids[3:])

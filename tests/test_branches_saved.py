@@ -111,9 +111,9 @@ def test_a_version_2_database_becomes_one_path(tmp_path):
     assert [m.parent_id for m in messages] == [None, 1, 2, 3]
     assert store.current_message(1) == 4 and store.path_to(1) == messages
     assert "## Assistant\n\n6" in conversation_markdown(store, 1) and messages[3].stats == {"decode_tok_s": 9.0}
-    system, stored, engine_messages = ConversationRecorder(store, "m", {}).open(1)
-    assert [m.content for m in engine_messages] == ["What is 2+2?", "4", "And 3+3?", "6"]
-    assert engine_messages[3].token_ids == (20,)
+    saved = ConversationRecorder(store, "m", {}).open(1)
+    assert [(t.user, t.reply_text, t.parent) for t in saved.turns] == [("What is 2+2?", "4", 0), ("And 3+3?", "6", 1)]
+    assert saved.turns[1].reply_ids == (20,) and saved.current == 2
     # A message added after the migration follows the path as before.
     store.add_message(1, "user", "And 4+4?")
     assert store.messages(1)[-1].parent_id == 4

@@ -83,8 +83,8 @@ def test_sigkill_mid_reply_loses_no_completed_turn(tmp_path):
     # Reopening that conversation goes on from there.
     run = SyncEngine(max_tokens=8)
     recorder = ConversationRecorder(store, "default", {})
-    system, _, messages = recorder.open(c.id)
-    run.restore(system, messages)
+    saved = recorder.open(c.id)
+    run.restore_tree(saved.system, saved.turns, saved.current)
     _, _, ended = run.turn("Are you still there?")
     assert ended.text.strip()
 

@@ -239,3 +239,60 @@ async def test_an_edit_on_the_real_engine_prompts_a_fresh_rendering_of_its_path(
         assert (started.parent, started.reused_tokens, started.prompt_tokens) == (1, common, len(prompt) - common)
         assert conv.tree.get(2) == old_turn and conv.tree.siblings(3) == [2, 3]
         assert "‹ 2/2 ›" in text_of(app.query(UserMessage).last())
+
+
+@pytest.mark.asyncio
+async def test_a_reopened_conversation_branches_as_a_live_one(tmp_path):
+    store = Store(tmp_path / "g.db")
+    cid = store.new_conversation("fake", None, {})
+    u1 = store.add_message(cid, "user", QUESTION, parent=None)
+    r1 = store.add_reply(cid, "Paris.", [42, 30], "complete", {}, {}, parent=u1)
+    u2 = store.add_message(cid, "user", QUESTION, parent=None)  # a regenerate, saved beside the first
+    store.add_reply(cid, "It is Paris.", [43, 42, 30], "complete", {}, {}, parent=u2)
+    u3 = store.add_message(cid, "user", "And of Italy?", parent=r1)
+    store.add_reply(cid, "Rome", [77], "cancelled", {}, {}, parent=u3)  # the path shown: the last written
+    app, holder = fake_app()
+    app.recorder = ConversationRecorder(store, "fake", {})
+    async with app.run_test(size=(140, 45)) as pilot:
+        await first_turn(pilot)  # turn 1 of this session: the saved turns become 2, 3 and 4
+        engine = holder["engine"]
+        await app.chat.open_saved(cid)
+        await wait_for(pilot, lambda: not app.chat.busy)
+        assert shown(app) == [
+            ("user", QUESTION),
+            ("assistant", "Paris."),
+            ("user", "And of Italy?"),
+            ("assistant", "Rome"),
+        ]
+        assert app.query(AssistantMessage).last().has_class("cancelled")
+        assert "‹ 1/2 ›" in text_of(app.query(UserMessage).first())
+        # Edit the saved follow-up: a branch after saved turn 1, now turn 2.
+        await edit(pilot, app.query(UserMessage).last(), "And of Spain?")
+        await wait_for(pilot, lambda: not app.chat.busy and 5 in engine.tree.turns)
+        assert engine.branch_requests == [("edit", (2, "And of Spain?"))]
+        assert "‹ 2/2 ›" in text_of(app.query(UserMessage).last())
+        # → on the first message: the other saved branch.
+        app.query(UserMessage).first().focus()
+        await pilot.press("right")
+        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 3)
+        assert shown(app) == [("user", QUESTION), ("assistant", "It is Paris.")]
+        # Regenerate it (Ctrl+R on its message), then fork the new reply at a token.
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.busy and 6 in engine.tree.turns)
+        assert "‹ 3/3 ›" in text_of(app.query_one(UserMessage))
+        await pilot.press("f9")
+        app.query_one(ConfidenceText).focus()
+        await pilot.press("right", "enter")
+        await wait_for(pilot, lambda: not app.chat.busy and 7 in engine.tree.turns)
+        fork = engine.branch_requests[-1]
+        assert engine.branch_requests[1:3] == [("switch_branch", (3,)), ("regenerate", (3,))] and fork[0] == "fork"
+        assert fork[1][0] == 6 and "‹ 4/4 ›" in text_of(app.query_one(UserMessage))
+    # Each new turn is saved in the reopened tree, under the message it follows.
+    messages = Store(tmp_path / "g.db").messages(cid)
+    by_id = {m.id: m for m in messages}
+    spain = next(m for m in messages if m.content == "And of Spain?")
+    assert spain.parent_id == r1
+    new_replies = [m for m in messages if m.role == "assistant" and m.id > spain.id]
+    assert [m.content for m in new_replies] == [engine.tree.turns[n].reply_text for n in (5, 6, 7)]
+    assert [by_id[m.parent_id].parent_id for m in new_replies] == [r1, None, None]
+    assert (new_replies[2].forked_at, new_replies[2].token_forced) == fork[1][1:]

@@ -370,15 +370,16 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             self.app.bridge.cancel()
         self.stop_editing()
         try:
-            system, stored, messages = self.app.recorder.open(conversation_id)
+            saved = self.app.recorder.open(conversation_id)
         except StoreError as exc:
             self.notify(str(exc), severity="error")
             return
-        await self.transcript.load(stored)
-        self.app.options = replace(self.app.options, system=system)
+        await self.transcript.load(saved)
+        self.app.options = replace(self.app.options, system=saved.system)
         self.busy = True  # until the cache is rebuilt
         self.status.set_state("rebuilding the KV cache from the saved history…")
-        self.app.bridge.restore(system, messages)
+        # The whole tree: every saved branch can be switched to, edited, regenerated or forked.
+        self.app.bridge.restore_tree(saved.system, saved.turns, saved.current)
 
     def action_copy_last_reply(self) -> None:
         reply = self.transcript.last_reply()
@@ -485,12 +486,17 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         if self.app.recorder is not None:
             self._save(self.app.recorder.turn_ended, event)
 
+    @handles(HistoryRestored)
+    def saved_turns_numbered(self, event: HistoryRestored) -> None:
+        if self.app.recorder is not None:
+            self.app.recorder.restored(event)
+
     @handles(BranchSwitched)
     def save_branch(self, event: BranchSwitched) -> None:
         if self.app.recorder is not None:
             self._save(self.app.recorder.branch_switched, event)
 
-    @handles(ConversationReset, ModelReady)
+    @handles(ConversationReset, ModelReady, HistoryRestored)
     def drop_edit(self, _event: Event) -> None:
         """A new conversation has no message to edit; the text stays in the box."""
         self.stop_editing()

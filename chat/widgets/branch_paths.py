@@ -15,6 +15,7 @@ from textual.widget import Widget
 from model.runtime.branches import ROOT, Turn, TurnTree
 from model.runtime.events import TurnStarted
 
+from ..saved_chat import SavedChat
 from .confidence import SampledStep
 from .reply_message import AssistantMessage, show_twin
 from .user_message import UserMessage
@@ -25,6 +26,15 @@ class BranchPaths:
         self.tree = TurnTree()
         self.steps: dict[int, list[SampledStep]] = {}  # each turn's reply steps (none for a saved chat's turns)
         self.stop_reasons: dict[int, str] = {}
+
+    @classmethod
+    def of_saved(cls, saved: SavedChat, offset: int = 0) -> "BranchPaths":
+        """A saved chat's tree, its turns numbered as the engine numbers them (`offset` after the saved numbers)."""
+        paths = cls()
+        paths.tree.graft(saved.turns, saved.current, offset)
+        for n in saved.cancelled:
+            paths.stop_reasons[n + offset] = "cancelled"
+        return paths
 
     def knows(self, turn: Optional[int]) -> bool:
         """A turn a path can be drawn to (None: the current one)."""

@@ -25,6 +25,7 @@ from model.runtime.events import (
 )
 
 from ..engine_view import EngineView, draws, handles
+from ..saved_chat import SavedChat
 from .branch_paths import BranchPaths
 from .confidence import SampledStep
 from .reply_message import AssistantMessage, show_twin
@@ -59,6 +60,7 @@ class Transcript(EngineView, VerticalScroll):
         self._thinking_tokens = 0
         self.model_info: dict = {}  # for the welcome
         self.paths = BranchPaths()  # the conversation's turns as the engine reported them
+        self.saved: Optional[SavedChat] = None  # a saved chat being opened, until the engine numbers its turns
         self.started_event: Optional[TurnStarted] = None  # the turn being written
 
     def compose(self):
@@ -88,19 +90,11 @@ class Transcript(EngineView, VerticalScroll):
             await show_twin(reply, view)
         return all(r.steps for r in replies)
 
-    async def load(self, stored: list) -> None:
-        """A saved conversation's messages, in place of what was shown."""
-        # Its turns are not this session's: they cannot be branched from here yet.
-        self.paths, self.started_event = BranchPaths(), None
-        await self.remove_children()
-        for m in stored:
-            if m.role == "user":
-                await self.add(UserMessage(m.content))
-            elif m.role == "assistant":
-                reply = AssistantMessage(m.content, tuple(m.token_ids or ()))
-                await self.add(reply)
-                if m.status == "cancelled":
-                    reply.add_class("cancelled")
+    async def load(self, saved: SavedChat) -> None:
+        """A saved conversation's path shown, in place of what was shown; renumbered once the engine has it."""
+        self.saved, self.started_event = saved, None
+        self.paths = BranchPaths.of_saved(saved)
+        await self.show_path(saved.current)
 
     # --- engine events ----------------------------------------------------------
 
@@ -230,6 +224,9 @@ class Transcript(EngineView, VerticalScroll):
 
     @handles(HistoryRestored)
     async def restored(self, event: HistoryRestored) -> None:
+        if self.saved is not None:  # its turns as the engine numbered them, so they can be branched from
+            self.paths, self.saved = BranchPaths.of_saved(self.saved, event.turn_offset), None
+            await self.show_path(self.paths.tree.current)
         await self.add(
             Notice(
                 f"Restored {event.messages} messages: {event.tokens} tokens prefilled "
@@ -250,7 +247,7 @@ class Transcript(EngineView, VerticalScroll):
             self.model_info = model_info
         self.reply = self.fold = None
         self._pending = self._pending_thought = ""
-        self.paths, self.started_event = BranchPaths(), None
+        self.paths, self.saved, self.started_event = BranchPaths(), None, None
         await self.remove_children()
         await self.add(Notice(notice))
         await self.add(Welcome(self.model_info))

@@ -11,7 +11,8 @@ This module is pure bookkeeping; what a move between paths costs the KV cache
 is `Conversation.move_to`'s job.
 """
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from model.errors import ModelError
@@ -53,6 +54,17 @@ class TurnTree:
             raise ModelError(f"There is no turn {turn.parent} to follow.")
         self.turns[turn.number] = turn
         self.current = turn.number
+
+    def graft(self, turns: Iterable[Turn], current: int, offset: int) -> None:
+        """Saved turns (numbered from 1, each after its parent) join as turn `number + offset`; the path
+        shown ends at `current` (ROOT: none). The saved numbers go on after the ones already run."""
+
+        def moved(number: int) -> int:
+            return ROOT if number == ROOT else number + offset
+
+        for turn in turns:
+            self.add(replace(turn, number=moved(turn.number), parent=moved(turn.parent)))
+        self.current = moved(current)
 
     def get(self, number: int) -> Turn:
         turn = self.turns.get(number)

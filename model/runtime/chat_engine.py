@@ -11,6 +11,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 from model.loading.chat_template import Message
 from model.loading.tokenizer import TextTokenizer
+from model.runtime.branches import Turn
 from model.runtime.needs import StepNeeds
 from model.runtime.session import Emit, EngineOptions
 from model.runtime.settings import SamplingSettings
@@ -32,6 +33,10 @@ class ChatEngine(Protocol):
 
     def restore(self, system: Optional[str], messages: Sequence[Message]) -> None:
         """Start over on a saved conversation, its history prefilled: HistoryRestored."""
+
+    def restore_tree(self, system: Optional[str], turns: Sequence[Turn], current: int) -> None:
+        """Start over on a saved tree of turns (numbered from 1, each after its parent), the path ending at
+        `current` prefilled: HistoryRestored, whose `turn_offset` says what the saved turns are numbered now."""
 
     def edit(self, after: int, text: str) -> None:
         """A new user message branching after turn `after` (0: from the system prompt)."""

@@ -17,7 +17,8 @@ prefilled again as the template now writes it, and `rolled_back` says how much w
 (mlx-lm's prompt cache starts over here.)
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from model.cache.kv_cache import KVCache
@@ -113,19 +114,23 @@ class Conversation:
 
     def restore(self, messages: list[Message], first_number: int) -> int:
         """A saved single-path conversation becomes a chain of turns numbered from `first_number`; returns how many."""
-        made, user = 0, None
+        turns, user = [], None
         for m in messages:
             if m.role == "user":
                 user = m.content
             elif m.role == "assistant" and user is not None:
-                ids = tuple(m.token_ids or ())
-                # A saved reply's thinking is in its ids: split as at the end of its turn.
-                thought = thinking.split_reply(ids, self.markers, self.tokenizer)
-                self.tree.add(Turn(first_number + made, self.tree.current, user, ids, m.content, thought=thought))
-                made, user = made + 1, None
-            elif not self.tree.turns:
+                turns.append(Turn(len(turns) + 1, len(turns), user, tuple(m.token_ids or ()), m.content))
+                user = None
+            elif not turns:
                 self.preamble.append(m)  # e.g. a stored system message before the first turn
-        return made
+        self.restore_tree(turns, len(turns), first_number - 1)
+        return len(turns)
+
+    def restore_tree(self, turns: Sequence[Turn], current: int, offset: int) -> None:
+        """A saved tree joins the conversation (see `TurnTree.graft`); the cache is left to the caller to fill."""
+        # A saved reply's thinking is in its ids: split as at the end of its turn.
+        split = [replace(t, thought=thinking.split_reply(t.reply_ids, self.markers, self.tokenizer)) for t in turns]
+        self.tree.graft(split, current, offset)
 
     def held_ids(self) -> list[int]:
         keep, gone = self.cache.keep, self.cache.evicted_total

@@ -20,6 +20,7 @@ import mlx.core as mx
 
 from model.loading.chat_template import Message
 from model.loading.tokenizer import TextTokenizer
+from model.runtime.branches import Turn
 from model.runtime.needs import StepNeeds
 from model.runtime.session import ChatSession, Emit, EngineOptions
 from model.runtime.settings import SamplingSettings
@@ -53,6 +54,9 @@ class Engine:
 
     def restore(self, system: Optional[str], messages: Sequence[Message]) -> None:
         self._put(self.session.restore, system, tuple(messages))
+
+    def restore_tree(self, system: Optional[str], turns: Sequence[Turn], current: int) -> None:
+        self._put(self.session.restore_tree, system, tuple(turns), current)
 
     def edit(self, after: int, text: str) -> None:
         self._put(self.session.edit, after, text)

@@ -205,3 +205,5 @@ class HistoryRestored(Event):
     tokens: int  # prefilled to rebuild the cache
     seconds: float
     cache: CacheState
+    turn_offset: int = 0  # the saved turn numbered n is now turn n + turn_offset
+    path: tuple[int, ...] = ()  # the turns of the path shown, as now numbered

@@ -190,17 +190,31 @@ class ChatSession:
         self.emit(ConversationReset(self.conversation.cache.state(), system))
 
     def restore(self, system: Optional[str], messages: Sequence[Message]) -> None:
-        """Start over on a saved conversation: its history is prefilled into a fresh cache."""
+        """Start over on a saved conversation's path: its history is prefilled into a fresh cache."""
         self.reset(system)
+        offset = self.turn
+        self.turn += self.conversation.restore(list(messages), self.turn + 1)
+        self._prefill_restored(len(messages), offset)
+
+    def restore_tree(self, system: Optional[str], turns: Sequence[Turn], current: int) -> None:
+        """Start over on a saved conversation's tree (see `Conversation.restore_tree`); the path ending at
+        `current` is prefilled, and every other branch can be switched to, edited, regenerated or forked."""
+        self.reset(system)
+        offset = self.turn
+        self.conversation.restore_tree(turns, current, offset)
+        self.turn += len(turns)
+        self._prefill_restored(2 * len(self.conversation.tree.path()), offset)
+
+    def _prefill_restored(self, messages: int, offset: int) -> None:
         conv = self.conversation
-        self.turn += conv.restore(list(messages), self.turn + 1)
         clock = TurnClock(now=self.clock)
         ids, _ = encode_conversation(
             self.loaded.template, self.loaded.tokenizer, conv.messages, add_generation_prompt=False
         )
         if ids:
             mx.eval(self._prefill(0, ids))
-        self.emit(HistoryRestored(len(messages), len(ids), clock.elapsed_s(), conv.cache.state()))
+        state, path = conv.cache.state(), tuple(conv.tree.path())
+        self.emit(HistoryRestored(messages, len(ids), clock.elapsed_s(), state, offset, path))
 
     def update(self, **changes: Any) -> None:
         """Change options; a new `cache` setting starts a new conversation (refused in one line if it cannot)."""
