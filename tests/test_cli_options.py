@@ -29,6 +29,8 @@ SAMPLES = {
     "--kv-bits": (["4"], 4),
     "--show-top": (["3"], 3),
     "--ranks": (["2"], 2),
+    "--hostfile": (["hosts.json"], "hosts.json"),
+    "--pipeline": ([], True),
     "--db": (["chats.db"], "chats.db"),
     "--json": ([], True),
     "--layer": (["2"], 2),
@@ -69,7 +71,7 @@ ENGINE_FIELDS = {
 }
 
 # Options that make the group of ranks the model is split over (chat/commands.py), not an engine field.
-GROUP_FLAGS = {"--ranks"}
+GROUP_FLAGS = {"--ranks", "--hostfile", "--pipeline"}
 
 POSITIONALS = {APP: [], "run": ["hi"], "tokenize": ["hi"], "replay": ["messages.json"], "inspect": ["hi"]}
 POSITIONALS.update({"history": [], "export": ["3"], "bench": []})
