@@ -22,11 +22,11 @@ from types import SimpleNamespace
 
 import pytest
 from test_app_killed import read_rows, wait_until
-from test_tensor_parallel import UNEVEN
 
 from model.runtime.events import SwitchFailed
 from model.runtime.session import ChatSession, EngineOptions
 from tests.cli_helpers import glasschat
+from tests.test_tensor_parallel import UNEVEN, followers_alive
 from tests.tiny_models import write_chat_folder
 
 MESSAGE = "Hello! How are you today?"
@@ -87,12 +87,6 @@ class Terminal:
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(self.fd)
-
-
-def followers_alive(model: str) -> list[str]:
-    """Follower processes of this model folder (other tests on the machine may run their own groups)."""
-    out = subprocess.run(["ps", "-eo", "pid,args", "-ww"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "model.distributed.follower" in line and model in line]
 
 
 def follower_of(pid: int) -> int:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import event_codec
 import pytest
-from test_app_ranks import followers_alive
-from test_tensor_parallel import UNEVEN
 
 from model.runtime.events import ClusterStep, ModelReady, TokenGenerated
+from tests.test_tensor_parallel import UNEVEN, followers_alive
 from tests.tiny_models import write_chat_folder
 
 ALIGN_BYTES = 3 * UNEVEN["hidden_size"] * 64 * 4  # one 64-column step of the MLP split (gate, up, down), float32
