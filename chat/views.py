@@ -144,12 +144,13 @@ VIEWS: list[ViewSpec] = [
         "f10",
         "Cluster",
         "Who holds what; talk vs work per step.",
-        "with the model split over ranks (--ranks N), who holds what: each rank's host, query heads, weight and "
-        "KV-cache bytes, as the ranks report them every step; and per decode step, the time rank 0 spent in its "
-        "collectives (comm: the step's header and ids, then 2 all_sums per layer, waiting for any slower rank "
-        "included) against the rest of its forward pass (compute), measured inside a timed step (the first of "
-        "each reply, then at most 2.5 a second). 'sums alone' is the same all_sums timed back to back at start. "
-        "With one process it says so: nothing is split.",
+        "with the model split over ranks (--ranks N, --hostfile), who holds what: each rank's host, its query "
+        "heads (tensor parallel) or its run of blocks (--pipeline), its weight and KV-cache bytes, as the ranks "
+        "report them every step; and per decode step, the time rank 0 spent in its collectives (comm: the "
+        "step's header and ids, then 2 all_sums per layer or the hops round the ring, waiting for any slower "
+        "rank included) against the rest of its forward pass (compute), measured inside a timed step (the first "
+        "of each reply, then at most 2.5 a second). 'sums alone' is the same messages timed back to back at "
+        "start. With one process it says so: nothing is split.",
         ClusterPanel,
         shown=False,
     ),

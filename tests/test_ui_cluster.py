@@ -5,6 +5,7 @@ ranks (tests/record_cluster_events.py); a single-process recording has no group,
 the view says so.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from ui_helpers import fake_app, text_of, wait_for
 from chat.formatting import human_bytes, seconds
 from chat.widgets.cluster_panel import timing_row
 from chat.widgets.transcript import AssistantMessage
+from model.distributed.info import PIPELINE, RankInfo
 from model.runtime.events import ClusterStep
 
 CLUSTER_EVENTS = Path(__file__).parent / "data" / "cluster_events.json"
@@ -43,7 +45,7 @@ async def test_cluster_view_shows_the_ranks_and_the_last_timed_step():
         assert panel.display and "2 ranks · tensor parallel · ring backend" in shown
         for r in last.cluster.per_rank:
             assert (
-                f"{r.rank:<5}{r.host:<12}{r.heads:>5}{human_bytes(r.weight_bytes):>10}{human_bytes(r.kv_bytes):>10}"
+                f"{r.rank:<5}{r.host:<11}{r.heads:>6}{human_bytes(r.weight_bytes):>10}{human_bytes(r.kv_bytes):>10}"
                 in shown
             )
         total = sum(r.kv_bytes for r in last.cluster.per_rank)
@@ -66,6 +68,27 @@ async def test_cluster_view_shows_the_ranks_and_the_last_timed_step():
         assert f"group {human_bytes(total)} on 2 ranks" in cache
         shares = "  ".join(f"{r.rank} {human_bytes(r.kv_bytes)}" for r in last.cluster.per_rank)
         assert f"rank {shares}" in cache
+
+
+@pytest.mark.asyncio
+async def test_pipeline_ranks_show_their_blocks():
+    """Pipeline parallel: each rank runs a run of whole blocks, so the table names the blocks, not heads."""
+    app, holder = fake_app(recording=CLUSTER_EVENTS)
+    async with app.run_test(size=(140, 60)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        engine = holder["engine"]
+        stages = (RankInfo(0, "mac-a.local", 1, 2, (0, 18), 9), RankInfo(1, "mac-b.local", 3, 4, (18, 30), 9))
+        piped = [
+            dataclasses.replace(e, cluster=dataclasses.replace(e.cluster, mode=PIPELINE, per_rank=stages))
+            if isinstance(e, ClusterStep)
+            else e
+            for e in engine.turns[0]
+        ]
+        engine.turns[0] = piped
+        await one_turn(pilot)
+        shown = text_of(app.chat.panels["cluster"])
+        assert "2 ranks · pipeline parallel" in shown and "blocks" in shown and "heads" not in shown
+        assert "0    mac-a.local  0-17" in shown and "1    mac-b.local 18-29" in shown
 
 
 @pytest.mark.asyncio

@@ -11,7 +11,7 @@ from typing import Optional
 
 from rich.text import Text
 
-from model.distributed.info import ClusterInfo, StepTiming, cluster_from_dict
+from model.distributed.info import PIPELINE, ClusterInfo, StepTiming, cluster_from_dict
 from model.runtime.events import ClusterStep, ModelReady, TurnStarted
 
 from ..engine_view import draws, handles
@@ -22,9 +22,9 @@ BAR_WIDTH = 30
 SINGLE = "One process: nothing is split. Start with --ranks 2 to split the model over 2 processes on this machine."
 
 
-def row(rank: str, host: str, heads: str, weights: str, kv: str) -> str:
+def row(rank: str, host: str, holds: str, weights: str, kv: str) -> str:
     """One line of the ranks' table (42 cells: the side column's width)."""
-    return f"{rank:<5}{host[:11]:<12}{heads:>5}{weights:>10}{kv:>10}"
+    return f"{rank:<5}{host[:11]:<11}{holds:>6}{weights:>10}{kv:>10}"
 
 
 def timing_row(label: str, comm: str, compute: str, note: str = "") -> str:
@@ -67,6 +67,7 @@ class ClusterPanel(Panel):
         c = self.cluster
         if c is None:
             return [Text(SINGLE, style="dim")]
+        pipeline = c.mode == PIPELINE
         lines = [
             Text.assemble(
                 (f"{c.ranks} ranks", "bold"),
@@ -76,12 +77,12 @@ class ClusterPanel(Panel):
                 (c.backend, "cyan"),
                 (" backend", "dim"),
             ),
-            Text(row("rank", "host", "heads", "weights", "KV"), style="dim"),
+            Text(row("rank", "host", "blocks" if pipeline else "heads", "weights", "KV"), style="dim"),
         ]
         for r in c.per_rank:
-            lines.append(
-                Text(row(str(r.rank), r.host, str(r.heads), human_bytes(r.weight_bytes), human_bytes(r.kv_bytes)))
-            )
+            # Tensor parallel: every rank a share of every block's heads; pipeline: whole blocks, a run each.
+            holds = f"{r.layers[0]}-{r.layers[1] - 1}" if pipeline else str(r.heads)
+            lines.append(Text(row(str(r.rank), r.host, holds, human_bytes(r.weight_bytes), human_bytes(r.kv_bytes))))
         lines.append(Text(row("all", "", "", human_bytes(c.weight_bytes), human_bytes(c.kv_bytes)), style="bold"))
         lines += self._timing_lines(c)
         return lines
