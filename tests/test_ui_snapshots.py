@@ -3,7 +3,8 @@
 import pytest
 from ui_helpers import fake_app, wait_for
 
-from chat.widgets.transcript import AssistantMessage
+from chat.widgets.confidence import ConfidenceText
+from chat.widgets.reply_message import AssistantMessage
 
 
 async def after_one_turn(pilot):
@@ -84,3 +85,30 @@ def test_confidence_view(snap_compare):
         terminal_size=(140, 45),
         run_before=lambda pilot: long_reply_with(pilot, ["f9"], focus_after="ConfidenceText"),
     )
+
+
+async def fork_picked(pilot, enter: bool):
+    """F9, the cursor on the recorded reply's fourth token and ↓ to its third candidate; Enter forks there."""
+    app = pilot.app
+    await after_one_turn(pilot)
+    await pilot.press("f9")
+    app.query_one(ConfidenceText).focus()
+    await pilot.press("right", "right", "right", "down")
+    if enter:
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in app.bridge.engine.tree.turns)
+        app.query_one(ConfidenceText).focus()  # the forked reply, its cursor on the forced token
+        await pilot.press("right", "right", "right")
+    await pilot.pause(0.2)
+
+
+def test_fork_picker(snap_compare):
+    """F9 on a reply: a token's top-k, the pick that Enter would force there."""
+    app, _ = fake_app()
+    assert snap_compare(app, terminal_size=(140, 45), run_before=lambda pilot: fork_picked(pilot, enter=False))
+
+
+def test_branch_arrows_after_a_fork(snap_compare):
+    """After the fork: the new reply (its start kept, the pick forced), ‹ 2/2 › under the message."""
+    app, _ = fake_app()
+    assert snap_compare(app, terminal_size=(140, 45), run_before=lambda pilot: fork_picked(pilot, enter=True))
