@@ -91,7 +91,7 @@ OPTIONS: list[Option] = [
     Option("--kv-bits", CHATS, None, "quantize the KV cache", kwargs={"type": int, "choices": (4, 8)}),
     Option(
         "--ranks",
-        frozenset({APP, "run", "replay"}),
+        frozenset({APP, "run", "replay", "bench"}),
         1,
         "split the model over this many processes on this machine (tensor parallel, MLX ring over 127.0.0.1)",
         kwargs={"type": int},

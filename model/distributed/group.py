@@ -31,6 +31,8 @@ from model.distributed.plan import split, stages
 from model.distributed.shard import shard_model
 
 POLL_S = 0.2  # how often the watchdogs look
+LINK_ROUNDS = 50  # all_sums of one value, for the latency
+LINK_WIDTH = 1 << 20  # float32 values in the all_sum timed for the bandwidth (4 MB)
 DEATH_WAIT_S = 5.0  # after a failed pass, how long to wait for the dead rank's process to be reaped
 
 
@@ -108,6 +110,8 @@ class LocalGroup:
         self.leader = None
         self.full_info: dict = {}
         self.comm_s_per_step: Optional[float] = None
+        self.measure_link = False  # the bench sets it: all_sum latency and bandwidth, timed once the model is sharded
+        self.link: dict = {}
         self.messages_per_step = self.bytes_per_message = 0  # known once the model is sharded
         threading.Thread(target=self._watch, name="glasschat-rank-watchdog", daemon=True).start()
 
@@ -187,6 +191,11 @@ class LocalGroup:
         self.leader = Leader(loaded.model, group, self.pipeline)
         loaded.model = self.leader
         self.comm_s_per_step = self.leader.time_step_comm()
+        if self.measure_link:
+            self.link = {
+                "all_sum_latency_s": self.leader.time_all_sum(1, LINK_ROUNDS),
+                "all_sum_bandwidth_bytes_s": 4 * LINK_WIDTH / self.leader.time_all_sum(LINK_WIDTH, 5),
+            }
         loaded.group = self
         return loaded
 

@@ -151,9 +151,18 @@ class Leader:
             op, count, steps = TIME_ALL_SUMS, 2 * self.inner.config.num_hidden_layers, 1
         times = []
         for _ in range(repeats):
-            _header(self.group, [op, count], (self.weight_bytes, 0))
-            times.append(TIMERS[op](self.group, count, self.inner.config.hidden_size, compute_dtype(self.inner)))
+            times.append(self._time(op, count, self.inner.config.hidden_size, compute_dtype(self.inner)))
         return sorted(times)[len(times) // 2] / steps
+
+    def time_all_sum(self, width: int, count: int = 10) -> float:
+        """Seconds per all_sum of `width` float32 values, over the whole group: the link's latency (width 1)
+        or its bandwidth (a few MB), for the bench."""
+        return self._time(TIME_ALL_SUMS, count, width, mx.float32) / count
+
+    def _time(self, op: int, count: int, width: int, dtype) -> float:
+        # The followers read the width from the header's capacity slot, and the dtype from its kv-bits slot.
+        _header(self.group, [op, count, width, 1 if dtype == mx.float32 else 0], (self.weight_bytes, 0))
+        return TIMERS[op](self.group, count, width, dtype)
 
 
 def follow(model, group) -> None:
@@ -169,7 +178,7 @@ def follow(model, group) -> None:
             :_FIELDS
         ]
         if op in TIMERS:
-            TIMERS[op](group, number, model.config.hidden_size, compute_dtype(model))
+            TIMERS[op](group, number, capacity, mx.float32 if bits else compute_dtype(model))
             continue
         cache = None
         if number >= 0:
