@@ -149,7 +149,7 @@ VIEWS: list[ViewSpec] = [
         "report them every step; and per decode step, the time rank 0 spent in its collectives (comm: the "
         "step's header and ids, then 2 all_sums per layer or the hops round the ring, waiting for any slower "
         "rank included) against the rest of its forward pass (compute), measured inside a timed step (the first "
-        "of each reply, then at most 2.5 a second). 'sums alone' is the same messages timed back to back at "
+        "of each reply, then at most 2.5 a second). 'msgs alone' is the same messages timed back to back at "
         "start. With one process it says so: nothing is split.",
         ClusterPanel,
         shown=False,

@@ -61,7 +61,7 @@ async def test_cluster_view_shows_the_ranks_and_the_last_timed_step():
         comm = sum(s.comm_s for s in timed) / len(timed)
         compute = sum(s.compute_s for s in timed) / len(timed)
         assert timing_row("reply mean", seconds(comm), seconds(compute), f"{len(timed)} steps") in shown
-        alone = timing_row("sums alone", seconds(last.cluster.comm_s_per_step), "", "60 msgs")
+        alone = timing_row("msgs alone", seconds(last.cluster.comm_s_per_step), "", "60 msgs")
         assert alone in shown and last.cluster.messages_per_step == 60  # 2 per layer, 30 layers
         # The KV cache panel: rank 0's share above, the group's total and each rank's below.
         cache = text_of(app.chat.panels["cache"])

@@ -106,6 +106,6 @@ class ClusterPanel(Panel):
             comm, compute = (sum(getattr(s, f) for s in steps) / len(steps) for f in ("comm_s", "compute_s"))
             lines.append(Text(timing_row("reply mean", seconds(comm), seconds(compute), f"{len(steps)} steps")))
         if c.comm_s_per_step is not None:
-            alone = timing_row("sums alone", seconds(c.comm_s_per_step), "", f"{c.messages_per_step} msgs")
+            alone = timing_row("msgs alone", seconds(c.comm_s_per_step), "", f"{c.messages_per_step} msgs")
             lines.append(Text(alone, style="dim"))
         return lines
