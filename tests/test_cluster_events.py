@@ -16,6 +16,7 @@ import event_codec
 import pytest
 
 from model.runtime.events import ClusterStep, ModelReady, TokenGenerated
+from tests.cli_helpers import glasschat
 from tests.test_tensor_parallel import UNEVEN, followers_alive
 from tests.tiny_models import write_chat_folder
 
@@ -70,4 +71,19 @@ def test_each_rank_reports_its_share_of_the_single_process_bytes(tiny, alone, ra
     timed = [s.timing for s in steps if s.timing is not None]
     assert timed and all(t.comm_s > 0 and t.compute_s > 0 for t in timed)
     assert timed[0].collectives == 2 + 2 * layers  # the header and the ids, then 2 all_sums per block
+    assert not followers_alive(tiny)
+
+
+def test_run_json_reports_the_replys_timed_steps(tiny):
+    """`run --json` on ranks: the reply's timed steps averaged (`step_timing`) beside each rank's bytes."""
+    proc = glasschat(
+        "run", "--model", tiny, "--weights", "float32", "--max-kv-size", "64", "--max-tokens", "8", "--json",
+        "--ranks", "2", "Hello there", timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    timing = row["step_timing"]
+    assert timing["timed_steps"] >= 1  # the reply's first decode step, at least
+    assert timing["collectives"] == 2 + 2 * 2 and timing["comm_s"] > 0 and timing["compute_s"] > 0
+    assert row["ranks"] == 2 and [r["rank"] for r in row["per_rank"]] == [0, 1]
     assert not followers_alive(tiny)
