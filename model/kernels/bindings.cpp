@@ -3,6 +3,7 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include "mlx/version.h"
 #include "qmv_op.h"
@@ -21,8 +22,9 @@ NB_MODULE(_qmv, m) {
         "mx.dequantize's float32 weights in one pass (for prefill's GEMM), on the CPU.");
   m.def("set_threads", &glasschat::set_threads, "threads"_a);
   m.def("threads", &glasschat::threads);
-  m.def("set_kernel", &glasschat::set_kernel, "name"_a, "'best', or 'scalar' / 'avx2' / 'neon' (tests).");
+  m.def("set_kernel", &glasschat::set_kernel, "name"_a, "'best', or one of kernel_names() (tests, benchmarks).");
   m.def("kernel_name", &glasschat::kernel_name);
+  m.def("kernel_names", &glasschat::kernel_names, "Every kernel this CPU can run, best first.");
   // The mlx these headers came from: a different one at run time may not match its C++ ABI.
   m.attr("built_for_mlx") = GLASSCHAT_XSTR(MLX_VERSION_MAJOR) "." GLASSCHAT_XSTR(MLX_VERSION_MINOR) "." GLASSCHAT_XSTR(
       MLX_VERSION_PATCH);

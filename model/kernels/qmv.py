@@ -3,8 +3,9 @@
 MLX's CPU `quantized_matmul` has no SIMD on x86, so a decode step through it
 is slower than through float32 weights. The C++ extension `_qmv` (sources
 beside this file, built by `pip install -e .`) multiplies few-row inputs by
-MLX's own 4- and 8-bit affine layout with AVX2 (x86-64) or NEON (arm64), the
-input quantized to int8 per block of 32 as llama.cpp does. Everything here
+MLX's own 4- and 8-bit affine layout with AVX-512 VNNI or AVX2 (x86-64, picked
+at run time) or NEON (arm64), the input quantized to int16 per block of 32, so
+the inner loop is an exact integer dot product. Everything here
 degrades to MLX's own path: no compiler at install, a different mlx at run
 time, a failed self-check, or GLASSCHAT_NO_KERNEL=1.
 """

@@ -71,6 +71,9 @@ void group_sums(const float* x, int K, int group_size, float* out);
 const Kernel& scalar_kernel();
 #if defined(__x86_64__) || defined(_M_X64)
 const Kernel& avx2_kernel();  // compiled with -mavx2 -mfma; call only if the CPU has them
+#if defined(GLASSCHAT_HAVE_AVX512)
+const Kernel& avx512_kernel();  // compiled with AVX-512 F/BW/VL + VNNI; call only if the CPU has them
+#endif
 #endif
 #if defined(__aarch64__)
 const Kernel& neon_kernel();
@@ -78,6 +81,9 @@ const Kernel& neon_kernel();
 
 // The best kernel this CPU can run (checked once, at run time on x86-64).
 const Kernel& best_kernel();
+
+// Every kernel this CPU can run, best first (the tests check each one).
+std::vector<const Kernel*> usable_kernels();
 
 // y = x @ W.T on `threads` threads (rows of W split between them).
 void run(const Problem& p, const Kernel& kernel, int threads);

@@ -89,23 +89,21 @@ void set_kernel(const std::string& name) {
     kernel_.store(nullptr);
     return;
   }
-  if (name == "scalar") {
-    kernel_.store(&qmv::scalar_kernel());
-    return;
+  for (const qmv::Kernel* k : qmv::usable_kernels()) {
+    if (name == k->name) {
+      kernel_.store(k);
+      return;
+    }
   }
-#if defined(__x86_64__) || defined(_M_X64)
-  if (name == "avx2" && &qmv::best_kernel() == &qmv::avx2_kernel()) {
-    kernel_.store(&qmv::avx2_kernel());
-    return;
-  }
-#endif
-#if defined(__aarch64__)
-  if (name == "neon") {
-    kernel_.store(&qmv::neon_kernel());
-    return;
-  }
-#endif
   throw std::invalid_argument("quantized_matvec: no kernel '" + name + "' on this CPU");
+}
+
+std::vector<std::string> kernel_names() {
+  std::vector<std::string> out;
+  for (const qmv::Kernel* k : qmv::usable_kernels()) {
+    out.push_back(k->name);
+  }
+  return out;
 }
 
 std::string kernel_name() {

@@ -3,6 +3,9 @@
 
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "mlx/array.h"
 #include "mlx/primitives.h"
 
@@ -28,9 +31,10 @@ mx::array dequantize(const mx::array& w, const mx::array& scales, const mx::arra
 void set_threads(int threads);
 int threads();
 
-// Which kernel runs: "best" (default), or "scalar" / "avx2" / "neon" for tests.
+// Which kernel runs: "best" (default), or one of `kernel_names()` for tests and benchmarks.
 void set_kernel(const std::string& name);
 std::string kernel_name();
+std::vector<std::string> kernel_names();  // every kernel this CPU can run, best first
 
 class QuantizedMatvec : public mx::Primitive {
  public:

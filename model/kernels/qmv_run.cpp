@@ -29,18 +29,30 @@
 
 namespace glasschat::qmv {
 
-const Kernel& best_kernel() {
+std::vector<const Kernel*> usable_kernels() {
+  std::vector<const Kernel*> out;
 #if defined(__x86_64__) || defined(_M_X64)
+#if defined(GLASSCHAT_HAVE_AVX512)
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  if (avx512) {
+    out.push_back(&avx512_kernel());
+  }
+#endif
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) {
-    return avx2_kernel();
+    out.push_back(&avx2_kernel());
   }
-  return scalar_kernel();
 #elif defined(__aarch64__)
-  return neon_kernel();
-#else
-  return scalar_kernel();
+  out.push_back(&neon_kernel());
 #endif
+  out.push_back(&scalar_kernel());
+  return out;
+}
+
+const Kernel& best_kernel() {
+  static const Kernel* best = usable_kernels().front();
+  return *best;
 }
 
 namespace {
