@@ -19,6 +19,7 @@ from model.network.transformer import Transformer
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import InsideStep, TokenGenerated, TurnEnded
 from model.runtime.needs import StepNeeds
+from model.runtime.settings import LookupSettings
 
 
 @pytest.fixture
@@ -72,7 +73,8 @@ async def test_app_with_the_panel_hidden_asks_the_real_engine_for_nothing(counts
 
         return Engine(options, tee)
 
-    app = GlasschatApp(EngineOptions(max_tokens=6), engine_factory=engine)
+    # Prompt lookup off: a verify pass computes several tokens' top-k in one call, and this counts calls.
+    app = GlasschatApp(EngineOptions(max_tokens=6, lookup=LookupSettings(enabled=False)), engine_factory=engine)
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready, timeout=180)
 
