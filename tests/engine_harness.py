@@ -59,6 +59,9 @@ class SyncEngine:
     def switch_branch(self, turn):
         self.session.switch_branch(turn)
 
+    def score(self, turn):
+        self.session.score(turn)
+
     def switch_model(self, model):
         self.session.switch_model(model)
 

@@ -26,8 +26,10 @@ from model.runtime.events import (
     InsideStep,
     ModelFailed,
     ModelLoading,
+    ReplyScored,
     SwitchFailed,
     TokenGenerated,
+    TopToken,
     TurnEnded,
     TurnFailed,
     TurnStarted,
@@ -58,6 +60,7 @@ class FakeEngine:
         self.tree = TurnTree()
         self.steps: dict[int, list] = {}  # each turn's reply as TokenGenerated steps, for a fork's start
         self.branch_requests: list[tuple] = []  # (method, args) as the UI asked
+        self.scores: list[int] = []  # the turns whose reply the UI asked to read again
         self._turn = 0
         self.views_tokenizer = None
 
@@ -102,6 +105,10 @@ class FakeEngine:
     def switch_model(self, model):
         self._requests.put(("switch", model))
 
+    def score(self, turn):
+        self.scores.append(turn)
+        self._requests.put(("score", turn))
+
     def set_needs(self, needs):
         self.needs = needs
         self.needs_sent.append(needs)
@@ -141,6 +148,8 @@ class FakeEngine:
                 self._run_branch(*arg)
             if kind == "switch":
                 self._switch(arg)
+            if kind == "score":
+                self._score(arg)
 
     def _switch(self, source, failed=SwitchFailed):
         """As the engine does up to the weights: the source is resolved for real (a path, the Hub cache, a
@@ -187,6 +196,28 @@ class FakeEngine:
         self._turn += len(turns)
         path = tuple(self.tree.path())
         self.emit(HistoryRestored(2 * len(path), 123, 0.5, self.load_events[-1].cache, offset, path))
+
+    def _score(self, turn):
+        """A saved reply has no recording: each token stands for itself (`<id>`), its runner-up the next id."""
+        steps = self.steps.get(turn)
+        if steps is None:
+            cache = self.load_events[-1].cache
+            steps = [
+                TokenGenerated(
+                    turn,
+                    i,
+                    t,
+                    f"<{t}>",
+                    0.75,
+                    (TopToken(t, f"<{t}>", 0.75), TopToken(t + 1, f"<{t + 1}>", 0.25)),
+                    0.0,
+                    0.0,
+                    cache,
+                )
+                for i, t in enumerate(self.tree.get(turn).reply_ids)
+            ]
+            self.steps[turn] = steps  # so it can be forked
+        self.emit(ReplyScored(turn, tuple((s.token_id, s.text, s.prob, s.top_k) for s in steps)))
 
     def _switch_branch(self, turn):
         try:

@@ -12,7 +12,7 @@ from engine_harness import SyncEngine
 
 from model.cache.kv_cache import KVCache
 from model.loading.chat_template import Message, encode_conversation
-from model.runtime.events import BranchSwitched, TurnEnded, TurnFailed, TurnStarted
+from model.runtime.events import BranchSwitched, ReplyScored, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
 from model.runtime.generate import prefill
 from model.runtime.settings import CacheSettings, SamplingSettings
 
@@ -212,6 +212,14 @@ def test_a_saved_tree_restored_switches_and_forks_as_the_live_one(run, tiny_chat
     path += [Message("user", second.user), Message("assistant", second.reply_text, second.reply_ids)]
     assert switched.path == (2, 3) and other.conversation.history == fresh_render(other, path, False)
     assert_cache_is_a_fresh_prefill(other)
+    # A saved reply read again has the steps it was written with: the same probabilities and top-k.
+    other.score(3)
+    [scored] = [e for e in other.events if isinstance(e, ReplyScored)]
+    live = [e for e in run.events if isinstance(e, TokenGenerated) and e.turn == 2]
+    assert [s[0] for s in scored.steps] == [e.token_id for e in live] == list(second.reply_ids)
+    assert [s[2] for s in scored.steps] == pytest.approx([e.prob for e in live], abs=1e-4)
+    assert [[t.id for t in s[3]] for s in scored.steps] == [[t.id for t in e.top_k] for e in live]
+    assert "".join(s[1] for s in scored.steps) == second.reply_text
     started, ended = request(other, "fork", 3, 2, 42)
     assert started.prompt_tokens == 1 and ended.path == (2, 5)
     assert list(ended.token_ids[:3]) == list(second.reply_ids[:2]) + [42]

@@ -24,8 +24,8 @@ def shape(function) -> list[tuple]:
 
 def test_the_protocol_is_the_whole_interface():
     assert METHODS == [
-        "cancel", "edit", "fork", "regenerate", "reset", "restore", "restore_tree", "send", "set_needs", "set_sampling", "shutdown",
-        "start", "switch_branch", "switch_model", "tokenizer", "update",
+        "cancel", "edit", "fork", "regenerate", "reset", "restore", "restore_tree", "score", "send", "set_needs",
+        "set_sampling", "shutdown", "start", "switch_branch", "switch_model", "tokenizer", "update",
     ]  # fmt: skip
 
 

@@ -296,3 +296,30 @@ async def test_a_reopened_conversation_branches_as_a_live_one(tmp_path):
     assert [m.content for m in new_replies] == [engine.tree.turns[n].reply_text for n in (5, 6, 7)]
     assert [by_id[m.parent_id].parent_id for m in new_replies] == [r1, None, None]
     assert (new_replies[2].forked_at, new_replies[2].token_forced) == fork[1][1:]
+
+
+@pytest.mark.asyncio
+async def test_a_saved_reply_is_read_again_so_it_can_be_forked(tmp_path):
+    store = Store(tmp_path / "g.db")
+    cid = store.new_conversation("fake", None, {})
+    u1 = store.add_message(cid, "user", QUESTION, parent=None)
+    store.add_reply(cid, "Paris.", [42, 30], "complete", {}, {}, parent=u1)
+    app, holder = fake_app()
+    app.recorder = ConversationRecorder(store, "fake", {})
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        engine = holder["engine"]
+        await app.chat.open_saved(cid)
+        await wait_for(pilot, lambda: not app.chat.busy)
+        await pilot.press("f9")  # the saved reply has no steps: the engine reads it again, then it is drawn
+        await wait_for(pilot, lambda: app.query(ConfidenceText))
+        assert engine.scores == [1]
+        view = app.query_one(ConfidenceText)
+        assert [s.token_id for s in view.steps] == [42, 30]
+        view.focus()
+        await pilot.press("right", "enter")  # the second token, forked to its runner-up
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        assert engine.branch_requests == [("fork", (1, 1, 31))]
+        assert engine.tree.turns[2].reply_ids[:2] == (42, 31) and "‹ 2/2 ›" in text_of(app.query_one(UserMessage))
+    fork = Store(tmp_path / "g.db").messages(cid)[-1]
+    assert (fork.role, fork.forked_at, fork.token_forced) == ("assistant", 1, 31)

@@ -95,6 +95,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
         self._blink = True  # the prompt cursor's blink setting, kept while a reply pauses it
         self.queue: list[tuple[str, UserMessage]] = []
         self.editing: Optional[int] = None  # the turn whose message the prompt box holds to edit (`e`)
+        self.scored: set[int] = set()  # saved replies asked to be read again (score_saved_replies)
         self.model_info: dict = {}
         self._asked = StepNeeds(top_k=self.app.options.top_k_shown)  # what the engine was last told (its start)
 
@@ -187,7 +188,7 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
             # Focus stays where it is (usually the prompt, so typing goes on).
             self.panels[view_id].display = on
         elif not await self.transcript.show_replies_as(spec.widget if on else None) and on:
-            self.notify("Replies from a saved chat have no recorded probabilities; they stay as text.")
+            self.score_saved_replies()
         self.tell_engine()
         self.app.remember(views=[view_id for view_id, shown in self.open.items() if shown])
 
@@ -490,6 +491,17 @@ class ChatScreen(EngineView, ModelSwitching, Screen):
     def saved_turns_numbered(self, event: HistoryRestored) -> None:
         if self.app.recorder is not None:
             self.app.recorder.restored(event)
+
+    @handles(BranchSwitched, HistoryRestored)
+    def score_saved_replies(self, _event: Optional[Event] = None) -> None:
+        """While a reply view is open, replies shown without their steps (a saved chat's) are read again, so
+        they can be drawn and forked like new ones (model.runtime.rescore); each is asked for once."""
+        if self.transcript.reply_view is None:
+            return
+        for turn in self.transcript.unscored():
+            if turn not in self.scored:
+                self.scored.add(turn)
+                self.app.bridge.score(turn)
 
     @handles(BranchSwitched)
     def save_branch(self, event: BranchSwitched) -> None:

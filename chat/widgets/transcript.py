@@ -18,6 +18,7 @@ from model.runtime.events import (
     HistoryRestored,
     ModelFailed,
     ModelReady,
+    ReplyScored,
     TokenGenerated,
     TurnEnded,
     TurnFailed,
@@ -221,6 +222,22 @@ class Transcript(EngineView, VerticalScroll):
         self.reply = None
         self._pending = ""
         await self.paths.draw(self, turn, self.reply_view)
+
+    def unscored(self) -> list[int]:
+        """The turns of the replies shown without their steps (a saved chat's): they cannot be forked as they are."""
+        return [
+            r.turn for r in self.query(AssistantMessage) if not r.steps and r.token_ids and self.paths.knows(r.turn)
+        ]
+
+    @handles(ReplyScored)
+    async def scored(self, event: ReplyScored) -> None:
+        steps = [SampledStep(*step) for step in event.steps]
+        self.paths.steps[event.turn] = steps
+        for reply in self.query(AssistantMessage):
+            if reply.turn == event.turn and not reply.steps:
+                reply.steps = steps
+                if self.reply_view is not None:
+                    await show_twin(reply, self.reply_view)
 
     @handles(HistoryRestored)
     async def restored(self, event: HistoryRestored) -> None:

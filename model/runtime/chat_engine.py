@@ -50,6 +50,9 @@ class ChatEngine(Protocol):
     def switch_branch(self, turn: int) -> None:
         """Show the path ending at `turn`; the cache follows it: BranchSwitched."""
 
+    def score(self, turn: int) -> None:
+        """Turn `turn`'s reply read again, each token's probability and top-k: ReplyScored (for a saved reply)."""
+
     def switch_model(self, model: Optional[str]) -> None:
         """Load another model (a file, folder or Hub id; None: the default) in a new conversation: ModelReady,
         or SwitchFailed with the old model kept; `cancel` stops its download."""

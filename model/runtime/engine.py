@@ -70,6 +70,9 @@ class Engine:
     def switch_branch(self, turn: int) -> None:
         self._put(self.session.switch_branch, turn)
 
+    def score(self, turn: int) -> None:
+        self._put(self.session.score, turn)
+
     def switch_model(self, model: Optional[str]) -> None:
         # The only request served while no model is loaded: another model is what can help.
         self._requests.put((partial(self.session.switch_model, model), False))

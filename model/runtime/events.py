@@ -198,6 +198,15 @@ class BranchSwitched(Event):
 
 
 @dataclass(frozen=True)
+class ReplyScored(Event):
+    """A reply's tokens read again, for a reply that came without its steps (a saved chat's): see
+    `model.runtime.rescore`. `steps` holds, per token, (id, text, probability, top-k)."""
+
+    turn: int
+    steps: tuple[tuple[int, str, float, tuple[TopToken, ...]], ...]
+
+
+@dataclass(frozen=True)
 class HistoryRestored(Event):
     """A saved conversation's history was prefilled into a fresh cache; the chat can go on."""
 

@@ -38,6 +38,7 @@ from model.runtime.events import (
     ModelReady,
     PrefillDone,
     PrefillProgress,
+    ReplyScored,
     SwitchFailed,
     TokenGenerated,
     TopToken,
@@ -48,6 +49,7 @@ from model.runtime.events import (
 from model.runtime.generate import PREFILL_CHUNK, Cancelled, Step, decode, prefill, warm_up
 from model.runtime.model_source import read_model, stop_ids
 from model.runtime.needs import StepNeeds
+from model.runtime.rescore import score_reply
 from model.runtime.settings import CacheSettings, LookupSettings, SamplingSettings
 from model.runtime.speculate import DraftPolicy, pays_off
 from model.runtime.stats import TurnClock
@@ -303,6 +305,21 @@ class ChatSession:
         self.emit(
             BranchSwitched(turn, tuple(path), len(prompt.ids), prompt.reused, clock.elapsed_s(), state, prompt.rebuilt)
         )
+
+    def score(self, turn: int) -> None:
+        """Turn `turn`'s reply read again, each token's probability and top-k (ReplyScored), so it can be forked."""
+        conv, loaded = self.conversation, self.loaded
+        if loaded.group is not None:  # the followers would wait for a pass they were not told of
+            self.emit(TurnFailed(self.turn, "A saved reply's probabilities cannot be read again on a split model."))
+            return
+        try:
+            t = conv.tree.get(turn)
+        except ModelError as exc:
+            self.emit(TurnFailed(self.turn, str(exc)))
+            return
+        k = self.needs.top_k or self.options.top_k_shown
+        steps = score_reply(loaded.model, loaded.tokenizer, conv.render(t.parent, t.user), list(t.reply_ids), k)
+        self.emit(ReplyScored(turn, tuple((s.token_id, s.text, s.prob, s.top_k) for s in steps)))
 
     def _run(self, plan_of: Callable[[TurnTree], TurnPlan], note: str = "") -> None:
         """Plan turn `self.turn` on the tree, then prepare, stream and close it."""
