@@ -138,6 +138,8 @@ def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(tiny_chat_model
     request(run, "send", "Thanks!")
     keep = run.cache.keep
     assert run.cache.evicted_total > 0
+    run.score(3)  # a reply further into the chat than the cache holds is not read again: one line
+    assert "past the cache's 64" in run.events[-1].message and isinstance(run.events[-1], TurnFailed)
     first = run.conversation.tree.get(1)
     started, ended = request(run, "fork", 1, 3, 42)
     prompt = fresh_render(run, [Message("user", "What is the capital of France?")])

@@ -317,8 +317,13 @@ class ChatSession:
         except ModelError as exc:
             self.emit(TurnFailed(self.turn, str(exc)))
             return
-        k = self.needs.top_k or self.options.top_k_shown
-        steps = score_reply(loaded.model, loaded.tokenizer, conv.render(t.parent, t.user), list(t.reply_ids), k)
+        k, prompt = self.needs.top_k or self.options.top_k_shown, conv.render(t.parent, t.user)
+        end, capacity = len(prompt) + len(t.reply_ids), conv.cache.capacity
+        if end > capacity:  # one pass over more than the cache ever held: memory unbounded, and not what it saw
+            reason = f"Turn {turn}'s reply ends {end} tokens into the chat, past the cache's {capacity}"
+            self.emit(TurnFailed(self.turn, f"{reason}: its probabilities are not read again."))
+            return
+        steps = score_reply(loaded.model, loaded.tokenizer, prompt, list(t.reply_ids), k)
         self.emit(ReplyScored(turn, tuple((s.token_id, s.text, s.prob, s.top_k) for s in steps)))
 
     def _run(self, plan_of: Callable[[TurnTree], TurnPlan], note: str = "") -> None:
