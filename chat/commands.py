@@ -262,11 +262,22 @@ def inspect_command(args: argparse.Namespace) -> int:
     from model.internals.inspect import inspect_prompt
     from model.loading.loader import load_model
 
-    loaded = load_model(args.model, args.weights)
-    _blas_note(loaded.info())
-    if args.layer is not None and not 0 <= args.layer < loaded.config.num_hidden_layers:
-        raise ModelError(f"--layer must be between 0 and {loaded.config.num_hidden_layers - 1}.")
-    data = inspect_prompt(loaded, args.prompt, args.system, args.layer)
+    group = _group(args)
+    try:
+        loaded = load_model(args.model, args.weights)
+        _blas_note(loaded.info())
+        if group is not None:
+            loaded = group.shard(loaded)  # this thread owns MLX here: no engine thread
+        layers = loaded.info()["layers"]  # the whole model's, when split
+        if args.layer is not None and not 0 <= args.layer < layers:
+            raise ModelError(f"--layer must be between 0 and {layers - 1}.")
+        data = inspect_prompt(loaded, args.prompt, args.system, args.layer)
+        if group is not None:
+            figures = group.figures().as_dict()
+            data = {**data, "ranks": figures.pop("ranks"), **figures}
+    finally:
+        if group is not None:
+            group.close()
     if args.json:
         _print_json(data)
         return 0

@@ -91,20 +91,20 @@ OPTIONS: list[Option] = [
     Option("--kv-bits", CHATS, None, "quantize the KV cache", kwargs={"type": int, "choices": (4, 8)}),
     Option(
         "--ranks",
-        frozenset({APP, "run", "replay", "bench"}),
+        frozenset({APP, "run", "replay", "inspect", "bench"}),
         1,
         "split the model over this many processes on this machine (tensor parallel, MLX ring over 127.0.0.1)",
         kwargs={"type": int},
     ),
     Option(
         "--hostfile",
-        frozenset({APP, "run", "replay"}),
+        frozenset({APP, "run", "replay", "inspect"}),
         None,
         "split the model over the hosts this JSON lists, one rank each, this machine first (mlx.launch's format)",
     ),
     Option(
         "--pipeline",
-        frozenset({APP, "run", "replay"}),
+        frozenset({APP, "run", "replay", "inspect"}),
         False,
         "with --ranks: split the layers into contiguous stages instead (for hosts with different memory)",
         kwargs={"action": "store_true"},

@@ -101,3 +101,25 @@ def test_default_model_pipeline_matches_through_a_wrapping_conversation(tmp_path
     for name in ("tensor", "pipeline"):
         assert [r["token_ids"] for r in rows[name]] == [r["token_ids"] for r in rows["one"]]
     assert not followers_alive()
+
+
+def test_inspect_over_ranks_sees_every_head_and_block(tiny):
+    """Each rank records its own heads (tensor) or blocks (pipeline); rank 0 gathers the whole model's."""
+    args = ("inspect", "--model", tiny, "--weights", "float32", "--json", "--layer", "2", "The cat sat on the mat.")
+    runs = {}
+    for name, extra in {"one": (), "tensor": ("--ranks", "3"), "pipeline": ("--ranks", "3", "--pipeline")}.items():
+        proc = glasschat(*args, *extra, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads(proc.stdout)
+    one = runs["one"]
+    for name in ("tensor", "pipeline"):
+        split = runs[name]
+        assert split["mode"] == name and split["top_k"][0][0] == one["top_k"][0][0]
+        heads = split["attention_heads"]["weights"]  # layer 2: rank 2's block in the pipeline
+        assert len(heads) == THREE_BLOCKS["num_attention_heads"]
+        assert heads == [pytest.approx(row, abs=1e-5) for row in one["attention_heads"]["weights"]]
+        assert split["attention"] == [pytest.approx(row, abs=1e-5) for row in one["attention"]]
+        for lens_split, lens_one in zip(split["logit_lens"], one["logit_lens"], strict=True):
+            assert [t[0] for t in lens_split] == [t[0] for t in lens_one]
+            assert [t[2] for t in lens_split] == pytest.approx([t[2] for t in lens_one], abs=1e-5)
+    assert not followers_alive(tiny)

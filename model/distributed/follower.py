@@ -41,11 +41,11 @@ def main() -> int:
         loaded = load_model(args.model, args.weights)
         group = mx.distributed.init(backend="ring", strict=True)
         memory = [float(m) for m in args.memory.split(",")] if args.memory else None
-        shard_loaded(loaded, group, args.pipeline, memory)
+        _, place = shard_loaded(loaded, group, args.pipeline, memory)
     except ModelError as exc:
         print(f"glasschat (rank {os.environ.get('MLX_RANK')}): {exc}", file=sys.stderr, flush=True)
         return 2
-    follow(loaded.model, group)
+    follow(loaded.model, group, place)
     return 0
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from model.distributed.gather import Place
 from model.distributed.hostfile import Host, follower_command, local_hosts, memory_split, ring_hostfile
 from model.distributed.info import PIPELINE, TENSOR, ClusterInfo, RankInfo, StepTiming
 from model.distributed.plan import split, stages
@@ -57,18 +58,22 @@ def init_ring(rank: int, hostfile: str):
     return mx.distributed.init(backend="ring", strict=True)
 
 
-def shard_loaded(loaded, group, pipeline: bool = False, memory: Optional[list[float]] = None) -> dict:
+def shard_loaded(loaded, group, pipeline: bool = False, memory: Optional[list[float]] = None) -> tuple[dict, Place]:
     """This rank's share of a loaded model (tensor parallel, or a pipeline stage), in place;
-    returns the full model's facts, as they were before."""
+    returns the full model's facts, as they were before, and where the share sits in it."""
     from model.distributed.pipeline import stage_loaded
 
-    full_info = loaded.info()
+    full_info, full = loaded.info(), loaded.config
+    L, H, rank = full.num_hidden_layers, full.num_attention_heads, group.rank()
     if pipeline:
         loaded.model = stage_loaded(loaded.model, group, memory)
+        place = Place(loaded.model.layers, range(H), L, H, tensor=False)
     else:
-        shard_model(loaded.model, split(loaded.config, group.size())[group.rank()], group)
+        share = split(full, group.size())[rank]
+        shard_model(loaded.model, share, group)
+        place = Place(range(L), share.q_heads, L, H, tensor=True)
     loaded.config = loaded.model.config
-    return full_info
+    return full_info, place
 
 
 def holdings(config, size: int, pipeline: bool, memory: Optional[list[float]] = None) -> list[tuple]:
@@ -185,10 +190,10 @@ class LocalGroup:
         group = init_ring(0, self.hostfile)
         full = loaded.config
         self.holds = holdings(full, self.size, self.pipeline, self.memory)  # refuses a size that cannot split
-        self.full_info = shard_loaded(loaded, group, self.pipeline, self.memory)
+        self.full_info, place = shard_loaded(loaded, group, self.pipeline, self.memory)
         self.messages_per_step = self.size if self.pipeline else 2 * full.num_hidden_layers
         self.bytes_per_message = full.hidden_size * compute_dtype(loaded.model).size
-        self.leader = Leader(loaded.model, group, self.pipeline)
+        self.leader = Leader(loaded.model, group, place, self.pipeline)
         loaded.model = self.leader
         self.comm_s_per_step = self.leader.time_step_comm()
         if self.measure_link:

@@ -22,6 +22,7 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_factory import compute_dtype, make_cache
+from model.distributed.gather import Place, fill, gather, local_probe
 from model.distributed.pipeline import Stage, time_hops
 from model.distributed.shard import AllSum
 from model.distributed.step_timer import StepTimer
@@ -29,7 +30,7 @@ from model.loading.weights import weight_bytes
 from model.runtime.settings import CacheSettings
 
 FORWARD, TIME_ALL_SUMS, TIME_HOPS = 1, 2, 3
-_FIELDS = 8  # op, cache number, capacity, kv bits, keep, length, tokens, spare
+_FIELDS = 8  # op, cache number, capacity, kv bits, keep, length, tokens, probed (see gather)
 _KEPT_CACHES = 2  # the conversation's cache and the warm-up's; older ones are dropped on both sides
 
 
@@ -66,9 +67,10 @@ class Leader:
 
     Everything else (config, rope, head, the inner modules) is the share's own."""
 
-    def __init__(self, share_model, group, pipeline: bool = False):
+    def __init__(self, share_model, group, place: Place, pipeline: bool = False):
         self.inner = share_model
         self.group = group
+        self.place = place  # where rank 0's share sits in the whole model
         self.pipeline = pipeline
         self.caches: dict[int, tuple[int, KVCache]] = {}  # id(cache) -> (number, cache)
         self.next_number = 0
@@ -95,7 +97,7 @@ class Leader:
                 self.caches.pop(next(iter(self.caches)))
         return self.caches[id(cache)][0]
 
-    def _announce(self, tokens: mx.array, cache) -> mx.array:
+    def _announce(self, tokens: mx.array, cache, probed: bool = False) -> mx.array:
         # Collectives run in the order graphs are evaluated, not the order they were built: a
         # previous pass still lazy (warm-up feeds the argmax of logits it never evaluated) would
         # send its all_sums after this header, while the followers wait for them before it.
@@ -108,20 +110,34 @@ class Leader:
             fields += [cache.capacity, bits, cache.keep, cache.length]
         else:
             fields += [0, 0, 0, 0]
-        fields.append(tokens.shape[1])
+        fields += [tokens.shape[1], int(probed)]
         header = _header(self.group, fields, (self.weight_bytes, _kv_bytes(cache)))
         self.figures = [tuple(header[_FIELDS + 2 * r : _FIELDS + 2 * r + 2]) for r in range(self.group.size())]
         # The followers add zeros: the sum is rank 0's ids, and using it keeps the send in rank 0's graph.
         return mx.distributed.all_sum(tokens.astype(mx.int32), group=self.group)
 
     def hidden_states(self, tokens, cache=None, probe=None):
+        if probe is not None:
+            return self._probed(tokens, cache, probe)
         h = self.inner.hidden_states(self._announce(tokens, cache), cache, probe)
         # Evaluated now, even when the caller only wants the cache filled: the last
         # block's all_sums must run on every rank, or the ranks' sends fall out of step.
         mx.eval(h)
         return h
 
+    def _probed(self, tokens, cache, probe):
+        """A pass the caller looks inside: every rank records its share, and rank 0 gathers the whole (see gather)."""
+        local = local_probe(self.place)
+        h = self.inner.hidden_states(self._announce(tokens, cache, probed=True), cache, local)
+        mx.eval(h)
+        keys = cache.length if cache is not None else tokens.shape[1]
+        fill(probe, *gather(local, self.place, self.group, keys, h.shape))
+        return h
+
     def __call__(self, tokens, cache=None, last_only: bool = False, probe=None):
+        if probe is not None:
+            h = self._probed(tokens, cache, probe)
+            return self.inner.head(h[:, -1:, :] if last_only else h)
         if last_only:
             self.timer.arm()  # a prefill's last token: the decode pass after it is timed, so every reply has one
         elif self.timer.due():  # a decode step (or a prompt-lookup verify pass, a step of several tokens)
@@ -165,7 +181,7 @@ class Leader:
         return TIMERS[op](self.group, count, width, dtype)
 
 
-def follow(model, group) -> None:
+def follow(model, group, place: Place) -> None:
     """A follower's loop: run every forward pass rank 0 announces, on this rank's share, until it is stopped.
 
     Rank 0 ends the group by ending the processes (a follower waiting in an all_sum is in MLX, deaf to signals
@@ -174,7 +190,7 @@ def follow(model, group) -> None:
     own_bytes = weight_bytes(model)
     cache = None
     while True:
-        op, number, capacity, bits, keep, length, n_tokens, _ = _header(group, [], (own_bytes, _kv_bytes(cache)))[
+        op, number, capacity, bits, keep, length, n_tokens, probed = _header(group, [], (own_bytes, _kv_bytes(cache)))[
             :_FIELDS
         ]
         if op in TIMERS:
@@ -189,4 +205,8 @@ def follow(model, group) -> None:
             cache = caches[number]
             cache.keep, cache.length = keep, length
         tokens = mx.distributed.all_sum(mx.zeros((1, n_tokens), mx.int32), group=group)
-        mx.eval(model.hidden_states(tokens, cache))
+        local = local_probe(place) if probed else None
+        mx.eval(model.hidden_states(tokens, cache, local))
+        if probed:
+            keys = cache.length if cache is not None else n_tokens
+            gather(local, place, group, keys, (1, n_tokens, model.config.hidden_size))

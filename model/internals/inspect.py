@@ -70,11 +70,12 @@ def inspect_prompt(
     messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
     ids, _ = encode_conversation(loaded.template, tok, messages, add_generation_prompt=True)
     cache = fresh_cache(loaded, capacity)
+    layers = list(range(loaded.info()["layers"]))  # the whole model's: a pipeline stage's config has its own
     steps = []
     feed = ids
     history = 0
     for _ in range(2):
-        inside = step_inside(model, cache, feed)
+        inside = step_inside(model, cache, feed, layers)
         history += len(feed)
         probs = mx.softmax(inside.logits.astype(mx.float32), axis=-1)
         step = {
