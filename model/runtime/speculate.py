@@ -99,16 +99,37 @@ def row_distributions(logits: mx.array, settings: SamplingSettings, recent: mx.a
     return mx.stack(rows)
 
 
-def pays_off(model: nn.Module) -> bool:
-    """Whether a verify pass costs little more than a step on this model, so lookup is on by default.
+# One verify pass of 8 rows against a step of 1 row, by how the model's matrix products run
+# on a CPU (2-core x86 VM with AVX-512, SmolLM2-135M, wall time, best of 12 interleaved rounds
+# in one run; the 1-row step took 82.5, 22.7 and 93.1 ms):
+VERIFY_COST = {
+    "blas": 1.07,  # float weights: BLAS reads each weight once for all the rows
+    "kernel": 2.43,  # 4/8-bit, the SIMD kernel: weights read once, but each row pays its own dot products
+    "mlx": 6.94,  # 4/8-bit, MLX's quantized_matmul (no SIMD on x86): each row nearly a step
+}
+# Lookup is on by default where a pass costs at most this. In `glasschat bench --lookup-only`
+# (greedy, 3 interleaved rounds): float32 ran a free-form reply at 1.18x plain and a quoting one
+# at 5.10x; 4-bit through the kernel at 0.91x and 2.12x, under the free-form floor of 0.95x plain.
+MAX_VERIFY_COST = 1.5
 
-    Measured on a 2-core x86 CPU, SmolLM2-135M, one pass of 8 rows against one of 1:
-    1.5x with float32 weights (BLAS reads each weight once for all rows), but 6.9x with
-    4-bit weights (the few-row kernel's cost grows with the rows), where lookup then ran
-    a free-form reply at 0.76x plain. A GPU reads the weights once per pass either way."""
+
+def verify_path(model: nn.Module) -> str:
+    """How a verify pass's matrix products run here: "gpu", or on a CPU "blas", "kernel" or "mlx"."""
     if mx.default_device() != mx.cpu:
-        return True
-    return not any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for m in model.modules())
+        return "gpu"
+    from model.kernels import qmv  # the kernel's loader, not MLX itself: imported when first asked
+
+    quantized = [m for m in model.modules() if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))]
+    if not quantized:
+        return "blas"
+    return "kernel" if qmv.extension() is not None and all(qmv.fits(m) for m in quantized) else "mlx"
+
+
+def pays_off(model: nn.Module) -> bool:
+    """Whether a verify pass costs little more than a step on this model, so lookup is on by default
+    (see VERIFY_COST). A GPU reads the weights once per pass whatever the rows: on there."""
+    path = verify_path(model)
+    return path == "gpu" or VERIFY_COST[path] <= MAX_VERIFY_COST
 
 
 @dataclass(frozen=True)
