@@ -1,4 +1,4 @@
-"""`glasschat bench --ranks N`: prefill and decode with 1 and N ranks on this machine, and what the link costs.
+"""`glasschat bench --ranks N` (or `--hostfile FILE`): prefill and decode with 1 and N ranks, and what the link costs.
 
 Each setting runs the same greedy turn through the engine (one process; N ranks
 in tensor parallel; N ranks in pipeline), so the tokens must agree, and reports
@@ -19,6 +19,7 @@ from typing import Optional
 from bench.run import FILLER, machine_info
 from chat.headless import HeadlessSession
 from model.distributed.group import LocalGroup
+from model.distributed.hostfile import check_reachable, read_hostfile
 from model.errors import ModelError
 from model.runtime.engine import EngineOptions
 from model.runtime.settings import CacheSettings
@@ -79,7 +80,7 @@ def estimates(loopback_hop_s: Optional[float]) -> list[dict]:
 def in_child(args, ranks: int, pipeline: bool) -> dict:
     """`measure` in a process of its own: MLX joins a process to one group only, once."""
     spec = {"model": args.model, "layout": args.layouts.split(",")[0], "decode": min(args.decode_tokens, DECODE_CAP)}
-    spec.update(ranks=ranks, pipeline=pipeline)
+    spec.update(ranks=ranks, pipeline=pipeline, hostfile=args.hostfile if ranks > 1 else None)
     proc = subprocess.run(
         [sys.executable, "-m", "bench.ranks", json.dumps(spec)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
@@ -88,10 +89,13 @@ def in_child(args, ranks: int, pipeline: bool) -> dict:
     return json.loads(proc.stdout.decode().splitlines()[-1])
 
 
-def measure(model: Optional[str], layout: str, decode: int, ranks: int, pipeline: bool, log) -> dict:
-    """One greedy turn with `ranks` processes; its speeds, and the group's figures."""
+def measure(
+    model: Optional[str], layout: str, decode: int, ranks: int, pipeline: bool, log, hostfile: Optional[str] = None
+) -> dict:
+    """One greedy turn with `ranks` processes (on the hostfile's hosts, if given); its speeds, and the group's figures."""
     options = EngineOptions(model=model, layout=layout, cache=CacheSettings(max_kv_size=2048), max_tokens=decode)
-    group = LocalGroup(ranks, model, layout, pipeline) if ranks > 1 else None
+    hosts = read_hostfile(hostfile) if hostfile else None
+    group = LocalGroup(ranks, model, layout, pipeline, hosts) if ranks > 1 else None
     if group is not None:
         group.measure_link = True
         options = replace(options, shard=group.shard)
@@ -137,14 +141,19 @@ def measure(model: Optional[str], layout: str, decode: int, ranks: int, pipeline
 
 def run(args) -> int:
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
-    log(f"ranks: 1 process, then {args.ranks} ranks in tensor parallel and in pipeline, on this machine")
+    ranks, where = args.ranks, "on this machine"
+    if args.hostfile:
+        hosts = read_hostfile(args.hostfile)
+        check_reachable(hosts)  # one line now, rather than from inside a setting's process
+        ranks, where = len(hosts), "over " + ", ".join(h.ssh for h in hosts)
+    log(f"ranks: 1 process, then {ranks} ranks in tensor parallel and in pipeline, {where}")
     rows = [in_child(args, 1, False)]
-    rows += [in_child(args, args.ranks, pipeline) for pipeline in (False, True)]
+    rows += [in_child(args, ranks, pipeline) for pipeline in (False, True)]
     reference = rows[0]["token_ids"]
     for row in rows:
         row["same_tokens"] = row.pop("token_ids") == reference
     link = rows[1]
-    hop_s = link["all_sum_latency_s"] / (2 * (args.ranks - 1)) if link.get("all_sum_latency_s") else None
+    hop_s = link["all_sum_latency_s"] / (2 * (ranks - 1)) if link.get("all_sum_latency_s") else None
     report = {"machine": machine_info("cpu"), "settings": rows, "estimate_70b": estimates(hop_s)}
     if args.json:
         print(json.dumps(report))
@@ -187,5 +196,5 @@ def print_report(report: dict) -> None:
 if __name__ == "__main__":  # one setting (see `in_child`): its row as the last line of stdout
     spec = json.loads(sys.argv[1])
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    row = measure(spec["model"], spec["layout"], spec["decode"], spec["ranks"], spec["pipeline"], say)
+    row = measure(spec["model"], spec["layout"], spec["decode"], spec["ranks"], spec["pipeline"], say, spec["hostfile"])
     print(json.dumps(row))

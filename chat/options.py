@@ -98,7 +98,7 @@ OPTIONS: list[Option] = [
     ),
     Option(
         "--hostfile",
-        frozenset({APP, "run", "replay", "inspect"}),
+        frozenset({APP, "run", "replay", "inspect", "bench"}),
         None,
         "split the model over the hosts this JSON lists, one rank each, this machine first (mlx.launch's format)",
     ),

@@ -5,12 +5,13 @@ checked by running the very script ssh would run, with bash, here.
 """
 
 import json
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from model.distributed.hostfile import Host, follower_command, read_hostfile, ring_hostfile
+from model.distributed.hostfile import Host, answers, follower_command, read_hostfile, ring_hostfile
 from model.errors import ModelError
 from tests.cli_helpers import assert_one_line_error, glasschat
 from tests.test_pipeline import THREE_BLOCKS
@@ -65,6 +66,8 @@ def test_both_forms_mlx_launch_reads_are_taken(tmp_path):
         (None, "Cannot read hostfile"),
         ([{"ssh": "mac-a", "ips": ["192.0.2.7"]}, HERE], "192.0.2.7 is not one of its addresses"),
         ([HERE, {"ssh": "mac-b.invalid", "ips": ["192.0.2.8"]}], "Cannot reach host mac-b.invalid over ssh"),
+        # A local rank at an address that is not this machine's: MLX's ring would retry binding it for ~45 s.
+        ([HERE, {"ssh": "localhost", "ips": ["192.0.2.9"]}], "host 1 (localhost) is this machine, but 192.0.2.9"),
     ],
 )
 def test_the_command_says_one_line_for_a_bad_or_unreachable_hostfile(tiny, tmp_path, content, phrase):
@@ -100,3 +103,20 @@ def test_a_remote_rank_is_started_over_ssh_with_its_rank_and_ring(tmp_path, monk
     out = subprocess.run(["bash", "-c", argv[-1]], capture_output=True, text=True, timeout=30).stdout.splitlines()
     assert out[0] == f"rank=1 dir={tmp_path} args=-m model.distributed.follower --model it's here --pipeline"
     assert json.loads(out[1]) == json.loads(ring)
+
+
+def test_a_ring_address_is_checked_by_connecting_to_it():
+    """A remote host that answers ssh is then asked at each ring address (ssh's port), in bounded time."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert answers("127.0.0.1", port, timeout=5)
+    assert not answers("127.0.0.1", port, timeout=5)  # closed now: refused at once
+
+
+@pytest.mark.parametrize("command", ["inspect", "bench"])
+def test_every_command_that_splits_takes_the_hostfile(tiny, tmp_path, command):
+    path = _file(tmp_path, [HERE, {"ssh": "mac-b.invalid", "ips": ["192.0.2.8"]}])
+    args = ("--hostfile", path) + (("hi",) if command == "inspect" else ())
+    assert_one_line_error(glasschat(command, "--model", tiny, *args, timeout=30), "Cannot reach host mac-b.invalid")

@@ -45,6 +45,9 @@ def main() -> int:
     except ModelError as exc:
         print(f"glasschat (rank {os.environ.get('MLX_RANK')}): {exc}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as exc:  # MLX could not join the ring (an address that is not this host's, a closed port)
+        print(f"glasschat (rank {os.environ.get('MLX_RANK')}): could not join the group: {exc}", file=sys.stderr)
+        return 2
     follow(loaded.model, group, place)
     return 0
 

@@ -90,18 +90,34 @@ def memory_split(hosts: list[Host]) -> Optional[list[float]]:
     return None if None in memory else memory
 
 
+def _is_mine(ip: str) -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+
+
+def answers(ip: str, port: int = 22, timeout: float = REACH_S) -> bool:
+    """Whether something accepts a TCP connection at ip:port within `timeout` (ssh's port: Remote Login is on)."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def check_reachable(hosts: list[Host]) -> None:
-    """Rank 0 must be this machine, and every other host must answer ssh within REACH_S seconds."""
-    first = hosts[0]
-    for ip in first.ips:
-        try:
-            with socket.socket() as s:
-                s.bind((ip, 0))
-        except OSError:
-            raise ModelError(
-                f"The first host ({first.ssh}) is rank 0, this machine, but {ip} is not one of its addresses: "
-                "put this Mac first in the hostfile."
-            )
+    """Rank 0 must be this machine; every other host must answer ssh, and at its ring addresses, within
+    REACH_S seconds (else the ring's own join would wait far longer before it gave up)."""
+    for n, host in enumerate(hosts):
+        if n > 0 and not host.local:
+            continue
+        for ip in host.ips:
+            if not _is_mine(ip):
+                who = "the first host, rank 0, is this machine" if n == 0 else f"host {n} ({host.ssh}) is this machine"
+                raise ModelError(f'In the hostfile {who}, but {ip} is not one of its addresses: fix its "ips".')
     for host in hosts[1:]:
         if host.local:
             continue
@@ -120,6 +136,12 @@ def check_reachable(hosts: list[Host]) -> None:
                 f"Cannot reach host {host.ssh} over ssh ({said or 'ssh failed'}): check its name, that Remote Login "
                 "is on and that `ssh` to it needs no password (a key), then start again."
             )
+        for ip in host.ips:
+            if not answers(ip):
+                raise ModelError(
+                    f"Host {host.ssh} answers ssh but not at its ring address {ip} (nothing on port 22 within "
+                    f"{REACH_S} s): check the Thunderbolt Bridge or Ethernet address in the hostfile."
+                )
 
 
 def ssh_command(host: Host, remote: str) -> list[str]:
