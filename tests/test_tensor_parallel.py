@@ -106,8 +106,9 @@ def test_kv_bits_cache_is_sharded_too(tiny):
     assert sum(r["kv_bytes"] for r in two["per_rank"]) == one["cache"]["bytes"]
 
 
-def test_a_killed_rank_gets_one_line_and_no_hang(tiny):
-    cmd = [sys.executable, "-m", "chat.cli", "run", "--model", tiny, "--weights", "float32"]
+@pytest.mark.parametrize("split", [(), ("--pipeline",)], ids=["tensor", "pipeline"])
+def test_a_killed_rank_gets_one_line_and_no_hang(tiny, split):
+    cmd = [sys.executable, "-m", "chat.cli", "run", "--model", tiny, "--weights", "float32", *split]
     cmd += ["--max-kv-size", "64", "--max-tokens", "100000", "--ranks", "2", "Tell me a story"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -124,6 +125,7 @@ def test_a_killed_rank_gets_one_line_and_no_hang(tiny):
     assert proc.returncode != 0
     assert len(lines) == 1, err.decode()
     assert lines[0].startswith("glasschat: rank 1 of 2 stopped (signal 9)")
+    assert lines[0].endswith(f"start again with {' '.join(('--ranks', '2', *split))}.")
     assert not followers_alive(tiny)
 
 

@@ -99,7 +99,7 @@ class LocalGroup:
         option that starts the same group, for the line that says how to restart."""
         self.hosts = hosts or local_hosts(size)
         self.size = len(self.hosts)
-        self.again = again or f"--ranks {self.size}"
+        self.again = (again or f"--ranks {self.size}") + (" --pipeline" if pipeline else "")
         self.pipeline = pipeline
         self.memory = memory_split(self.hosts)  # pipeline: each rank's host memory, for the split (None: even)
         self.folder = tempfile.TemporaryDirectory(prefix="glasschat-ranks-")
