@@ -7,6 +7,8 @@ during the conversation, so eviction and K-shift happen on every stage.
 """
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -122,4 +124,21 @@ def test_inspect_over_ranks_sees_every_head_and_block(tiny):
         for lens_split, lens_one in zip(split["logit_lens"], one["logit_lens"], strict=True):
             assert [t[0] for t in lens_split] == [t[0] for t in lens_one]
             assert [t[2] for t in lens_split] == pytest.approx([t[2] for t in lens_one], abs=1e-5)
+    assert not followers_alive(tiny)
+
+
+def test_the_views_see_a_block_another_stage_holds(tiny):
+    """The app's attention and lens views over a pipeline: layer 2 is rank 1's, and still shown as one process shows it."""
+    runs = {}
+    for name, extra in {"one": (), "pipeline": ("--ranks", "2", "--pipeline")}.items():
+        cmd = [sys.executable, "-m", "tests.split_watch", "2", "--model", tiny, "--weights", "float32"]
+        cmd += ["--max-tokens", "6", *extra, "Hello there"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(runs["pipeline"]) == len(runs["one"]) > 0
+    for split, one in zip(runs["pipeline"], runs["one"], strict=True):
+        assert split["layer"] == one["layer"] == 2
+        assert split["attention"] == [pytest.approx(row, abs=1e-5) for row in one["attention"]]
+        assert split["lens"] == one["lens"] and len(one["lens"]) == THREE_BLOCKS["num_hidden_layers"]
     assert not followers_alive(tiny)

@@ -94,11 +94,12 @@ class StepWatcher:
             return self.model(tokens, self.cache)[0, -1], None
         self._last = t
         layer = needs.attention_layer
-        if layer is not None and not 0 <= layer < len(self.cache.layers):
-            layer = None
         lens = needs.lens_layers is not None
         probe = Probe(attention_layers=() if layer is None else (layer,), hidden=lens)
         h = self.model.hidden_states(tokens, self.cache, probe)
+        # A layer the model does not have is simply not recorded. (Not checked against the cache: a
+        # pipeline stage's cache holds its own blocks, but its probe is given every block's, gathered.)
+        layer = layer if layer in probe.attention else None
         out: dict = {"layer": layer, "evicted_total": self.cache.evicted_total}
         out["sink"] = min(self.cache.keep, self.cache.length)
         if layer is not None:
