@@ -106,7 +106,7 @@ OPTIONS: list[Option] = [
         "--pipeline",
         frozenset({APP, "run", "replay", "inspect"}),
         False,
-        "with --ranks: split the layers into contiguous stages instead (for hosts with different memory)",
+        "with --ranks or --hostfile: split the layers into contiguous stages instead (hosts of different memory)",
         kwargs={"action": "store_true"},
     ),
     Option("--show-top", CHATS | BENCH, 10, "next-token candidates computed per step", kwargs={"type": int}),

@@ -1,1 +1,1 @@
-"""Running one model across a group of processes (MLX ring backend): the split, the shards, the leader and its followers."""
+"""Running one model across a group of processes (MLX ring backend): the split (tensor or pipeline), the hosts, the leader and its followers."""
