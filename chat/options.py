@@ -52,7 +52,7 @@ OPTIONS: list[Option] = [
         "--weights",
         INSPECTS,
         "auto",
-        "weight layout: auto picks float32 on CPU, quantized on a GPU",
+        "weight layout: auto keeps the file's quantized weights (on a CPU only where the SIMD kernel takes them; float32 there otherwise)",
         kwargs={"choices": LAYOUTS},
     ),
     Option("--system", INSPECTS, help="system prompt (default: the model template's own)"),

@@ -25,7 +25,9 @@ def cached_vs_fresh_logits(run, user_text):
 
 
 def test_turn_three_reuses_the_cache_and_matches_a_fresh_prefill():
-    run = SyncEngine(max_tokens=20, system=SYSTEM)
+    # float32 pinned: with the CPU's default 4-bit weights, decode steps round their inputs to int16
+    # (the SIMD kernel) while a prefill runs a float GEMM, ~5e-3 apart in logits; this checks the cache.
+    run = SyncEngine(max_tokens=20, system=SYSTEM, layout="float32")
     started1, _, ended1 = run.turn("What is the capital of France?")
     started2, _, _ = run.turn("And of Italy?")
     assert started2.reused_tokens == ended1.cache.tokens > started1.prompt_tokens
@@ -38,7 +40,9 @@ def test_turn_three_reuses_the_cache_and_matches_a_fresh_prefill():
 
 
 def test_cancelled_turn_then_new_turn_matches_a_fresh_session():
-    run = SyncEngine(max_tokens=200)
+    # float32 pinned: with the CPU's default 4-bit weights, decode steps round their inputs to int16
+    # (the SIMD kernel) while a prefill runs a float GEMM, ~5e-3 apart in logits; this checks the cache.
+    run = SyncEngine(max_tokens=200, layout="float32")
     shown = []
 
     def cancel_after_six(event):

@@ -28,7 +28,8 @@ QUOTE = (
 
 
 def test_engine_events_mark_guessed_tokens_and_the_reply_is_unchanged():
-    run = SyncEngine(max_tokens=40)
+    # On by choice: auto leaves it off with the CPU's default 4-bit weights (speculate.pays_off).
+    run = SyncEngine(max_tokens=40, lookup=LookupSettings(enabled=True))
     on = [run.turn(QUOTE), run.turn("Again, please.")]
     run.reset()
     run.update(lookup=LookupSettings(enabled=False))

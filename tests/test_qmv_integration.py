@@ -148,3 +148,36 @@ def test_built_wherever_a_compiler_is():
     if os.environ.get(qmv.DISABLE_ENV) or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         pytest.skip("kernel switched off, or no C++ compiler here")
     assert qmv.extension() is not None, qmv.unavailable_reason()
+
+
+@pytest.mark.skipif(mx.default_device() != mx.cpu, reason="the CPU's auto layout")
+def test_auto_layout_is_quantized_where_the_kernel_takes_every_matrix(monkeypatch):
+    """--weights auto on a CPU: the file's 4-bit weights through the kernel where it is built,
+    float32 through BLAS where it is not (MLX's own quantized matmul is slower than float32 there)."""
+    if qmv.extension() is not None:
+        lm = load_model(None)
+        assert (lm.layout, lm.info()["weight_dtype"]) == ("quantized", "q4 (affine, group 32)")
+        assert lm.info()["matvec"].startswith("SIMD kernel")
+    saved = dict(qmv._state)
+    try:
+        monkeypatch.setenv(qmv.DISABLE_ENV, "1")
+        qmv._state.clear()
+        lm = load_model(None)
+        assert (lm.layout, lm.info()["weight_dtype"]) == ("float32", "float32")
+    finally:
+        qmv._state.clear()
+        qmv._state.update(saved)
+
+
+@kernel_in_use
+def test_auto_layout_wants_every_matrix_in_a_kernel_layout():
+    from model.loading.weights import kernel_takes_all
+
+    w, scales, biases = mx.quantize(mx.zeros((64, 64)), group_size=32, bits=4)
+    quantized = {"a.weight": w, "a.scales": scales, "a.biases": biases, "norm.weight": mx.ones((64,))}
+    groups = {"a": {"group_size": 32, "bits": 4}}
+    assert kernel_takes_all(quantized, groups)
+    # A matrix left in float16 (a GGUF's Q6_K), or bits the kernel lacks: float32 instead.
+    assert not kernel_takes_all({**quantized, "b.weight": mx.zeros((64, 64), mx.float16)}, groups)
+    assert not kernel_takes_all(quantized, {"a": {"group_size": 32, "bits": 5}})
+    assert not kernel_takes_all({"b.weight": mx.zeros((64, 64))}, {})

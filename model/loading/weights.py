@@ -112,13 +112,29 @@ def dequantize(weights: dict[str, mx.array], groups: dict[str, dict], dtype: mx.
     return out
 
 
-def resolve_layout(layout: str, is_quantized: bool) -> str:
-    """`auto`: float32 through BLAS on CPU (MLX's CPU quantized matmul has no SIMD);
-    the file's own quantized weights on a GPU, where they are fastest."""
+def kernel_takes_all(weights: dict[str, mx.array], groups: dict[str, dict]) -> bool:
+    """Whether every matrix is quantized in a layout the SIMD matvec kernel multiplies (and it is built).
+
+    A matrix left in float16 (a GGUF's Q6_K, say) would be cast to float32 at every step."""
+    from model.kernels import qmv
+
+    if not groups or qmv.extension() is None:
+        return False
+    if any(q["bits"] not in qmv.BITS or q["group_size"] not in qmv.GROUP_SIZES for q in groups.values()):
+        return False
+    matrices = {k[: -len(".weight")] for k, v in weights.items() if k.endswith(".weight") and v.ndim == 2}
+    return matrices <= set(groups)
+
+
+def resolve_layout(layout: str, is_quantized: bool, kernel_fits: bool = False) -> str:
+    """`auto` on a CPU: the file's own quantized weights where the SIMD kernel takes every matrix
+    (`kernel_takes_all`: a decode step 3.6x faster than float32 through BLAS, at a fifth of the
+    memory), else float32 through BLAS (MLX's own CPU quantized matmul has no SIMD on x86, and
+    runs a step slower than float32). On a GPU the file's quantized weights, where they are fastest."""
     if layout != "auto":
         return layout
     if mx.default_device() == mx.cpu:
-        return "float32"
+        return "quantized" if kernel_fits else "float32"
     return "quantized" if is_quantized else "native"
 
 
@@ -134,7 +150,7 @@ def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: in
         weights.pop("lm_head.scales", None)
         weights.pop("lm_head.biases", None)
     groups = quantized_modules(weights, group_size)
-    layout = resolve_layout(layout, bool(groups))
+    layout = resolve_layout(layout, bool(groups), layout == "auto" and kernel_takes_all(weights, groups))
     if layout in ("float32", "float16", "bfloat16"):
         weights = dequantize(weights, groups, getattr(mx, layout))
     elif groups:
