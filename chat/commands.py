@@ -296,12 +296,14 @@ def inspect_command(args: argparse.Namespace) -> int:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    """Speed against the peers, (`--ui`) decode through the app against the engine alone, or (`--ranks N`,
-    `--hostfile`) one process against N ranks."""
+    """Speed against the peers, (`--ui`) decode through the app against the engine alone, (`--ranks N`,
+    `--hostfile`) one process against N ranks, or (`--scaling`) memory and a 1B-shaped model."""
     if args.ui:
         from .ui_bench import run  # the Textual app: imported only when measured
     elif args.ranks > 1 or args.hostfile:
         from bench.ranks import run  # 1 process against N ranks, tensor and pipeline: a section of its own
+    elif args.scaling:
+        from bench.scaling import run  # memory by layout, and a 1B-shaped model: each in a fresh process
     else:
         from bench.run import run
     return run(args)

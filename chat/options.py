@@ -156,6 +156,14 @@ OPTIONS: list[Option] = [
         {"action": "store_true"},
     ),
     Option("--rounds", BENCH, 3, "with --ui: interleaved runs of each setting (medians)", "bench", {"type": int}),
+    Option(
+        "--scaling",
+        BENCH,
+        False,
+        "instead: resident memory per --layouts, and a random model of Llama 3.2 1B's shape (bench.scaling)",
+        "bench",
+        {"action": "store_true"},
+    ),
     Option("--lookup-tokens", BENCH, 200, "prompt lookup: longest reply timed (0 skips)", "bench", {"type": int}),
     Option("--lookup-rounds", BENCH, 3, "prompt lookup: interleaved rounds (medians)", "bench", {"type": int}),
     Option(

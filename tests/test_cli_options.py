@@ -44,6 +44,7 @@ SAMPLES = {
     "--skip-extras-check": ([], True),
     "--ui": ([], True),
     "--rounds": (["5"], 5),
+    "--scaling": ([], True),
     "--eviction-tokens": (["0"], 0),
     "--lookup-tokens": (["50"], 50),
     "--lookup-rounds": (["1"], 1),
