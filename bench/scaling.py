@@ -12,8 +12,9 @@ Two questions the default model (135M parameters) cannot answer alone:
   Random weights make the speed real but the replies meaningless: lookup's
   acceptance there says nothing about text, the pass cost does.
 
-llama.cpp is not run on the 1B shape: it would need this random model written as a
-Q4 GGUF with a 128256-token vocabulary in its metadata, which nothing here writes yet.
+llama.cpp runs the same shape from a random Q4_1 GGUF written at bench time
+(`bench.random_gguf`, the default model's vocabulary padded to 128256), in its child
+process as in the main bench; its RSS is that child's, not measured here.
 """
 
 import ctypes
@@ -210,6 +211,41 @@ def _child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def llama_cpp_on_shape(args, prompt: int, log) -> dict:
+    """llama.cpp's prefill and decode on LLAMA_1B's shape, from a random Q4_1 GGUF in a temporary folder."""
+    import tempfile
+
+    from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
+    from bench.random_gguf import write_random_llama
+    from bench.run import measure
+    from model.loading.default_model import default_model_path
+    from model.loading.loader import load_tokenizer
+
+    if not llama_cpp_available():
+        return {"error": "not installed (pip install 'glasschat[llamacpp]')"}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        path = write_random_llama(Path(tmp) / "llama-1b-shape-random.Q4_1.gguf", LLAMA_1B, default_model_path())
+        written = {"gguf_bytes": path.stat().st_size, "write_s": time.perf_counter() - start}
+        log(f"  llama.cpp: wrote a {written['gguf_bytes'] / 2**20:.0f} MB Q4_1 GGUF in {written['write_s']:.0f} s")
+        peer = None
+        try:
+            peer = LlamaCppEngine(str(path), threads=os.cpu_count() or 1)
+            r = measure(peer, "gguf", load_tokenizer(), [prompt], args.decode_tokens, args.repeats, log, args.budget)
+        except PeerFailed as exc:
+            return {"error": str(exc), **written}
+        finally:
+            if peer is not None:
+                peer.close()
+    return {
+        "prefill_tok_s": r.prefill_tok_s.get(prompt),
+        "decode_tok_s": r.decode_tok_s,
+        "buffers": peer.buffers,
+        "note": r.note,
+        **written,
+    }
+
+
 def run(args) -> int:
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     prompt = max(int(s) for s in args.sizes.split(",") if int(s) <= 512) if args.sizes else 512
@@ -219,6 +255,8 @@ def run(args) -> int:
         report["memory"].append(_child("memory", layout, str(prompt)))
     log(f"1B shape: random 4-bit weights, {prompt}-token prefill, {args.decode_tokens} tokens decoded")
     report["llama_1b_shape"] = _child("scale", str(prompt), str(args.decode_tokens), str(args.repeats))
+    log("1B shape: llama.cpp on a random Q4_1 GGUF of the same shape")
+    report["llama_cpp_1b_shape"] = llama_cpp_on_shape(args, prompt, log)
     if args.json:
         print(json.dumps(report))
     else:
@@ -259,7 +297,16 @@ def print_report(report: dict) -> None:
         f"{s['rss_prefilled'] / mb:.0f} after prefill (weights {s['weight_bytes'] / mb:.0f} + cache "
         f"{s['cache_bytes'] / mb:.0f}; overhead {(s['rss_prefilled'] - s['weight_bytes'] - s['cache_bytes']) / mb:.0f})"
     )
-    print("  llama.cpp on this shape: not run (needs the random model as a Q4 GGUF with a 128256-token vocabulary)")
+    peer = report.get("llama_cpp_1b_shape") or {}
+    if "error" in peer:
+        print(f"  llama.cpp on this shape: not measured: {peer['error']}")
+    elif peer:
+        prefill = peer["prefill_tok_s"]
+        print(
+            f"  llama.cpp on this shape ({peer['buffers']}): prefill {prefill or float('nan'):.1f} tok/s, decode "
+            f"{peer['decode_tok_s']:.1f} tok/s; ours / llama.cpp: decode {s['decode_tok_s'] / peer['decode_tok_s']:.2f}x"
+            + (f", prefill {s['prefill_tok_s'] / prefill:.2f}x" if prefill else "")
+        )
 
 
 if __name__ == "__main__":

@@ -54,3 +54,22 @@ def test_report_prints_both_sections(capsys):
     assert "378  over the 300 MB target" in out  # 500 - 98 - 24
     assert "not measured: exit 1: boom" in out
     assert "verify pass of 8 rows: 3.20x" in out and "overhead 299" in out
+
+
+def test_random_gguf_has_the_shape_and_the_default_vocabulary(tmp_path):
+    """llama.cpp's copy of the 1B shape: our GGUF reader finds the shape, Q4_1 weights of N(0, 0.02), the vocabulary."""
+    from bench.random_gguf import write_random_llama
+    from model.loading.default_model import default_model_path
+    from model.loading.loader import load_model
+
+    shape = {**TINY, "vocab_size": 49200, "rope_theta": 500000.0, "max_position_embeddings": 4096}  # 48 pad tokens
+    lm = load_model(str(write_random_llama(tmp_path / "r.gguf", shape, default_model_path())), layout="quantized")
+    c = lm.config
+    got = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+    assert got == (128, 2, 4, 1, 32) and (c.intermediate_size, c.vocab_size) == (512, 49200)
+    assert lm.file_types.startswith("Q4_1") and c.tie_word_embeddings
+    default = load_model(None, layout="quantized").tokenizer
+    assert lm.tokenizer.encode_text("Hello, world!") == default.encode_text("Hello, world!")
+    down = lm.model.model.layers[0].mlp.down_proj
+    values = np.array(mx.dequantize(down.weight, down.scales, down.biases, group_size=32, bits=4))
+    assert abs(values.std() - 0.02) < 0.002
