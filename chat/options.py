@@ -74,7 +74,7 @@ OPTIONS: list[Option] = [
         CHATS,
         "auto",
         "guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes "
-        "(auto: on unless the weights are quantized on a CPU)",
+        "(auto: on where it measured faster; off with 4-bit weights on a one-core CPU)",
         kwargs={"choices": LOOKUP_CHOICES},
     ),
     Option(

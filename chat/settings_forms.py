@@ -124,7 +124,7 @@ def edit_cache(app: App) -> None:
 
 
 LOOKUP_NEXT = {None: True, True: False, False: None}  # the palette entry steps auto -> on -> off -> auto
-LOOKUP_SAYS = {None: "auto (on unless the weights are quantized on a CPU)", True: "on", False: "off"}
+LOOKUP_SAYS = {None: "auto (on where it measured faster: not 4-bit on one core)", True: "on", False: "off"}
 
 
 def toggle_lookup(app: App) -> None:

@@ -330,8 +330,9 @@ def test_quoting_reply_identical_and_mostly_drafted(default_model):
 
 
 def test_lookup_is_on_by_default_only_where_a_verify_pass_is_cheap(tiny):
-    """auto: on with float weights on a CPU (8 rows cost ~1.1 steps), off with quantized ones
-    (~2.4 through the SIMD kernel, ~7 through MLX's quantized_matmul)."""
+    """auto: on with float weights on a CPU (8 rows cost ~1.1 steps) and with the SIMD kernel when a
+    pass has 2 threads (~2.3), off with one (~2.4: free-form replies ran 0.91x) or through MLX's
+    quantized_matmul (~7)."""
     import mlx.nn as nn
 
     from model.kernels import qmv
@@ -342,8 +343,18 @@ def test_lookup_is_on_by_default_only_where_a_verify_pass_is_cheap(tiny):
     nn.quantize(quantized, group_size=32, bits=4)
     if mx.default_device() == mx.cpu:
         assert verify_path(tiny) == "blas"
-        assert verify_path(quantized) == ("kernel" if qmv.extension() is not None else "mlx")
-        assert not pays_off(quantized)
+        ext = qmv.extension()
+        if ext is None:
+            assert verify_path(quantized) == "mlx" and not pays_off(quantized)
+        else:
+            threads = ext.pass_threads()
+            try:
+                ext.set_pass_threads(2)
+                assert verify_path(quantized) == "kernel" and pays_off(quantized)
+                ext.set_pass_threads(1)
+                assert verify_path(quantized) == "kernel, one thread" and not pays_off(quantized)
+            finally:
+                ext.set_pass_threads(threads)
     auto = LookupSettings()
     assert auto.resolved(True).enabled is True and auto.resolved(False).enabled is False
     assert LookupSettings(enabled=True).resolved(False).enabled is True  # as the user set it

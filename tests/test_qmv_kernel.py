@@ -41,16 +41,18 @@ def kernels() -> list[str]:
 
 @pytest.fixture
 def use_kernel():
-    """Run with a named kernel and thread count; restores the defaults after."""
-    threads = ext.threads()
+    """Run with a named kernel and thread count (one row or several); restores the defaults after."""
+    threads, passes = ext.threads(), ext.pass_threads()
 
     def use(name: str, n_threads: int):
         ext.set_kernel(name)
         ext.set_threads(n_threads)
+        ext.set_pass_threads(n_threads)
 
     yield use
     ext.set_kernel("best")
     ext.set_threads(threads)
+    ext.set_pass_threads(passes)
 
 
 def codes_of(w: mx.array, bits: int) -> np.ndarray:

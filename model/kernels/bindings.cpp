@@ -22,6 +22,8 @@ NB_MODULE(_qmv, m) {
         "mx.dequantize's float32 weights in one pass (for prefill's GEMM), on the CPU.");
   m.def("set_threads", &glasschat::set_threads, "threads"_a);
   m.def("threads", &glasschat::threads);
+  m.def("set_pass_threads", &glasschat::set_pass_threads, "threads"_a, "Threads for products of 4 or more rows.");
+  m.def("pass_threads", &glasschat::pass_threads);
   m.def("set_kernel", &glasschat::set_kernel, "name"_a, "'best', or one of kernel_names() (tests, benchmarks).");
   m.def("kernel_name", &glasschat::kernel_name);
   m.def("kernel_names", &glasschat::kernel_names, "Every kernel this CPU can run, best first.");

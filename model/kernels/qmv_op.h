@@ -30,6 +30,10 @@ mx::array dequantize(const mx::array& w, const mx::array& scales, const mx::arra
 // Threads the kernel splits output rows over (1 = the stream's own thread only).
 void set_threads(int threads);
 int threads();
+// The same for products of 4 or more input rows (a verify pass: compute-bound, and nothing
+// else runs meanwhile, while a decode step is memory-bound and Python builds the next one).
+void set_pass_threads(int threads);
+int pass_threads();
 
 // Which kernel runs: "best" (default), or one of `kernel_names()` for tests and benchmarks.
 void set_kernel(const std::string& name);

@@ -99,22 +99,32 @@ def row_distributions(logits: mx.array, settings: SamplingSettings, recent: mx.a
     return mx.stack(rows)
 
 
-# One verify pass of 8 rows against a step of 1 row, by how the model's matrix products run
-# on a CPU (2-core x86 VM with AVX-512, SmolLM2-135M, wall time, best of 12 interleaved rounds
-# in one run; the 1-row step took 82.5, 22.7 and 93.1 ms):
-VERIFY_COST = {
-    "blas": 1.07,  # float weights: BLAS reads each weight once for all the rows
-    "kernel": 2.43,  # 4/8-bit, the SIMD kernel: weights read once, but each row pays its own dot products
-    "mlx": 6.94,  # 4/8-bit, MLX's quantized_matmul (no SIMD on x86): each row nearly a step
+@dataclass(frozen=True)
+class Measured:
+    """Prompt lookup against plain decoding on one matrix-product path (2-core x86 VM with
+    AVX-512, the default model, greedy; `glasschat bench --lookup-only`, 3 interleaved rounds)."""
+
+    pass_cost: float  # one verify pass of 8 rows over a 1-row step (wall time, best of 12 interleaved)
+    free_form: float  # lookup / plain tok/s on a reply that quotes nothing (the worst of the runs)
+    quoting: float  # lookup / plain tok/s on a reply that repeats its prompt
+
+
+MEASURED = {
+    "blas": Measured(1.07, 1.18, 5.10),  # float weights: BLAS reads each weight once for all the rows
+    # 4/8-bit through the SIMD kernel: weights read once, but each row pays its own dot products.
+    # Spread over 2 threads from 4 rows up (qmv.PASS_THREADS_ENV) a pass costs less; two runs
+    # then gave free-form 0.95x and 0.97x, quoting 2.46x and 2.43x.
+    "kernel, one thread": Measured(2.43, 0.91, 2.12),
+    "kernel": Measured(2.30, 0.95, 2.43),
+    "mlx": Measured(6.94, 0.76, 1.09),  # 4/8-bit, MLX's quantized_matmul (no SIMD on x86)
 }
-# Lookup is on by default where a pass costs at most this. In `glasschat bench --lookup-only`
-# (greedy, 3 interleaved rounds): float32 ran a free-form reply at 1.18x plain and a quoting one
-# at 5.10x; 4-bit through the kernel at 0.91x and 2.12x, under the free-form floor of 0.95x plain.
-MAX_VERIFY_COST = 1.5
+# Lookup is on by default where it met both of issue 18's floors: a free-form reply at least
+# 0.95x plain decoding, and a quoting one at least 2x.
+FREE_FORM_FLOOR, QUOTING_FLOOR = 0.95, 2.0
 
 
 def verify_path(model: nn.Module) -> str:
-    """How a verify pass's matrix products run here: "gpu", or on a CPU "blas", "kernel" or "mlx"."""
+    """How a verify pass's matrix products run here: "gpu", or on a CPU a key of MEASURED."""
     if mx.default_device() != mx.cpu:
         return "gpu"
     from model.kernels import qmv  # the kernel's loader, not MLX itself: imported when first asked
@@ -122,14 +132,19 @@ def verify_path(model: nn.Module) -> str:
     quantized = [m for m in model.modules() if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))]
     if not quantized:
         return "blas"
-    return "kernel" if qmv.extension() is not None and all(qmv.fits(m) for m in quantized) else "mlx"
+    if qmv.extension() is None or not all(qmv.fits(m) for m in quantized):
+        return "mlx"
+    return "kernel" if qmv.extension().pass_threads() > 1 else "kernel, one thread"
 
 
 def pays_off(model: nn.Module) -> bool:
-    """Whether a verify pass costs little more than a step on this model, so lookup is on by default
-    (see VERIFY_COST). A GPU reads the weights once per pass whatever the rows: on there."""
+    """Whether lookup measured faster on this model's path, so it is on by default (see MEASURED).
+    A GPU reads the weights once per pass whatever the rows: on there."""
     path = verify_path(model)
-    return path == "gpu" or VERIFY_COST[path] <= MAX_VERIFY_COST
+    if path == "gpu":
+        return True
+    m = MEASURED[path]
+    return m.free_form >= FREE_FORM_FLOOR and m.quoting >= QUOTING_FLOOR
 
 
 @dataclass(frozen=True)
