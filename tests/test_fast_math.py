@@ -14,11 +14,31 @@ from model.runtime.sampling import log_softmax
 
 
 def test_exp_relative_error():
-    x = mx.concatenate([mx.linspace(-80, 80, 20001), mx.array([0.0, 1.0, -1.0])])
+    lowest = fast_math.FLUSH_BELOW * math.log(2)  # about -69.3
+    x = mx.concatenate([mx.linspace(lowest + 1e-3, 80, 20001), mx.array([0.0, 1.0, -1.0])])
     expected = np.exp(np.array(x, dtype=np.float64))
     got = np.array(fast_math.exp(x), dtype=np.float64)
     assert np.max(np.abs(got - expected) / expected) < 5e-6
-    assert fast_math.exp(mx.array([-math.inf])).item() < 1e-37
+    # Below 2^-100 it is exactly 0 (numpy says under 8e-31 there).
+    below = mx.array([-math.inf, -1000.0, -88.0, lowest - 0.01])
+    assert np.array(fast_math.exp(below)).tolist() == [0.0] * 4 and np.exp(lowest - 0.01) < 8e-31
+
+
+def test_softmax_weights_are_never_subnormal():
+    """A masked score's weight is 0, not a subnormal float: x86 multiplies those ~50x slower (prefill's weights @ v)."""
+    q, k, v = mx.random.normal((1, 9, 64, 64)), mx.random.normal((1, 3, 64, 64)), mx.random.normal((1, 3, 64, 64))
+    scores = (q * 0.125).reshape(1, 3, 3 * 64, 64) @ k.swapaxes(-1, -2)
+    visible = mx.arange(64)[:, None] >= mx.arange(64)[None, :]
+    masked = mx.where(visible, scores.reshape(1, 3, 3, 64, 64), -mx.inf)
+    weights = np.array(fast_math.softmax(masked))
+    tiny = np.finfo(np.float32).tiny  # the smallest normal float
+    assert not np.any((weights != 0) & (np.abs(weights) < tiny))
+    assert np.all(weights[..., ~np.array(visible)] == 0) and np.allclose(weights.sum(-1), 1, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(fast_math.causal_attention(q, k, v, 0.125)),
+        np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")),
+        atol=1e-5,
+    )
 
 
 def test_swiglu_matches_silu():
