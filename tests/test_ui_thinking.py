@@ -13,6 +13,7 @@ from chat.widgets.decode_panel import DecodePanel
 from chat.widgets.prompt_input import PromptInput
 from chat.widgets.thinking_fold import ThinkingFold
 from chat.widgets.transcript import AssistantMessage
+from chat.widgets.user_message import UserMessage
 from model.runtime.events import ModelReady
 
 
@@ -61,6 +62,29 @@ async def test_thinking_is_open_while_it_streams_then_folded_and_counted_apart(r
 
         await pilot.click(fold._title)  # unfolds again
         await wait_for(pilot, lambda: not fold.collapsed)
+
+
+@pytest.mark.asyncio
+async def test_a_branch_drawn_again_keeps_its_thinking_folded(recording):
+    app, holder = fake_app(recording=recording)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        app.query_one(PromptInput).insert("Hello!")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
+        await pilot.press("ctrl+r")  # a second reply to the same message (the same recording plays)
+        engine = holder["engine"]
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        app.query_one(UserMessage).focus()
+        await pilot.press("left")  # back to the first reply: the path is drawn again from the tree
+        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 1)
+        await pilot.pause(0.1)
+        [fold] = app.query(ThinkingFold)
+        assert fold.collapsed and fold.title == "Thought for 3 tokens" and fold.text.strip("\n") == THOUGHT
+        assert app.query_one(AssistantMessage).text == ANSWER and THOUGHT not in text_of(
+            app.query_one(AssistantMessage)
+        )
+        assert list(app.query_one("#transcript").children).index(fold) == 1  # between the message and its reply
 
 
 @pytest.mark.asyncio

@@ -18,6 +18,7 @@ from model.runtime.events import TurnStarted
 from ..saved_chat import SavedChat
 from .confidence import SampledStep
 from .reply_message import AssistantMessage, show_twin
+from .thinking_fold import ThinkingFold
 from .user_message import UserMessage
 
 
@@ -26,6 +27,7 @@ class BranchPaths:
         self.tree = TurnTree()
         self.steps: dict[int, list[SampledStep]] = {}  # each turn's reply steps (none for a saved chat's turns)
         self.stop_reasons: dict[int, str] = {}
+        self.thoughts: dict[int, tuple[str, int]] = {}  # a thinking reply's thinking and its token count
 
     @classmethod
     def of_saved(cls, saved: SavedChat, offset: int = 0) -> "BranchPaths":
@@ -40,10 +42,14 @@ class BranchPaths:
         """A turn a path can be drawn to (None: the current one)."""
         return turn is None or turn == ROOT or turn in self.tree.turns
 
-    def record(self, turn: Turn, steps: list[SampledStep], stop_reason: str) -> None:
+    def record(
+        self, turn: Turn, steps: list[SampledStep], stop_reason: str, thought: tuple[str, int] = ("", 0)
+    ) -> None:
         self.tree.add(turn)
         self.steps[turn.number] = steps
         self.stop_reasons[turn.number] = stop_reason
+        if thought[1]:
+            self.thoughts[turn.number] = thought
 
     def sibling(self, turn: int, delta: int) -> Optional[int]:
         """Where ←/→ on turn `turn`'s message lands: the newest leaf below the sibling `delta` away."""
@@ -91,6 +97,12 @@ class BranchPaths:
         for n in self.tree.path(turn):
             t = self.tree.turns[n]
             await into.mount(UserMessage(t.user, turn=n))
+            if n in self.thoughts:  # folded, as it was once the answer began
+                text, tokens = self.thoughts[n]
+                fold = ThinkingFold()
+                await into.mount(fold)
+                fold.add(text)
+                fold.fold(tokens)
             reply = AssistantMessage(t.reply_text, t.reply_ids, turn=n)
             reply.steps = self.steps.get(n, [])
             await into.mount(reply)

@@ -187,7 +187,9 @@ class Transcript(EngineView, VerticalScroll):
             turn = Turn(
                 event.turn, parent, started.user, event.reply_ids, event.text, started.forked_at, started.token_forced
             )
-            self.paths.record(turn, self.reply.steps if self.reply is not None else [], event.stats.stop_reason)
+            steps = self.reply.steps if self.reply is not None else []
+            thought = (event.thinking, event.stats.thinking_tokens)
+            self.paths.record(turn, steps, event.stats.stop_reason, thought)
             self.paths.mark(self.query(UserMessage))
         if self.fold is not None:
             self.fold.fold(event.stats.thinking_tokens)
