@@ -24,9 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import model  # noqa: E402,F401  (before mlx: it gives MLX its BLAS, see model.blas)
+
+# isort: split
 import mlx.core as mx  # noqa: E402
 
-import model  # noqa: E402,F401
 from chat.headless import HeadlessSession  # noqa: E402
 from chat.recorder import ConversationRecorder  # noqa: E402
 from chat.store import Store  # noqa: E402

@@ -188,6 +188,21 @@ def test_the_blas_in_use_is_reported_with_its_version_and_core():
     assert info["core_origin"] == "detected" and info["note"] == ""
 
 
+# Every way in that a process starts from: each must set up the BLAS before anything imports mlx.
+ENTRY_POINTS = ["chat.cli", "bench.run", "bench.ranks", "bench.scaling", "bench.lookup", "model.distributed.follower"]
+
+
+@linux
+@pytest.mark.parametrize("entry", ENTRY_POINTS + ["scripts/soak.py"])
+def test_every_entry_point_gives_mlx_the_blas_before_importing_it(entry):
+    """`python -m bench.ranks` imported mlx first and ran on the reference BLAS (prefill 16 tok/s for 387)."""
+    load = f"import runpy; runpy.run_path({entry!r})" if entry.endswith(".py") else f"import {entry}"
+    code = f"{load}\nimport model.blas as b\nprint(b.blas_in_use())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith("OpenBLAS"), (entry, out.stdout, out.stderr[-500:])
+
+
 @linux
 def test_a_forced_generic_core_is_reported_not_hidden():
     shim()
