@@ -69,6 +69,21 @@ def blas_in_use() -> str:
     return blas_info().summary()
 
 
+def set_threads(count: int) -> Optional[int]:
+    """Ask the OpenBLAS in use for `count` threads; the count it then runs, None without OpenBLAS.
+
+    Ranks that share one machine's cores each keep their share: the PyPI build's threads
+    spin while they wait, so two processes with a thread per core stall each other."""
+    handle = _state.get("openblas")
+    if handle is None:
+        return None
+    lib, prefix = handle
+    getattr(lib, prefix + "openblas_set_num_threads")(ctypes.c_int(max(1, count)))
+    get = getattr(lib, prefix + "openblas_get_num_threads")
+    get.restype = ctypes.c_int
+    return get()
+
+
 def _choose() -> BlasInfo:
     if sys.platform == "darwin":
         return BlasInfo("Accelerate", "macOS")
@@ -143,6 +158,7 @@ def _load_openblas(library: str, prefix: str, source: str, shim: Optional[Path] 
     except OSError as exc:
         # The system library is often just absent; that needs no more words.
         return f"no {source}" if "No such file" in str(exc) else f"{source} did not load ({exc})"
+    _state["openblas"] = (lib, prefix)  # for `set_threads`
     core = _openblas_string(lib, prefix + "openblas_get_corename")
     words = _openblas_string(lib, prefix + "openblas_get_config").split()  # "OpenBLAS 0.3.34 DYNAMIC_ARCH ..."
     version = words[1] if len(words) > 1 and words[0] == "OpenBLAS" else ""

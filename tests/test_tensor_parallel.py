@@ -154,3 +154,44 @@ def test_default_model_over_two_ranks_gives_the_single_process_reply():
         assert [t[0] for t in step_two] == [t[0] for t in step_one]
         assert [t[2] for t in step_two] == pytest.approx([t[2] for t in step_one], abs=1e-4)
     assert not followers_alive()
+
+
+def test_ranks_on_one_machine_share_its_cores(monkeypatch, tmp_path):
+    """Each local rank's OpenBLAS and kernel get its part of the cores: with a thread per core in every
+    rank, the PyPI OpenBLAS's spinning threads stalled 2 ranks on 2 cores (decode 2.3 tok/s, not 27)."""
+    import model.distributed.group as group
+    from model import blas
+
+    for key in group.share_of_cores(1):
+        monkeypatch.setenv(key, "unset by the test")  # restored afterwards: the group sets rank 0's own
+    started, asked = [], []
+
+    class Follower:  # stands in for the follower process: only its environment is looked at
+        def __init__(self, cmd, env, **_):
+            started.append(env)
+
+        def poll(self):
+            return None
+
+        def send_signal(self, _signal):
+            pass
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(group.subprocess, "Popen", Follower)
+    monkeypatch.setattr(group.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(group.blas, "set_threads", asked.append)
+    ranks = group.LocalGroup(4, None, "float32")
+    ranks.close()
+    assert [env["OPENBLAS_NUM_THREADS"] for env in started] == ["2", "2", "2"]  # ranks 1-3: 8 cores / 4
+    assert all(env["GLASSCHAT_KERNEL_THREADS"] == env["GLASSCHAT_KERNEL_PASS_THREADS"] == "2" for env in started)
+    assert asked == [2] and os.environ["GLASSCHAT_KERNEL_THREADS"] == "2"  # rank 0, this process
+    # The call rank 0 makes reaches the loaded OpenBLAS (the one MLX runs on here).
+    monkeypatch.undo()
+    if blas.blas_info().name == "OpenBLAS":
+        before = blas.set_threads(os.cpu_count() or 1)
+        try:
+            assert blas.set_threads(1) == 1
+        finally:
+            blas.set_threads(before)
