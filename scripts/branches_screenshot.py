@@ -10,8 +10,6 @@ a browser viewing the SVG uses; rsvg-convert squeezes the terminal's spaces).
 """
 
 import asyncio
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import model  # noqa: E402,F401  (picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from chat.widgets.confidence import ConfidenceText  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
+from scripts.svg_to_png import write_png  # noqa: E402
 
 QUESTION, AT = "What is the capital of France?", " Paris"
 
@@ -56,17 +55,7 @@ def main() -> None:
     svg = ROOT / "assets" / "branches.svg"
     asyncio.run(shoot(svg))
     print(f"wrote {svg}")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        print("chromium not found: PNG not written")
-        return
-    png = svg.with_suffix(".png")
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", f"--screenshot={png}", "--window-size=1800,1100", str(svg)],
-        check=True,
-        capture_output=True,
-    )
-    print(f"wrote {png}")
+    write_png(svg)
 
 
 if __name__ == "__main__":

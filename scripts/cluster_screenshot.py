@@ -7,9 +7,6 @@ Chromium is installed (headless, the same renderer as a browser viewing the SVG)
 """
 
 import asyncio
-import re
-import shutil
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +18,7 @@ import model  # noqa: E402,F401  (first: picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from model.distributed.group import LocalGroup  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
+from scripts.svg_to_png import write_png  # noqa: E402
 
 QUESTION = "Name three colours of the rainbow."
 
@@ -49,18 +47,7 @@ def main() -> None:
     svg = ROOT / "assets" / "cluster.svg"
     asyncio.run(shoot(svg))
     print(f"wrote {svg}")
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        print("chromium not found (apt-get install chromium): PNG not written")
-        return
-    width, height = (round(float(v)) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg.read_text()).groups())
-    png = svg.with_suffix(".png")
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-         f"--window-size={width},{height}", str(svg)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    print(f"wrote {png}")
+    write_png(svg)
 
 
 if __name__ == "__main__":

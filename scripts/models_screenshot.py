@@ -8,8 +8,6 @@ installed (headless, the same renderer as a browser viewing the SVG).
 
 import asyncio
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +21,7 @@ from chat.app import GlasschatApp  # noqa: E402
 from chat.user_settings import SettingsFile, UserSettings  # noqa: E402
 from model.loading.default_model import default_model_path  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
+from scripts.svg_to_png import write_png  # noqa: E402
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -59,17 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path.home(), prefix="glasschat-demo-") as work:
         asyncio.run(shoot(Path(work), svg))
     print(f"wrote {svg}")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        print("chromium not found: PNG not written")
-        return
-    png = svg.with_suffix(".png")
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", f"--screenshot={png}", "--window-size=1800,1100", str(svg)],
-        check=True,
-        capture_output=True,
-    )
-    print(f"wrote {png}")
+    write_png(svg)
 
 
 if __name__ == "__main__":

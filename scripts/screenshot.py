@@ -8,9 +8,6 @@ rsvg-convert squeezes the terminal's spaces, so it is not used).
 """
 
 import asyncio
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 import model  # noqa: E402,F401  (picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
+from scripts.svg_to_png import write_png  # noqa: E402
 
 QUESTIONS = ["1"]  # the welcome's first example: a haiku
 
@@ -39,18 +37,7 @@ async def main() -> None:
         svg = ROOT / "assets" / "glasschat.svg"
         app.save_screenshot(filename=svg.name, path=str(svg.parent))
     print(f"wrote {svg}")
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        print("chromium not found (apt-get install chromium): PNG not written")
-        return
-    width, height = (round(float(v)) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg.read_text()).groups())
-    png = svg.with_suffix(".png")
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-         f"--window-size={width},{height}", str(svg)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    print(f"wrote {png}")
+    write_png(svg)
 
 
 if __name__ == "__main__":
