@@ -93,7 +93,7 @@ def random_llama(shape: dict, bits: int = 4, group_size: int = 32, seed: int = 0
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
-    from model.loading.config import ModelConfig
+    from model.network.config import ModelConfig
     from model.network.quantized import quantize
     from model.network.transformer import Transformer
 

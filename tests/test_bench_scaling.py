@@ -6,7 +6,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from bench.scaling import LLAMA_1B, print_report, random_llama
-from model.loading.config import ModelConfig
+from model.network.config import ModelConfig
 from model.network.transformer import Transformer, parameter_count
 
 TINY = dict(  # the 1B shape's ratios (4 query heads per KV head, MLP 4x wide, tied), small

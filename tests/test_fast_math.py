@@ -7,8 +7,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from model.loading.config import ModelConfig
 from model.network import fast_math
+from model.network.config import ModelConfig
 from model.network.rope import RoPE
 from model.runtime.sampling import log_softmax
 

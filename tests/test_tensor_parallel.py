@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from model.distributed.plan import ALIGN, split
-from model.loading.config import ModelConfig
+from model.network.config import ModelConfig
 from tests.cli_helpers import glasschat
 from tests.tiny_models import write_chat_folder
 

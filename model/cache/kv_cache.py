@@ -27,8 +27,8 @@ from typing import Optional, Union
 import mlx.core as mx
 
 from model.errors import ModelError
-from model.loading.config import ModelConfig
 from model.network.attention import KV, plain, window_mask
+from model.network.config import ModelConfig
 from model.runtime.settings import keep_problem
 from model.runtime.stats import CacheState
 

@@ -17,8 +17,8 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache, LayerCache, Shift
 from model.errors import ModelError
-from model.loading.config import ModelConfig
 from model.network.attention import QuantizedKV
+from model.network.config import ModelConfig
 
 
 class QuantizedLayerCache(LayerCache):

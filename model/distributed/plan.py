@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from model.errors import ModelError
-from model.loading.config import ModelConfig
+from model.network.config import ModelConfig
 
 ALIGN = 64  # MLP split points are multiples of this: every quantization group size we load divides it
 

@@ -14,11 +14,12 @@ from model.blas import blas_info
 from model.errors import ModelError
 from model.loading import gguf_file, hub
 from model.loading.chat_template import ChatTemplate
-from model.loading.config import ModelConfig, config_from_gguf, config_from_hf
+from model.loading.config import config_from_gguf, config_from_hf
 from model.loading.default_model import default_model_path
 from model.loading.fusion import fuse_weights
 from model.loading.tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
 from model.loading.weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
+from model.network.config import ModelConfig
 from model.network.quantized import matvec_path
 from model.network.transformer import Transformer, parameter_count
 

@@ -8,7 +8,7 @@ import mlx.nn as nn
 import numpy as np
 
 from model.errors import ModelError
-from model.loading.config import ModelConfig
+from model.network.config import ModelConfig
 
 
 def llama3_periods(dims: int, base: float, scaling: dict) -> mx.array:

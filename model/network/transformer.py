@@ -5,18 +5,16 @@ a rename at most. The model holds no state: the KV cache is passed in.
 """
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.loading.config import ModelConfig
 from model.network.attention import attend, geglu, swiglu, window_mask
+from model.network.config import ModelConfig
 from model.network.probe import AttentionSeen, Probe, Recorder
 from model.network.rope import RoPE
-
-if TYPE_CHECKING:  # for the hints only: the cache imports the network, not the other way round
-    from model.cache.kv_cache import KVCache
+from model.network.step_cache import StepCache
 
 
 def rms_norm(config: ModelConfig, dims: Optional[int] = None) -> nn.RMSNorm:
@@ -186,7 +184,7 @@ class Transformer(nn.Module):
         return [None if rope is None else rope.shift for rope in map(self.layer_rope, range(len(self.model.layers)))]
 
     def hidden_states(
-        self, tokens: mx.array, cache: Optional["KVCache"] = None, probe: Optional[Probe] = None
+        self, tokens: mx.array, cache: Optional[StepCache] = None, probe: Optional[Probe] = None
     ) -> mx.array:
         """Embed and run every block; returns the residual stream before the final norm.
 
@@ -199,7 +197,7 @@ class Transformer(nn.Module):
             h = h * self.config.embed_scale
         return h
 
-    def blocks(self, h: mx.array, cache: Optional["KVCache"] = None, probe: Optional[Probe] = None) -> mx.array:
+    def blocks(self, h: mx.array, cache: Optional[StepCache] = None, probe: Optional[Probe] = None) -> mx.array:
         """Run every block over the residual stream h (B, L, d); a pipeline stage starts here with what it received."""
         L = h.shape[1]
         # The cache makes room first (evicting if full), so the new tokens'
@@ -252,7 +250,7 @@ class Transformer(nn.Module):
     def __call__(
         self,
         tokens: mx.array,
-        cache: Optional["KVCache"] = None,
+        cache: Optional[StepCache] = None,
         last_only: bool = False,
         probe: Optional[Probe] = None,
     ) -> mx.array:
