@@ -13,9 +13,10 @@ import time
 import mlx.core as mx
 
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation
 from model.runtime.generate import decode, prefill
-from model.runtime.settings import CacheSettings, LookupSettings, SamplingSettings
+from model.runtime.settings import LookupSettings, SamplingSettings
 from model.runtime.speculate import DraftPolicy
 
 PARAGRAPH = (

@@ -12,9 +12,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model.cache.kv_factory import make_cache
+from model.cache.settings import MIN_CAPACITY, CacheSettings
 from model.loading.loader import load_model
 from model.runtime.generate import decode, prefill
-from model.runtime.settings import MIN_CAPACITY, CacheSettings, SamplingSettings
+from model.runtime.settings import SamplingSettings
 
 GREEDY = SamplingSettings()
 

@@ -21,9 +21,10 @@ from bench.lookup import lookup_speed
 from bench.peers import MlxLmEngine, OurEngine
 from model.blas import BlasInfo, blas_info
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.runtime.generate import decode, prefill
 from model.runtime.model_source import stop_ids
-from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import SamplingSettings
 from model.runtime.speculate import pays_off
 from model.runtime.stats import tokens_per_s
 

@@ -56,7 +56,7 @@ def _prompt(n: int) -> list[int]:
 
 def _cache(model, capacity: int):
     from model.cache.kv_factory import make_cache
-    from model.runtime.settings import CacheSettings
+    from model.cache.settings import CacheSettings
 
     return make_cache(model, CacheSettings(max_kv_size=capacity, keep=4))
 

@@ -5,7 +5,8 @@ from typing import Optional
 
 from textual.app import App
 
-from model.runtime.settings import MIN_CAPACITY, CacheSettings, SamplingSettings, keep_problem
+from model.cache.settings import MIN_CAPACITY, CacheSettings, keep_problem
+from model.runtime.settings import SamplingSettings
 
 from .screens.form import FormScreen
 

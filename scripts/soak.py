@@ -32,9 +32,9 @@ import mlx.core as mx  # noqa: E402
 from chat.headless import HeadlessSession  # noqa: E402
 from chat.recorder import ConversationRecorder  # noqa: E402
 from chat.store import Store  # noqa: E402
+from model.cache.settings import CacheSettings  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
 from model.runtime.events import TurnEnded, TurnStarted  # noqa: E402
-from model.runtime.settings import CacheSettings  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "bread", "the moon", "rain", "a train", "music", "snow", "a garden", "chess", "tea"]
 

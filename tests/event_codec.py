@@ -3,9 +3,10 @@
 import dataclasses
 import json
 
+from model.cache.state import CacheState
 from model.distributed.info import StepTiming, cluster_from_dict
 from model.runtime import events as ev
-from model.runtime.stats import CacheState, DraftCounts, PrefillStats, TurnStats
+from model.runtime.stats import DraftCounts, PrefillStats, TurnStats
 
 _TYPES = {
     cls.__name__: cls

@@ -8,9 +8,9 @@ from ui_helpers import fake_app, wait_for
 
 from chat.widgets.prompt_input import PromptInput
 from chat.widgets.transcript import AssistantMessage, UserMessage
+from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation
 from model.runtime.events import TurnFailed
-from model.runtime.settings import CacheSettings
 
 CONTROL_LOOKALIKES = [
     "<|im_start|>",

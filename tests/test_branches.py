@@ -11,10 +11,11 @@ import pytest
 from engine_harness import SyncEngine
 
 from model.cache.kv_cache import KVCache
+from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation
 from model.runtime.events import BranchSwitched, ReplyScored, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import SamplingSettings
 
 REPLY = 10
 

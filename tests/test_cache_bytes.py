@@ -15,7 +15,7 @@ import mlx.core as mx
 import pytest
 
 from model.cache.kv_factory import make_cache
-from model.runtime.settings import CacheSettings
+from model.cache.settings import CacheSettings
 
 # SmolLM2-135M: 30 layers, 3 KV heads of 64 (from the GGUF's metadata; checked below).
 LAYERS, KV_HEADS, HEAD_DIM = 30, 3, 64

@@ -7,8 +7,8 @@ from cli_helpers import assert_one_line_error, glasschat
 from engine_harness import SyncEngine
 
 from model.cache.kv_cache import KVCache
+from model.cache.settings import CacheSettings
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings
 
 SYSTEM = "You are a terse assistant. Answer in one short sentence."
 

@@ -14,11 +14,11 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load_model as mlx_lm_load_model
 
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation
 from model.loading.loader import load_model
 from model.network.probe import Probe
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings
 
 STEPS = 24
 TOLERANCE = 1e-4  # float32 on both sides; what differs is only the order of operations

@@ -14,10 +14,10 @@ import pytest
 from engine_harness import SyncEngine
 from numpy_reference import Reference, read_gguf, rms_norm, rope, softmax
 
+from model.cache.settings import CacheSettings
 from model.internals.watch import Inside, inside_step
 from model.runtime.events import InsideStep, TokenGenerated
 from model.runtime.needs import StepNeeds
-from model.runtime.settings import CacheSettings
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from tiny_models import build_tiny_model
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_quantized import QuantizedKVCache
+from model.cache.settings import CacheSettings
 from model.network.probe import Probe
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings
 
 
 def held(history, cache):

@@ -23,12 +23,12 @@ from mlx_lm.utils import load_model as mlx_lm_load_model
 from test_families import TOLERANCE, assert_same_run, our_run, prompt_ids, reference_run
 
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.loading.loader import load_model
 from model.network.attention import plain
 from model.network.probe import Probe
 from model.runtime.conversation import Conversation
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings
 
 WINDOW = 8
 

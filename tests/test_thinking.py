@@ -7,11 +7,11 @@ from engine_harness import SyncEngine
 from tiny_models import ANSWER, CHATML, QWEN3_STYLE, THOUGHT, write_thinking_folder
 
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation, with_thinking
 from model.loading.loader import load_model
 from model.runtime import thinking
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings
 
 MAX_TOKENS = 12
 

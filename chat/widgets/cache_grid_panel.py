@@ -2,9 +2,9 @@
 
 from rich.text import Text
 
+from model.cache.state import CacheState
 from model.internals.cache_grid import grid_cells
 from model.runtime.events import ModelReady, PrefillProgress, TokenGenerated, TurnStarted
-from model.runtime.stats import CacheState
 
 from ..engine_view import draws, handles
 from .panel import Panel

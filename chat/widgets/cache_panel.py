@@ -2,6 +2,7 @@
 
 from rich.text import Text
 
+from model.cache.state import CacheState
 from model.distributed.info import ClusterInfo, cluster_from_dict
 from model.runtime.events import (
     ClusterStep,
@@ -13,7 +14,6 @@ from model.runtime.events import (
     TokenGenerated,
     TurnEnded,
 )
-from model.runtime.stats import CacheState
 
 from ..engine_view import draws, handles
 from ..formatting import human_bytes

@@ -3,6 +3,7 @@
 from rich.text import Text
 from textual.widgets import Static
 
+from model.cache.state import CacheState
 from model.runtime.events import (
     ConversationReset,
     Event,
@@ -17,7 +18,6 @@ from model.runtime.events import (
     TurnFailed,
     TurnStarted,
 )
-from model.runtime.stats import CacheState
 
 from ..engine_view import EngineView, draws, handles
 from ..formatting import human_bytes, rate

@@ -26,11 +26,11 @@ from typing import Optional, Union
 
 import mlx.core as mx
 
+from model.cache.settings import keep_problem
+from model.cache.state import CacheState
 from model.errors import ModelError
 from model.network.attention import KV, plain, window_mask
 from model.network.config import ModelConfig
-from model.runtime.settings import keep_problem
-from model.runtime.stats import CacheState
 
 ALLOC_STEP = 256  # grow storage in steps, so short chats stay small
 Shift = Callable[[mx.array, int], mx.array]  # keys, delta -> keys re-rotated by delta positions

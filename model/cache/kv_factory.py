@@ -3,9 +3,9 @@
 import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
+from model.cache.settings import CacheSettings, cache_problem
 from model.errors import ModelError
 from model.network.transformer import Transformer
-from model.runtime.settings import CacheSettings, cache_problem
 
 
 def compute_dtype(model: Transformer) -> mx.Dtype:

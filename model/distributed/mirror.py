@@ -22,12 +22,12 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_factory import compute_dtype, make_cache
+from model.cache.settings import CacheSettings
 from model.distributed.gather import Place, fill, gather, local_probe
 from model.distributed.pipeline import Stage, time_hops
 from model.distributed.shard import AllSum
 from model.distributed.step_timer import StepTimer
 from model.loading.weights import weight_bytes
-from model.runtime.settings import CacheSettings
 
 FORWARD, TIME_ALL_SUMS, TIME_HOPS = 1, 2, 3
 _FIELDS = 8  # op, cache number, capacity, kv bits, keep, length, tokens, probed (see gather)

@@ -15,13 +15,13 @@ import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.internals.cache_grid import grid_cells
 from model.loading.loader import LoadedModel
 from model.network.probe import Probe
 from model.network.transformer import Transformer
 from model.runtime.conversation import MIN_SINK
 from model.runtime.generate import prefill
-from model.runtime.settings import CacheSettings
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from model.cache.kv_cache import KVCache
+from model.cache.settings import CacheSettings
 from model.loading.chat_template import ChatTemplate, Message, encode_conversation
 from model.loading.prompt_encoding import encode_parts
 from model.loading.tokenizer import TextTokenizer
 from model.runtime import thinking
 from model.runtime.branches import Turn, TurnTree
-from model.runtime.settings import CacheSettings
 
 MIN_SINK = 4  # attention sinks: the first few tokens soak up attention (StreamingLLM)
 REPLY_ROOM = 32  # a message must leave at least this much of the window for the reply

@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 from typing import Optional
 
+from model.cache.state import CacheState
 from model.distributed.info import ClusterInfo, StepTiming
-from model.runtime.stats import CacheState, DraftCounts, PrefillStats, TurnStats
+from model.runtime.stats import DraftCounts, PrefillStats, TurnStats
 
 
 @dataclass(frozen=True)

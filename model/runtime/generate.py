@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import mlx.core as mx
 
+from model.cache.settings import CacheSettings
 from model.runtime.sampling import draw, sampling_distribution, top_k_of
-from model.runtime.settings import CacheSettings, SamplingSettings
+from model.runtime.settings import SamplingSettings
 from model.runtime.speculate import DraftPolicy, verify
 
 if TYPE_CHECKING:  # for the hints only: the cache and the network import nothing from here

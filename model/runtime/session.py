@@ -20,6 +20,7 @@ from typing import Any, Optional
 import mlx.core as mx
 
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.errors import ModelError
 from model.internals.watch import StepWatcher, inside_step, read_inside
 from model.loading.chat_template import Message, encode_conversation
@@ -50,7 +51,7 @@ from model.runtime.generate import PREFILL_CHUNK, Cancelled, Step, decode, prefi
 from model.runtime.model_source import read_model, stop_ids
 from model.runtime.needs import StepNeeds
 from model.runtime.rescore import score_reply
-from model.runtime.settings import CacheSettings, LookupSettings, SamplingSettings
+from model.runtime.settings import LookupSettings, SamplingSettings
 from model.runtime.speculate import DraftPolicy, pays_off
 from model.runtime.stats import TurnClock
 from model.runtime.thinking import Tracker as ThinkingTracker

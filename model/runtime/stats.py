@@ -108,25 +108,3 @@ class TurnClock:
             drafted_tokens=drafts.drafted,
             accepted_tokens=drafts.accepted,
         )
-
-
-@dataclass(frozen=True)
-class CacheState:
-    """What the cache panel and `--json` report; see the README's definitions."""
-
-    tokens: int  # tokens held now
-    capacity: int  # most tokens it will ever hold
-    sink_tokens: int  # pinned at the front, never evicted
-    evicted_total: int  # dropped so far in this conversation
-    bytes: int  # K and V as allocated now (sum of nbytes)
-    bytes_full: int  # K and V when every slot is allocated
-    position: int  # RoPE position the next token gets
-    dtype: str  # how K and V are stored
-    last_evicted: int  # tokens dropped by the most recent eviction (0 if none yet)
-    bytes_global: int = 0  # of `bytes`, the layers that attend to everything held
-    bytes_windowed: int = 0  # of `bytes`, the sliding-window layers (bounded by their window)
-    windowed_layers: int = 0  # how many layers are sliding-window ones (Gemma 2/3)
-    window: int = 0  # their window in tokens; 0 when the model has none
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
