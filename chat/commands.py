@@ -259,8 +259,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    from model.internals.inspect import inspect_prompt
     from model.loading.loader import load_model
+    from model.runtime.inspect import inspect_prompt
 
     group = _group(args)
     try:

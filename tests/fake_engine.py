@@ -15,6 +15,7 @@ from pathlib import Path
 import event_codec
 
 from model.errors import ModelError
+from model.internals.needs import StepNeeds
 from model.loading import hub
 from model.loading.loader import resolve_source
 from model.runtime.branches import Turn, TurnPlan, TurnTree
@@ -34,7 +35,6 @@ from model.runtime.events import (
     TurnFailed,
     TurnStarted,
 )
-from model.runtime.needs import StepNeeds
 
 RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
 

@@ -7,8 +7,8 @@ from engine_harness import SyncEngine
 
 import model  # noqa: F401
 from model.cache.settings import CacheSettings
+from model.internals.needs import StepNeeds
 from model.runtime.events import ModelReady
-from model.runtime.needs import StepNeeds
 
 OUT = Path(__file__).parent / "data" / "recorded_events.json"
 USERS = ["What is the capital of France?", "Write a long story about a dragon who learns to read."]

@@ -11,8 +11,8 @@ import model  # noqa: F401  (OpenBLAS before mlx loads)
 from chat.cli import parse_args
 from chat.commands import _close, _session
 from chat.options import engine_options
+from model.internals.needs import StepNeeds
 from model.runtime.events import InsideStep
-from model.runtime.needs import StepNeeds
 
 
 def main(layer: int, argv: list[str]) -> None:

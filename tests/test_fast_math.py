@@ -9,8 +9,8 @@ import pytest
 
 from model.network import fast_math
 from model.network.config import ModelConfig
+from model.network.fast_math import log_softmax
 from model.network.rope import RoPE
-from model.runtime.sampling import log_softmax
 
 
 def test_exp_relative_error():

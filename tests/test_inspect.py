@@ -9,9 +9,9 @@ from cli_helpers import glasschat
 from engine_harness import SyncEngine
 
 from model.cache.settings import CacheSettings
-from model.internals.inspect import cache_grid, fresh_cache, inspect_prompt, step_inside
 from model.loading.chat_template import Message, encode_conversation
 from model.network.probe import Probe, explicit_attention
+from model.runtime.inspect import cache_grid, fresh_cache, inspect_prompt, step_inside
 
 PROMPT = "The cat sat on the unbelievable mat."
 

@@ -15,9 +15,10 @@ from engine_harness import SyncEngine
 from numpy_reference import Reference, read_gguf, rms_norm, rope, softmax
 
 from model.cache.settings import CacheSettings
-from model.internals.watch import Inside, inside_step
+from model.internals.needs import StepNeeds
+from model.internals.watch import Inside
 from model.runtime.events import InsideStep, TokenGenerated
-from model.runtime.needs import StepNeeds
+from model.runtime.inside_event import inside_step
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import math
 
 import mlx.core as mx
 
+from model.network.fast_math import log_softmax
 from model.runtime.sampling import (
     SamplingSettings,
     apply_repetition_penalty,
@@ -11,7 +12,6 @@ from model.runtime.sampling import (
     filter_min_p,
     filter_top_k,
     filter_top_p,
-    log_softmax,
     sampling_distribution,
     top_k_of,
 )

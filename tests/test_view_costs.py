@@ -14,11 +14,11 @@ from ui_helpers import wait_for
 import model.internals.watch as watch_module
 import model.runtime.generate as generate
 from chat.app import GlasschatApp
+from model.internals.needs import StepNeeds
 from model.network.probe import Probe
 from model.network.transformer import Transformer
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import InsideStep, TokenGenerated, TurnEnded
-from model.runtime.needs import StepNeeds
 from model.runtime.settings import LookupSettings
 
 

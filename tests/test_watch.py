@@ -12,10 +12,10 @@ import pytest
 from engine_harness import SyncEngine
 from tiny_models import build_tiny_model
 
-from model.internals.inspect import fresh_cache, step_inside
+from model.internals.needs import StepNeeds
 from model.internals.watch import StepWatcher, read_inside, top_by_argmax
 from model.runtime.events import InsideStep
-from model.runtime.needs import StepNeeds
+from model.runtime.inspect import fresh_cache, step_inside
 
 QUESTION = "What is the capital of France?"
 LAYER = 7

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TextArea
 
+from model.internals.needs import StepNeeds
 from model.runtime.events import (
     BranchSwitched,
     ConversationReset,
@@ -29,7 +30,6 @@ from model.runtime.events import (
     TurnFailed,
     TurnStarted,
 )
-from model.runtime.needs import StepNeeds
 
 from .. import settings_forms
 from ..engine_view import EngineView, handles

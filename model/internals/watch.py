@@ -26,15 +26,12 @@ from typing import Optional
 import mlx.core as mx
 
 from model.cache.kv_cache import KVCache
-from model.loading.tokenizer import TextTokenizer
+from model.internals.needs import StepNeeds
+from model.network.fast_math import log_softmax
 from model.network.probe import Probe
 from model.network.transformer import Transformer
-from model.runtime.events import AttendedToken, InsideStep, TopToken
-from model.runtime.needs import StepNeeds
-from model.runtime.sampling import log_softmax
 
 LENS_TOP = 3  # candidates per layer (the view shows two)
-MOST_ATTENDED = 8  # positions named in an InsideStep
 
 
 @dataclass(frozen=True)
@@ -133,26 +130,4 @@ def read_inside(extras: dict) -> Inside:
         lens_layers=extras.get("lens_layers", ()),
         lens_ids=tuple(tuple(r) for r in lens_ids) if lens_ids is not None else (),
         lens_probs=tuple(tuple(r) for r in lens_probs) if lens_probs is not None else (),
-    )
-
-
-def inside_step(turn: int, index: int, inside: Inside, fed: list[int], tokenizer: TextTokenizer) -> InsideStep:
-    """The event for a watched step; `fed` is every token fed before the step's query."""
-    most = ()
-    if inside.attention:
-        # The cache holds the pinned sink, then everything after what was evicted.
-        held = fed[: inside.sink] + fed[inside.sink + inside.evicted_total :]
-        mean = inside.attention_mean
-        if len(held) != len(mean):
-            # The conversation's record and the cache disagree, so no name could be trusted,
-            # nor the next turn's reuse of the cache: fail loudly (the turn ends, the cache is rebuilt).
-            raise RuntimeError(f"the cache attends over {len(mean)} positions but holds {len(held)} known tokens")
-        order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
-        most = tuple(AttendedToken(p, tokenizer.piece(held[p]), mean[p]) for p in order)
-    lens = tuple(
-        tuple(TopToken(i, tokenizer.piece(i), p) for i, p in zip(ids, probs))
-        for ids, probs in zip(inside.lens_ids, inside.lens_probs)
-    )
-    return InsideStep(
-        turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers, inside.attention_mean
     )

@@ -1,4 +1,4 @@
-"""Exp, SiLU and softmax for MLX's CPU backend, about 4x faster than its own there.
+"""Exp, SiLU, softmax and log-softmax for MLX's CPU backend, about 4x faster than its own there.
 
 On x86 Linux, `mx.exp` in the `mlx[cpu]` wheel costs about 25 ns an element
 (numpy: under 2), and prefill spends most of its non-GEMM time in exps: the
@@ -43,6 +43,16 @@ exp = mx.compile(_exp)
 def swiglu(gate: mx.array, up: mx.array) -> mx.array:
     """silu(gate) * up, with silu(x) = x / (1 + e^-x)."""
     return gate / (1.0 + _exp(-gate)) * up
+
+
+def log_softmax(logits: mx.array) -> mx.array:
+    """Log-probabilities over the last axis (the sampler's and the logit lens's); the fast exp on CPU."""
+    if mx.default_device() == mx.cpu:
+        # Over a 49k vocabulary per token, MLX's CPU exp costs ~1 ms; ours a fifth.
+        top = logits.max(axis=-1, keepdims=True)
+        shifted = logits - top
+        return shifted - mx.log(exp(shifted).sum(axis=-1, keepdims=True))
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
 def softmax(scores: mx.array) -> mx.array:

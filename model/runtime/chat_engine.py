@@ -9,10 +9,10 @@ back as events, through the `emit` function the engine was built with.
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Protocol, runtime_checkable
 
+from model.internals.needs import StepNeeds
 from model.loading.chat_template import Message
 from model.loading.tokenizer import TextTokenizer
 from model.runtime.branches import Turn
-from model.runtime.needs import StepNeeds
 from model.runtime.session import Emit, EngineOptions
 from model.runtime.settings import SamplingSettings
 

@@ -18,10 +18,10 @@ from typing import Any, Optional
 
 import mlx.core as mx
 
+from model.internals.needs import StepNeeds
 from model.loading.chat_template import Message
 from model.loading.tokenizer import TextTokenizer
 from model.runtime.branches import Turn
-from model.runtime.needs import StepNeeds
 from model.runtime.session import ChatSession, Emit, EngineOptions
 from model.runtime.settings import SamplingSettings
 

@@ -15,8 +15,9 @@ import mlx.core as mx
 
 from model.loading.detokenizer import StreamingDetokenizer
 from model.loading.tokenizer import TextTokenizer
+from model.network.fast_math import log_softmax
 from model.runtime.events import TopToken
-from model.runtime.sampling import log_softmax, top_k_of
+from model.runtime.sampling import top_k_of
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ import mlx.core as mx
 from model.cache.kv_factory import make_cache
 from model.cache.settings import CacheSettings
 from model.errors import ModelError
-from model.internals.watch import StepWatcher, inside_step, read_inside
+from model.internals.needs import StepNeeds
+from model.internals.watch import StepWatcher, read_inside
 from model.loading.chat_template import Message, encode_conversation
 from model.loading.detokenizer import StreamingDetokenizer
 from model.loading.loader import LoadedModel
@@ -48,8 +49,8 @@ from model.runtime.events import (
     TurnStarted,
 )
 from model.runtime.generate import PREFILL_CHUNK, Cancelled, Step, decode, prefill, warm_up
+from model.runtime.inside_event import inside_step
 from model.runtime.model_source import read_model, stop_ids
-from model.runtime.needs import StepNeeds
 from model.runtime.rescore import score_reply
 from model.runtime.settings import LookupSettings, SamplingSettings
 from model.runtime.speculate import DraftPolicy, pays_off
