@@ -17,12 +17,12 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from bench.run import FILLER, machine_info
-from chat.headless import HeadlessSession
 from model.cache.settings import CacheSettings
 from model.distributed.group import LocalGroup
 from model.distributed.hostfile import check_reachable, read_hostfile
 from model.errors import ModelError
 from model.runtime.engine import EngineOptions
+from model.runtime.headless import HeadlessSession
 
 DECODE_CAP = 64  # tokens per setting at most: a decode step of the default model over 2 ranks on 2 busy cores is ~1 s
 PROMPT = "Summarise this in one paragraph. " + FILLER * 2  # about 140 tokens with the template

@@ -13,9 +13,9 @@ from typing import Optional
 
 from model.errors import ModelError
 from model.runtime.events import Event, TokenGenerated, TurnEnded, TurnStarted
+from model.runtime.headless import HeadlessSession, TurnResult
 
 from .export import conversation_json, conversation_markdown
-from .headless import HeadlessSession, TurnResult
 from .options import engine_options
 from .recorder import ConversationRecorder
 from .replay_entries import ReplayEntry, parse_entries, send

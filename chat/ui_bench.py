@@ -21,10 +21,10 @@ import statistics
 import sys
 
 from model.runtime.engine import EngineOptions
+from model.runtime.headless import HeadlessSession
 
 from . import views
 from .app import GlasschatApp
-from .headless import HeadlessSession
 from .widgets.reply_message import AssistantMessage
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."

@@ -29,12 +29,12 @@ import model  # noqa: E402,F401  (before mlx: it gives MLX its BLAS, see model.b
 # isort: split
 import mlx.core as mx  # noqa: E402
 
-from chat.headless import HeadlessSession  # noqa: E402
 from chat.recorder import ConversationRecorder  # noqa: E402
 from chat.store import Store  # noqa: E402
 from model.cache.settings import CacheSettings  # noqa: E402
 from model.runtime.engine import EngineOptions  # noqa: E402
 from model.runtime.events import TurnEnded, TurnStarted  # noqa: E402
+from model.runtime.headless import HeadlessSession  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "bread", "the moon", "rain", "a train", "music", "snow", "a garden", "chess", "tea"]
 

@@ -6,8 +6,8 @@ import math
 import pytest
 from cli_helpers import glasschat
 
-from chat.headless import HeadlessSession
 from model.runtime.engine import EngineOptions
+from model.runtime.headless import HeadlessSession
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,8 @@ def test_teacher_forced_logprobs_quantized(golden_greedy):
 
 
 def test_greedy_tokens_through_the_engine(golden_greedy):
-    from chat.headless import HeadlessSession
     from model.runtime.engine import EngineOptions
+    from model.runtime.headless import HeadlessSession
 
     session = HeadlessSession(EngineOptions(max_tokens=16))
     try:

@@ -9,8 +9,8 @@ import mlx.core as mx
 import pytest
 from gguf_export import export_folder
 
-from chat.headless import HeadlessSession
 from model.runtime.engine import EngineOptions
+from model.runtime.headless import HeadlessSession
 
 MAX_TOKENS = 16
 

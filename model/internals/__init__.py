@@ -1,1 +1,1 @@
-"""The internals views, headless: attention weights, the logit lens and the cache grid, read from the model."""
+"""What the views need from a decode step, and the probes that read it from inside the model: attention, the logit lens, the cache grid."""
