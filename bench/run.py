@@ -19,6 +19,7 @@ import mlx.core as mx
 from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
 from bench.lookup import lookup_speed
 from bench.peers import MlxLmEngine, OurEngine
+from model import compute_path
 from model.blas import BlasInfo, blas_info
 from model.cache.kv_factory import make_cache
 from model.cache.settings import CacheSettings
@@ -164,6 +165,7 @@ def machine_info(backend: str) -> dict:
     """What the figures were measured on: backend, BLAS (name, version, core), a GEMM rate, CPUs, mlx."""
     return {
         "backend": backend,
+        "path": compute_path.current(),  # which of the model's code paths ran (GLASSCHAT_PATH)
         "blas": blas_info().as_dict(),
         "gemm_gflops": gemm_gflops(),
         "cpus": os.cpu_count(),
@@ -206,10 +208,10 @@ def run(args) -> int:
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     sizes = [int(s) for s in args.sizes.split(",")]
     layouts = args.layouts.split(",")
-    backend = "gpu" if mx.default_device() == mx.gpu else "cpu"
+    backend = compute_path.device()
     machine = machine_info(backend)
     log(
-        f"backend {backend} · BLAS {blas_info().summary()}, GEMM {machine['gemm_gflops']:.0f} GFLOP/s · "
+        f"backend {backend} · path {compute_path.describe()} · BLAS {blas_info().summary()}, GEMM {machine['gemm_gflops']:.0f} GFLOP/s · "
         f"mlx {mx.__version__} · sizes {sizes} · decode {args.decode_tokens}"
     )
     if blas_info().note:
@@ -280,6 +282,7 @@ def run(args) -> int:
     log(f"llama.cpp: {llama_cpp}")
     report = {
         "machine": machine,
+        "path": machine["path"],
         "model": first.info()["source"],
         "weight_dtype": first.info()["weight_dtype"],
         "llama_cpp": llama_cpp,

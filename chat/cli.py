@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn, Optional
 
+from model import compute_path
 from model.errors import ModelError
 
 from . import options
@@ -91,6 +92,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # Ctrl-C and SIGTERM become a clean cancel in the commands below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        compute_path.asked()  # a bad GLASSCHAT_PATH is one line before anything loads
         return args.func(args)
     except (ModelError, StoreError) as exc:
         print(f"glasschat: {exc}", file=sys.stderr)

@@ -128,7 +128,9 @@ def run_command(args: argparse.Namespace) -> int:
         if result.failed:
             raise ModelError(result.failed.message)
         if args.json:
-            _print_json(_with_group(result.as_json(session.ready.info), group, result))
+            out = result.as_json(session.ready.info)
+            out["path"] = session.ready.info.get("compute_path")  # "cpu" or "gpu": which code path ran
+            _print_json(_with_group(out, group, result))
         else:
             sys.stdout.write("\n")
             e = result.ended.stats

@@ -4,10 +4,33 @@ import json
 from pathlib import Path
 
 import pytest
+from code_paths import PATHS, running_path
 
 import model  # noqa: F401  (first: gives MLX OpenBLAS before mlx loads)
 
 GOLDEN = Path(__file__).parent / "golden"
+
+# --- the two code paths (model.compute_path; see tests/code_paths.py) ---------------------------
+
+
+@pytest.fixture(params=PATHS)
+def code_path(request):
+    with running_path(request.param) as path:
+        yield path
+
+
+@pytest.fixture(scope="module", params=PATHS)
+def module_code_path(request):
+    with running_path(request.param) as path:
+        yield path
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Mark every test run per path, so `pytest -m code_path` selects them (the GPU check does)."""
+    for item in items:
+        if {"code_path", "module_code_path"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.code_path)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -150,8 +150,8 @@ def test_built_wherever_a_compiler_is():
     assert qmv.extension() is not None, qmv.unavailable_reason()
 
 
-@pytest.mark.skipif(mx.default_device() != mx.cpu, reason="the CPU's auto layout")
-def test_auto_layout_is_quantized_where_the_kernel_takes_every_matrix(monkeypatch):
+@pytest.mark.parametrize("code_path", ["cpu"], indirect=True)  # the CPU's auto layout
+def test_auto_layout_is_quantized_where_the_kernel_takes_every_matrix(code_path, monkeypatch):
     """--weights auto on a CPU: the file's 4-bit weights through the kernel where it is built,
     float32 through BLAS where it is not (MLX's own quantized matmul is slower than float32 there)."""
     if qmv.extension() is not None:

@@ -25,6 +25,7 @@ ROWS = [
     ("weight_bytes", "weight memory"),
     ("matvec", "decode matvec"),
     ("backend", "backend"),
+    ("compute_path", "code path"),
     ("blas", "BLAS"),
     ("blas_note", "BLAS note"),
 ]
@@ -42,6 +43,8 @@ def info_table(info: dict) -> Table:
         value = info.get(key, "–")
         if key == "weight_bytes":
             value = human_bytes(value)
+        elif key == "compute_path" and value != info.get("backend", value):
+            value = f"{value} (the {value.upper()}'s operations, run on the {info['backend'].upper()}: GLASSCHAT_PATH)"
         elif key == "parameters":
             value = f"{value / 1e6:.1f} M"
         table.add_row(label, str(value))

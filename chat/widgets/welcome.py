@@ -37,7 +37,6 @@ def model_line(info: dict) -> Text:
         return Text("Loading the model…", style="italic")
     source = str(info.get("source", "the model"))
     name = source[len("default (") : -1] if source.startswith("default (") and source.endswith(")") else source
-    where = "on the GPU (Metal)" if info.get("backend") == "gpu" else f"on the CPU with {info.get('blas', 'its BLAS')}"
     return Text.assemble(
         (name, "bold"),
         "\n",
@@ -45,8 +44,19 @@ def model_line(info: dict) -> Text:
         ("  ·  ", "dim"),
         (f"{info.get('weight_dtype', '?')} weights, {human_bytes(info.get('weight_bytes', 0))}", ""),
         ("  ·  ", "dim"),
-        (where, ""),
+        (where_it_runs(info), ""),
     )
+
+
+def where_it_runs(info: dict) -> str:
+    """The device, and the code path where it is not that device's own (GLASSCHAT_PATH)."""
+    backend = info.get("backend", "cpu")
+    path = info.get("compute_path", backend)
+    if backend == "gpu":
+        return "on the GPU"
+    if path == "gpu":
+        return "on the CPU, through the GPU's path (GLASSCHAT_PATH=gpu)"
+    return f"on the CPU with {info.get('blas', 'its BLAS')}"
 
 
 class Example(Static):

@@ -15,6 +15,8 @@ from typing import Optional
 
 import mlx.core as mx
 
+from model import compute_path
+
 DISABLE_ENV = "GLASSCHAT_NO_KERNEL"  # any non-empty value: MLX's own quantized path
 THREADS_ENV = "GLASSCHAT_KERNEL_THREADS"
 PASS_THREADS_ENV = "GLASSCHAT_KERNEL_PASS_THREADS"  # for 4-8 rows (prompt lookup's verify passes)
@@ -119,7 +121,7 @@ def applies(x: mx.array, layer) -> bool:
     """Whether `layer(x)` should take the kernel: few float32 rows, on the CPU, a layout it knows."""
     if x.dtype != mx.float32 or x.size > MAX_ROWS * x.shape[-1]:
         return False
-    return extension() is not None and mx.default_device() == mx.cpu and fits(layer)
+    return extension() is not None and compute_path.on_cpu() and fits(layer)
 
 
 def matvec(x: mx.array, layer) -> mx.array:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import mlx.core as mx
 
+from model import compute_path
 from model.blas import blas_info
 from model.errors import ModelError
 from model.loading import gguf_file, hub
@@ -59,7 +60,8 @@ class LoadedModel:
             "weight_dtype": weight_dtype(self.model),
             "weight_bytes": weight_bytes(self.model),
             "matvec": matvec_path(self.model),
-            "backend": "gpu" if mx.default_device() == mx.gpu else "cpu",
+            "backend": compute_path.device(),
+            "compute_path": compute_path.current(),  # "gpu" or "cpu": which code path runs (GLASSCHAT_PATH)
             "blas": blas_info().summary(),
             "blas_note": blas_info().note,  # why matrix products are slower than they could be, if they are
         }

@@ -6,6 +6,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from model import compute_path
 from model.errors import ModelError
 from model.network.quantized import quantize
 
@@ -133,7 +134,7 @@ def resolve_layout(layout: str, is_quantized: bool, kernel_fits: bool = False) -
     runs a step slower than float32). On a GPU the file's quantized weights, where they are fastest."""
     if layout != "auto":
         return layout
-    if mx.default_device() == mx.cpu:
+    if compute_path.on_cpu():
         return "quantized" if kernel_fits else "float32"
     return "quantized" if is_quantized else "native"
 
@@ -155,7 +156,7 @@ def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: in
         weights = dequantize(weights, groups, getattr(mx, layout))
     elif groups:
         quantize(model, groups)
-    if groups and layout not in ("float32", "float16", "bfloat16") and mx.default_device() == mx.cpu:
+    if groups and layout not in ("float32", "float16", "bfloat16") and compute_path.on_cpu():
         # On CPU a quantized matmul whose activations and scales are both
         # float16 runs ~40x slower than when either is float32 (measured:
         # 2.5 s vs 58 ms for 63 tokens through one 576x1536 layer). float32

@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional, Union
 import mlx.core as mx
 import mlx.nn as nn
 
+from model import compute_path
 from model.network import fast_math
 
 
@@ -31,10 +32,6 @@ KV = Union[mx.array, QuantizedKV]
 def plain(x: KV) -> mx.array:
     """Keys or values in full precision, whichever way the cache stored them."""
     return x.dequantize() if isinstance(x, QuantizedKV) else x
-
-
-def on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
 
 
 Mask = Union[None, str, mx.array]  # None (one query sees every key), "causal", or (L, S) booleans
@@ -62,7 +59,7 @@ def attend(q: mx.array, keys: KV, values: KV, scale: float, mask: Mask, softcap:
         return quantized_attention(q, keys, values, scale, mask, softcap)
     if softcap is not None:
         return capped_attention(q, keys, values, scale, mask, softcap)
-    if mask == "causal" and on_cpu():
+    if mask == "causal" and compute_path.on_cpu():
         # A prefill block: the softmax's exps dominate on CPU (see fast_math).
         return fast_math.causal_attention(q, keys, values, scale)
     return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
@@ -115,7 +112,7 @@ def quantized_attention(
 
 
 def swiglu(gate: mx.array, up: mx.array) -> mx.array:
-    if on_cpu():
+    if compute_path.on_cpu():
         return fast_math.swiglu(gate, up)
     return gate * mx.sigmoid(gate) * up
 

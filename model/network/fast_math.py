@@ -15,6 +15,8 @@ import math
 
 import mlx.core as mx
 
+from model import compute_path
+
 _LN2 = math.log(2.0)
 # Taylor coefficients of 2^f = e^(f ln 2), constant term first.
 _COEFFS = [_LN2**k / math.factorial(k) for k in range(8)]
@@ -47,7 +49,7 @@ def swiglu(gate: mx.array, up: mx.array) -> mx.array:
 
 def log_softmax(logits: mx.array) -> mx.array:
     """Log-probabilities over the last axis (the sampler's and the logit lens's); the fast exp on CPU."""
-    if mx.default_device() == mx.cpu:
+    if compute_path.on_cpu():
         # Over a 49k vocabulary per token, MLX's CPU exp costs ~1 ms; ours a fifth.
         top = logits.max(axis=-1, keepdims=True)
         shifted = logits - top

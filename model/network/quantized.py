@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
+from model import compute_path
 from model.kernels import qmv
 
 
@@ -29,7 +30,7 @@ def _kernel_or_gemm(x: mx.array, layer) -> Optional[mx.array]:
     if qmv.applies(x, layer):
         return qmv.matvec(x, layer)
     rows = x.size // max(x.shape[-1], 1)
-    if rows > qmv.MAX_ROWS and mx.default_device() == mx.cpu and x.dtype == layer["scales"].dtype == mx.float32:
+    if rows > qmv.MAX_ROWS and compute_path.on_cpu() and x.dtype == layer["scales"].dtype == mx.float32:
         # One layer's weights at a time, so the float copy is transient.
         return x @ _dequantized(layer).T
     return None
@@ -54,8 +55,8 @@ def matvec_path(model: nn.Module) -> str:
     """How this model's decode-step matrix-vector products run, for model info."""
     quantized = [m for m in model.modules() if isinstance(m, (QuantizedLinear, QuantizedEmbedding))]
     if not quantized:
-        return "BLAS on unquantized weights" if mx.default_device() == mx.cpu else "MLX matmul"
-    if mx.default_device() != mx.cpu:
+        return "BLAS on unquantized weights" if compute_path.on_cpu() else "MLX matmul"
+    if compute_path.on_gpu():
         return "MLX quantized_matmul"
     path = qmv.describe()
     if qmv.extension() is not None and not all(qmv.fits(m) for m in quantized):

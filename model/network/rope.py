@@ -7,6 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from model import compute_path
 from model.errors import ModelError
 from model.network.config import ModelConfig
 
@@ -93,7 +94,7 @@ class RoPE(nn.Module):
 
     def rotate(self, x: mx.array, offset: int) -> mx.array:
         """The rotation alone (no longrope factor): what `shift` composes."""
-        if x.shape[-2] == 1 and isinstance(offset, int) and offset >= 0 and mx.default_device() == mx.cpu:
+        if x.shape[-2] == 1 and isinstance(offset, int) and offset >= 0 and compute_path.on_cpu():
             return self._rotate_one(x, offset)
         return mx.fast.rope(
             x,

@@ -30,6 +30,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from model import compute_path
 from model.runtime.sampling import sampling_distribution, top_k_of
 from model.runtime.settings import LookupSettings, SamplingSettings
 from model.runtime.stats import DraftCounts
@@ -125,7 +126,7 @@ FREE_FORM_FLOOR, QUOTING_FLOOR = 0.95, 2.0
 
 def verify_path(model: nn.Module) -> str:
     """How a verify pass's matrix products run here: "gpu", or on a CPU a key of MEASURED."""
-    if mx.default_device() != mx.cpu:
+    if compute_path.on_gpu():
         return "gpu"
     from model.kernels import qmv  # the kernel's loader, not MLX itself: imported when first asked
 
