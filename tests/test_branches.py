@@ -4,6 +4,8 @@ On a tiny random model that speaks the default model's vocabulary and chat
 template (fast; replies are gibberish, but exact). The references are
 independent of the cache: greedy continuations recomputed over the whole
 sequence without one, and caches filled by one fresh prefill of the path.
+The rollbacks (a fork, and forks after evictions) run on both code paths
+(tests/code_paths.py) with the same bounds: float32 on each.
 """
 
 import mlx.core as mx
@@ -67,7 +69,7 @@ def assert_cache_is_a_fresh_prefill(run):
             assert mx.abs(a - b).max().item() < 1e-4
 
 
-def test_fork_keeps_the_start_forces_the_token_and_continues_as_a_fresh_engine(run):
+def test_fork_keeps_the_start_forces_the_token_and_continues_as_a_fresh_engine(code_path, run):
     _, first = request(run, "send", "What is the capital of France?")
     original = list(first.reply_ids)
     assert len(original) == REPLY  # random weights never pick the end-of-turn token here
@@ -132,7 +134,7 @@ def test_editing_an_earlier_message_branches_and_keeps_the_old_path(run):
     assert_cache_is_a_fresh_prefill(run)
 
 
-def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(tiny_chat_model):
+def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(code_path, tiny_chat_model):
     run = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=REPLY, cache=CacheSettings(64))
     request(run, "send", "What is the capital of France?")
     request(run, "send", "And the capital of Spain, and of Italy?")
@@ -166,7 +168,7 @@ def test_fork_after_its_point_was_evicted_rebuilds_from_the_sink(tiny_chat_model
     assert_cache_is_a_fresh_prefill(run)
 
 
-def test_fork_while_its_point_is_still_held_after_an_eviction(tiny_chat_model):
+def test_fork_while_its_point_is_still_held_after_an_eviction(code_path, tiny_chat_model):
     run = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=REPLY, cache=CacheSettings(64))
     for user in ("What is the capital of France?", "And of Spain?", "And of Italy?"):
         _, last = request(run, "send", user)

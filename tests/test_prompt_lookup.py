@@ -8,6 +8,11 @@
   model's own probabilities, recomputed without a cache in numpy (seeded chi-square);
 - the default model, greedy: the golden replies, and a long quoting reply identical to
   plain decoding's with most tokens drafted.
+
+The tiny model's tests run on both code paths (tests/code_paths.py) with the same bounds: on
+the gpu path a verify pass is MLX's fused attention over a causal block and `fast.rope`,
+float32 as on the cpu path, and the equivalence it must keep is with plain decoding on the
+same path. (The default model's are the cpu path's: its gpu path runs ~3 tok/s on this CPU.)
 """
 
 import itertools
@@ -178,7 +183,7 @@ def tiny():
 
 
 @pytest.mark.parametrize("kind, penalty", [("float", 1.0), ("q8", 1.0), ("float", 1.5)])
-def test_rejected_guesses_leave_the_cache_plain_decoding_leaves(tiny, kind, penalty):
+def test_rejected_guesses_leave_the_cache_plain_decoding_leaves(tiny, kind, penalty, code_path):
     """Greedy, 150 tokens through a 48-token cache (keep 5): it evicts every ~11 tokens,
     so verify passes meet a full cache often; stopped at several points, mid-pass too.
     With a repetition penalty, each guessed position must see the guesses before it as recent."""
@@ -236,7 +241,7 @@ def top3_probs(logits: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
-def test_sampled_reply_with_forced_guesses_follows_the_model(tiny):
+def test_sampled_reply_with_forced_guesses_follows_the_model(tiny, code_path):
     """Four tokens at temperature 1, top-k 3. The first is prefill's, fixed here to the
     likeliest; then a two-token guess: the likeliest next token, then the least likely
     one the filter keeps (so both a kept guess and the residual draw after a rejection
@@ -329,10 +334,10 @@ def test_quoting_reply_identical_and_mostly_drafted(default_model):
     assert policy.accepted > 40 and policy.passes < 16
 
 
-def test_lookup_is_on_by_default_only_where_a_verify_pass_is_cheap(tiny):
+def test_lookup_is_on_by_default_only_where_a_verify_pass_is_cheap(tiny, code_path):
     """auto: on with float weights on a CPU (8 rows cost ~1.1 steps) and with the SIMD kernel when a
     pass has 2 threads (~2.3), off with one (~2.4: free-form replies ran 0.91x) or through MLX's
-    quantized_matmul (~7)."""
+    quantized_matmul (~7). On the gpu path always on: a GPU reads the weights once per pass."""
     import mlx.nn as nn
 
     from model.kernels import qmv
@@ -341,7 +346,9 @@ def test_lookup_is_on_by_default_only_where_a_verify_pass_is_cheap(tiny):
     assert pays_off(tiny)
     quantized = build_tiny_model("llama3", hidden_size=128)
     nn.quantize(quantized, group_size=32, bits=4)
-    if mx.default_device() == mx.cpu:
+    if code_path == "gpu":
+        assert verify_path(tiny) == verify_path(quantized) == "gpu" and pays_off(quantized)
+    else:
         assert verify_path(tiny) == "blas"
         ext = qmv.extension()
         if ext is None:

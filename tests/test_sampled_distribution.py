@@ -16,6 +16,13 @@ and the reply so far, and numpy applies the README's rules to them:
 
 Then a seeded draw test: many draws through the same `draw` the decoder uses
 must land on each token as often as the probabilities shown say.
+
+Both code paths (tests/code_paths.py), with the same bounds: the distribution is float32 on
+each, through our exp and softmax on the cpu path and MLX's logsumexp on the gpu path
+(both within 4e-6 relative of exp). The cpu path runs the real model; the gpu path runs the
+tiny random model that speaks its vocabulary, since MLX's CPU quantized matmul on the
+default model's float16 scales takes ~0.4 s a token here: the rules under test are the
+sampler's, and they see the same 49,152-token vocabulary.
 """
 
 from dataclasses import replace
@@ -79,8 +86,18 @@ def numpy_distribution(logits: np.ndarray, s: SamplingSettings, recent: list[int
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return SyncEngine(max_tokens=8)
+def peaked_tiny_model(tmp_path_factory, default_gguf_path):
+    """The tiny model with a real model's spread of logits, so the filters' cuts fall clear of tokens."""
+    from tiny_models import write_tiny_chat_folder
+
+    return str(write_tiny_chat_folder(tmp_path_factory.mktemp("peaked"), default_gguf_path, logit_scale=4.0))
+
+
+@pytest.fixture(scope="module")
+def engine(module_code_path, peaked_tiny_model):
+    engine = SyncEngine(max_tokens=8, model=None if module_code_path == "cpu" else peaked_tiny_model)
+    assert engine.session.loaded.info()["compute_path"] == module_code_path
+    return engine
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))

@@ -10,6 +10,11 @@ holds equals the key it was given, turned in numpy to its new position with that
 RoPE as the checkpoint's config defines it (Gemma 3's windowed layers have their own
 base, SmolLM3's fourth layers none, Phi-3 turns 3/4 of each head), and its next
 attention equals softmax(q k^T) v over exactly what it holds, recomputed in numpy.
+
+The window, eviction, rollback and next-step tests run on both code paths (tests/code_paths.py)
+with the same bounds: float32 on each; the gpu path turns evicted keys with `fast.rope` where
+the cpu path reads its float64 table (both within 1e-5 of numpy's rotation here), and its
+prefill blocks go through MLX's fused attention with the same masks.
 """
 
 import json
@@ -48,7 +53,7 @@ def from_scratch(reference, ids: list[int]) -> mx.array:
     return reference(mx.array([ids]))[0, -1]
 
 
-def test_window_smaller_than_the_prompt(gemma3):
+def test_window_smaller_than_the_prompt(code_path, gemma3):
     loaded, reference = gemma3
     assert loaded.config.sliding_layers == (0, 1, 2, 3, 4)
     prompt = prompt_ids(loaded)
@@ -151,7 +156,7 @@ def held_tokens(cache, layer) -> list[int]:
 
 
 @pytest.mark.parametrize("family", ["gemma3_text", "gemma2", "smollm3", "phi3", "qwen3", "olmo2"])
-def test_eviction_turns_each_layer_by_its_own_rope(tmp_path, family):
+def test_eviction_turns_each_layer_by_its_own_rope(code_path, tmp_path, family):
     overrides = {"sliding_window": WINDOW} if family == "gemma3_text" else {}
     config = write_folder(tmp_path / family, family, **overrides)
     loaded = load_model(str(tmp_path / family), layout="float32")
@@ -168,7 +173,7 @@ def test_eviction_turns_each_layer_by_its_own_rope(tmp_path, family):
         np.testing.assert_array_equal(stored_v, values[layer][:, tokens])
 
 
-def test_eviction_with_a_quantized_cache(tmp_path):
+def test_eviction_with_a_quantized_cache(code_path, tmp_path):
     config = write_folder(tmp_path / "m", "gemma3_text", sliding_window=WINDOW)
     loaded = load_model(str(tmp_path / "m"), layout="float32")
     cache, keys, _, fed_at = drive_with_evictions(loaded, kv_bits=8)
@@ -182,7 +187,7 @@ def test_eviction_with_a_quantized_cache(tmp_path):
         assert np.linalg.norm(stored_k - expected) / np.linalg.norm(expected) < 0.02
 
 
-def test_next_step_attends_over_exactly_what_each_layer_holds(tmp_path):
+def test_next_step_attends_over_exactly_what_each_layer_holds(code_path, tmp_path):
     """After evictions, one more step: a global layer attends over all it holds, a windowed layer over its
     last WINDOW tokens, each as softmax(q k^T * scale) v recomputed here in numpy."""
     write_folder(tmp_path / "m", "gemma3_text", sliding_window=WINDOW)
@@ -208,7 +213,7 @@ def test_next_step_attends_over_exactly_what_each_layer_holds(tmp_path):
         np.testing.assert_allclose(np.array(seen.out[0, :, -1]), expected, atol=1e-5)
 
 
-def test_rollback_of_a_speculative_step_in_windowed_layers(gemma3):
+def test_rollback_of_a_speculative_step_in_windowed_layers(code_path, gemma3):
     loaded, reference = gemma3
     cache = make_cache(loaded.model, CacheSettings(max_kv_size=128))
     cache.window_slack = 4
@@ -240,7 +245,7 @@ def test_replay_json_reports_global_and_windowed_bytes(tmp_path):
         assert cache["bytes"] == cache["bytes_global"] + cache["bytes_windowed"]
 
 
-def test_a_branch_further_back_than_the_window_holds_is_read_again(gemma3):
+def test_a_branch_further_back_than_the_window_holds_is_read_again(code_path, gemma3):
     """Moving the conversation to another branch rolls the cache back when every layer still holds what
     the next query needs, and reads the branch again from the sink when a windowed layer dropped it."""
     loaded, reference = gemma3

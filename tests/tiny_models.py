@@ -158,9 +158,13 @@ def write_chat_folder(folder: Path, variant: str = "llama_tied", seed: int = 0, 
     return config
 
 
-def write_tiny_chat_folder(folder: Path, gguf_path: Path, seed: int = 0) -> Path:
+def write_tiny_chat_folder(folder: Path, gguf_path: Path, seed: int = 0, logit_scale: float = 1.0) -> Path:
     """A tiny random model that speaks the default model's vocabulary: its tokenizer and chat template,
-    so an Engine runs whole conversations on it in milliseconds per token (replies are gibberish)."""
+    so an Engine runs whole conversations on it in milliseconds per token (replies are gibberish).
+
+    `logit_scale` multiplies the tied embedding, so the logits too (the norms undo it on the way in):
+    at 1 their spread is ~1.6 over 49k tokens, a nearly flat distribution; at 4 a real model's few
+    likely tokens."""
     from model.loading.loader import _read_gguf
     from model.loading.tokenizer import tokenizer_from_gguf
 
@@ -168,7 +172,9 @@ def write_tiny_chat_folder(folder: Path, gguf_path: Path, seed: int = 0) -> Path
     config = {**BASE_CONFIG, **VARIANTS["llama_tied"], "vocab_size": int(meta["llama.vocab_size"].item())}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
-    mx.save_safetensors(str(folder / "model.safetensors"), random_weights(config, seed))
+    weights = random_weights(config, seed)
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"] * logit_scale
+    mx.save_safetensors(str(folder / "model.safetensors"), weights)
     tokenizer_from_gguf(meta).markup.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(
         json.dumps(
