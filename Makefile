@@ -9,7 +9,7 @@ STAMP := $(VENV)/.glasschat-installed
 # llama.cpp's tokenizer test data, extracted from the llama-cpp-python sdist (see tests/llama_vocab.py).
 VOCAB_DATA := $(VENV)/share/llama-vocab/.complete
 
-.PHONY: chat test lint bench clean
+.PHONY: chat test test-arm64 lint bench clean
 
 # The native sources too: editing them rebuilds the extensions on the next make.
 NATIVE_SOURCES := setup.py model/openblas_shim.c $(wildcard model/kernels/*.cpp model/kernels/*.h model/kernels/CMakeLists.txt)
@@ -30,6 +30,11 @@ $(VOCAB_DATA): tests/llama_vocab.py | $(STAMP)
 
 test: $(STAMP) $(VOCAB_DATA)
 	$(PY) -m pytest -q
+
+# The NEON kernel, cross-compiled for arm64 and checked against the scalar one under qemu-user
+# (tests/arm64/run.sh installs the cross compiler and qemu with apt-get where it can, else skips).
+test-arm64:
+	bash tests/arm64/run.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
