@@ -26,11 +26,14 @@ ROWS = [
     ("matvec", "decode matvec"),
     ("backend", "backend"),
     ("compute_path", "code path"),
+    ("mlx_active_bytes", "MLX memory"),
+    ("wired_limit", "wired limit"),
+    ("memory_note", "memory note"),
     ("blas", "BLAS"),
     ("blas_note", "BLAS note"),
 ]
 # Shown only when there is something to say.
-OPTIONAL = {"blas_note", "file_types"}
+OPTIONAL = {"blas_note", "file_types", "mlx_active_bytes", "wired_limit", "memory_note"}  # the last three: GPU
 
 
 def info_table(info: dict) -> Table:
@@ -43,6 +46,8 @@ def info_table(info: dict) -> Table:
         value = info.get(key, "–")
         if key == "weight_bytes":
             value = human_bytes(value)
+        elif key == "mlx_active_bytes":  # MLX's allocator when the model had loaded (the gpu path)
+            value = f"{human_bytes(value)} at load, {human_bytes(info.get('mlx_peak_bytes', 0))} peak"
         elif key == "compute_path" and value != info.get("backend", value):
             value = f"{value} (the {value.upper()}'s operations, run on the {info['backend'].upper()}: GLASSCHAT_PATH)"
         elif key == "parameters":

@@ -101,6 +101,15 @@ class CachePanel(Panel):
                     (f" ({s.windowed_layers} layers, {s.window}-token window)", "dim"),
                 )
             )
+        if s.mlx_active:  # on the gpu path: MLX's allocator, weights and working space included
+            lines.append(
+                Text.assemble(
+                    ("MLX holds ", "dim"),
+                    (human_bytes(s.mlx_active), "bold"),
+                    ("  peak ", "dim"),
+                    (human_bytes(s.mlx_peak), "bold"),
+                )
+            )
         if self.cluster is not None:
             lines += self._group_lines(self.cluster)
         if self.flash:

@@ -26,6 +26,7 @@ from typing import Optional, Union
 
 import mlx.core as mx
 
+from model import compute_path
 from model.cache.settings import keep_problem
 from model.cache.state import CacheState
 from model.errors import ModelError
@@ -293,4 +294,12 @@ class KVCache:
             bytes_windowed=bytes_windowed,
             windowed_layers=len(windowed),
             window=self.sliding_window or 0,
+            **allocator_figures(),
         )
+
+
+def allocator_figures() -> dict:
+    """On the gpu path, MLX's own count of the memory it holds (a GPU's memory is not the process's RSS)."""
+    if not compute_path.on_gpu():
+        return {}
+    return {"mlx_active": mx.get_active_memory(), "mlx_peak": mx.get_peak_memory()}

@@ -20,6 +20,8 @@ class CacheState:
     bytes_windowed: int = 0  # of `bytes`, the sliding-window layers (bounded by their window)
     windowed_layers: int = 0  # how many layers are sliding-window ones (Gemma 2/3)
     window: int = 0  # their window in tokens; 0 when the model has none
+    mlx_active: int = 0  # on the gpu path: bytes MLX's allocator holds now, everything included (0: not shown)
+    mlx_peak: int = 0  # and the most it has held
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

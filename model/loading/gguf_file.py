@@ -67,6 +67,16 @@ def load(path: Path, header: tuple[dict, list[TensorInfo], int]) -> tuple[dict[s
     return tensors, meta
 
 
+def check_readable(infos: list[TensorInfo]) -> None:
+    """One line naming the first tensor stored in a type glasschat cannot read (from the header alone)."""
+    for info in infos:
+        if info.kind not in gguf_quants.BLOCKS and info.kind not in ("F32", "F16", "BF16"):
+            raise ModelError(
+                f"Tensor '{info.name}' is stored as {info.kind}, a GGUF type glasschat cannot read "
+                f"(it reads F32, F16, BF16, {', '.join(gguf_quants.BLOCKS)}); use a Q4_K_M, Q5_K_M, Q8_0 or F16 file."
+            )
+
+
 def _span(data: np.memmap, at: int, size: int) -> np.ndarray:
     if at + size > len(data):
         raise EOFError("tensor data runs past the end of the file")
@@ -83,11 +93,7 @@ def _tensor(info: TensorInfo, data: np.memmap, start: int) -> dict[str, mx.array
         values = np.frombuffer(_span(data, at, count * np.dtype(dtype).itemsize), dtype=dtype).reshape(info.shape)
         array = mx.array(values)
         return {info.name: array.view(mx.bfloat16) if info.kind == "BF16" else array}
-    if info.kind not in gguf_quants.BLOCKS:
-        raise ModelError(
-            f"Tensor '{info.name}' is stored as {info.kind}, a GGUF type glasschat cannot read "
-            f"(it reads F32, F16, BF16, {', '.join(gguf_quants.BLOCKS)}); use a Q4_K_M, Q5_K_M, Q8_0 or F16 file."
-        )
+    check_readable([info])
     per_block, size, bits = gguf_quants.BLOCKS[info.kind]
     if cols % per_block:
         raise ValueError(f"tensor '{info.name}' has {cols} columns, not whole {info.kind} blocks")

@@ -4,7 +4,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,7 +13,7 @@ import mlx.core as mx
 from model import compute_path
 from model.blas import blas_info
 from model.errors import ModelError
-from model.loading import gguf_file, hub
+from model.loading import gguf_file, hub, memory_fit
 from model.loading.chat_template import ChatTemplate
 from model.loading.config import config_from_gguf, config_from_hf
 from model.loading.default_model import default_model_path
@@ -38,6 +38,7 @@ class LoadedModel:
     layout: str  # weight layout in use: quantized, float32, ...
     file_types: str = ""  # a GGUF's tensor types and how they were read, e.g. "Q4_K x169, Q6_K x25 (as float16)"
     group: Optional[Any] = None  # when sharded over ranks: the group, which reports the full model (model.distributed)
+    memory: dict = field(default_factory=dict)  # on a GPU: the wired limit set for it (model.loading.memory_fit)
 
     def info(self) -> dict:
         """Model facts for the model-info panel and `--json`."""
@@ -64,7 +65,16 @@ class LoadedModel:
             "compute_path": compute_path.current(),  # "gpu" or "cpu": which code path runs (GLASSCHAT_PATH)
             "blas": blas_info().summary(),
             "blas_note": blas_info().note,  # why matrix products are slower than they could be, if they are
+            **self.memory,
+            **mlx_memory(),
         }
+
+
+def mlx_memory() -> dict:
+    """On the gpu path, what MLX's allocator holds now and at its peak (the process's figures elsewhere)."""
+    if not compute_path.on_gpu():
+        return {}
+    return {"mlx_active_bytes": mx.get_active_memory(), "mlx_peak_bytes": mx.get_peak_memory()}
 
 
 Progress = Callable[[str], None]
@@ -77,15 +87,42 @@ def load_model(
     progress: Progress = lambda _: None,
     fuse: bool = True,
     fetch_hub: Optional[FetchHub] = None,
+    capacity: int = memory_fit.DEFAULT_CAPACITY,
+    kv_bits: Optional[int] = None,
 ) -> LoadedModel:
-    """`fuse=False` keeps q/k/v and gate/up separate, with checkpoint names (for peers and tests)."""
+    """`fuse=False` keeps q/k/v and gate/up separate, with checkpoint names (for peers and tests).
+
+    `capacity` and `kv_bits` are the KV cache's to come: a model that cannot fit beside it is
+    refused before any weight is read (model.loading.memory_fit)."""
     path = resolve_source(source, progress, fetch_hub)
+    fits = _FitCheck(layout, capacity, kv_bits)
     if path.is_dir():
-        loaded = _load_folder(path, layout, progress, fuse)
+        loaded = _load_folder(path, layout, progress, fuse, fits)
     else:
-        loaded = _load_gguf(path, layout, progress, fuse)
+        loaded = _load_gguf(path, layout, progress, fuse, fits)
     loaded.source = source or "default (SmolLM2-135M-Instruct Q4_1)"
+    loaded.memory = memory_fit.wire(weight_bytes(loaded.model), fits.memory)
     return loaded
+
+
+@dataclass
+class _FitCheck:
+    """The memory check the readers make once they know the config and the tensors' sizes, before the weights."""
+
+    layout: str
+    capacity: int
+    kv_bits: Optional[int]
+    memory: Optional[memory_fit.Memory] = None
+
+    def __call__(self, config: ModelConfig, tensors: list[memory_fit.TensorSize]) -> None:
+        kernel_built = False
+        if compute_path.on_cpu():
+            from model.kernels import qmv
+
+            kernel_built = qmv.extension() is not None
+        needed = memory_fit.estimate(config, tensors, self.layout, self.capacity, self.kv_bits, kernel_built)
+        self.memory = memory_fit.available_memory()
+        memory_fit.check(needed, self.memory)
 
 
 def load_tokenizer(source: Optional[str] = None) -> TextTokenizer:
@@ -119,12 +156,28 @@ def _read_gguf(path: Path) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def _read_gguf_with_types(path: Path) -> tuple[dict, dict, Counter]:
-    """Tensors, metadata, and how many tensors of each GGUF type the file holds."""
+def _read_gguf_header(path: Path) -> tuple[dict, list]:
+    """Metadata and tensor infos, nothing of the tensors' data (for the memory check)."""
+    _check_magic(path)
+    try:
+        meta, infos, _ = gguf_file.read_header(path)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
+    return meta, infos
+
+
+def _check_magic(path: Path) -> None:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
         raise ModelError(f"'{path.name}' is not a GGUF file (wrong magic bytes): point --model at a real model file.")
+
+
+def _read_gguf_with_types(path: Path) -> tuple[dict, dict, Counter]:
+    """Tensors, metadata, and how many tensors of each GGUF type the file holds."""
+    _check_magic(path)
     try:
         types = gguf_file.tensor_types(gguf_file.read_header(path, metadata=False)[1])
         if set(types) <= gguf_file.MX_LOAD_TYPES:
@@ -147,8 +200,11 @@ def _build(config: ModelConfig, weights: dict, group_size: int, layout: str, fus
     return model, used
 
 
-def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool) -> LoadedModel:
+def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool, fits: _FitCheck) -> LoadedModel:
     progress(f"reading {path.name}")
+    header_meta, infos = _read_gguf_header(path)
+    gguf_file.check_readable(infos)  # before the config: the file's types are what the user must change
+    fits(config_from_gguf(header_meta, {info.name for info in infos}), memory_fit.gguf_tensor_sizes(infos))
     tensors, meta, types = _read_gguf_with_types(path)
     config = config_from_gguf(meta, set(tensors))
     tokenizer = tokenizer_from_gguf(meta)
@@ -159,7 +215,7 @@ def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool) -> Loade
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used, gguf_file.describe(types))
 
 
-def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool) -> LoadedModel:
+def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool, fits: _FitCheck) -> LoadedModel:
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise ModelError(f"'{path}' has no config.json: give a Hugging Face or MLX model folder.")
@@ -169,6 +225,8 @@ def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool) -> Loa
     files = sorted(path.glob("model*.safetensors"))
     if not files:
         raise ModelError(f"'{path}' has no model*.safetensors files: the weights are missing.")
+    group_size = (raw.get("quantization") or {}).get("group_size", 64)
+    fits(config, memory_fit.safetensors_tensor_sizes(files, group_size))
     progress(f"reading {len(files)} safetensors file(s)")
     weights = {}
     for f in files:
@@ -176,7 +234,6 @@ def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool) -> Loa
             weights.update(mx.load(str(f)))
         except Exception:
             raise ModelError(f"'{f.name}' is truncated or corrupt: re-download it.")
-    group_size = (raw.get("quantization") or {}).get("group_size", 64)
     model, used = _build(config, weights, group_size, layout, fuse)
     template = _template(_folder_template(path), tokenizer)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)

@@ -8,6 +8,7 @@ from model.loading import hub
 from model.loading.loader import LoadedModel, load_model
 from model.loading.tokenizer import TextTokenizer
 from model.runtime.events import DownloadProgress, Event, ModelLoading
+from model.cache.settings import CacheSettings
 
 END_OF_TURN_TOKENS = (
     "<|im_end|>",
@@ -26,14 +27,23 @@ def read_model(
     emit: Callable[[Event], None],
     cancelled: Callable[[], bool],
     shard: Optional[Callable[[LoadedModel], LoadedModel]] = None,
+    cache: CacheSettings = CacheSettings(),
 ) -> LoadedModel:
-    """Load a model, reporting progress (and a download's bytes) as events; `cancelled` stops a download."""
+    """Load a model, reporting progress (and a download's bytes) as events; `cancelled` stops a download.
+    A model that cannot fit beside a `cache` full to its capacity is refused before its weights are read."""
 
     def fetch_hub(repo_id: str) -> Path:
         report = lambda t: emit(DownloadProgress(t.repo_id, t.done_bytes, t.total_bytes, t.bytes_per_s))  # noqa: E731
         return hub.fetch(repo_id, report, cancelled)
 
-    loaded = load_model(source, layout, progress=lambda m: emit(ModelLoading(m)), fetch_hub=fetch_hub)
+    loaded = load_model(
+        source,
+        layout,
+        progress=lambda m: emit(ModelLoading(m)),
+        fetch_hub=fetch_hub,
+        capacity=cache.max_kv_size,
+        kv_bits=cache.kv_bits,
+    )
     return shard(loaded) if shard else loaded
 
 

@@ -140,7 +140,7 @@ class ChatSession:
         """Load (and if need be download) a model; `cancel` stops a download."""
         self.cancelled.clear()
         opts = self.options
-        return read_model(source, opts.layout, self.emit, self.cancelled.is_set, opts.shard)
+        return read_model(source, opts.layout, self.emit, self.cancelled.is_set, opts.shard, opts.cache)
 
     def _install(self, loaded: LoadedModel) -> None:
         """Make `loaded` the model in use, with a new conversation and an empty cache."""
