@@ -122,3 +122,29 @@ def test_run_json_says_which_path_ran(path, tiny_chat_model):
     out = json.loads(proc.stdout)
     assert out["path"] == path and out["model"]["compute_path"] == path
     assert out["model"]["backend"] == compute_path.device()
+
+
+def test_the_welcome_line_and_model_info_say_the_path():
+    from chat.screens.model_info import info_table
+    from chat.widgets.welcome import where_it_runs
+
+    assert where_it_runs({"backend": "gpu", "compute_path": "gpu"}) == "on the GPU"
+    assert "through the GPU's path" in where_it_runs({"backend": "cpu", "compute_path": "gpu"})
+    assert where_it_runs({"backend": "cpu", "compute_path": "cpu", "blas": "OpenBLAS"}) == "on the CPU with OpenBLAS"
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(info_table({"backend": "cpu", "compute_path": "gpu", "parameters": 1e6, "weight_bytes": 1}))
+    shown = console.export_text()
+    assert "code path" in shown and "GPU's operations, run on the CPU" in shown
+
+
+def test_bench_json_says_which_path_ran(monkeypatch):
+    from bench import run as bench_run
+
+    monkeypatch.setattr(bench_run, "gemm_gflops", lambda: 1.0)
+    for path in ("cpu", "gpu"):
+        monkeypatch.setenv(compute_path.ENV, path)
+        compute_path.reset()
+        assert bench_run.machine_info(compute_path.device())["path"] == path
+    compute_path.reset()
