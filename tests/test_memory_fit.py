@@ -16,12 +16,12 @@ from engine_harness import SyncEngine
 
 from model import compute_path
 from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
 from model.errors import ModelError
 from model.loading import gguf_file, loader, memory_fit
 from model.loading.config import config_from_gguf
 from model.loading.default_model import default_model_path
 from model.loading.weights import weight_bytes
-from model.cache.settings import CacheSettings
 
 GB = 10**9
 

@@ -4,11 +4,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+from model.cache.settings import CacheSettings
 from model.loading import hub
 from model.loading.loader import LoadedModel, load_model
 from model.loading.tokenizer import TextTokenizer
 from model.runtime.events import DownloadProgress, Event, ModelLoading
-from model.cache.settings import CacheSettings
 
 END_OF_TURN_TOKENS = (
     "<|im_end|>",
