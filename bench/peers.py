@@ -13,7 +13,8 @@ import mlx.nn as nn
 
 from model.cache.kv_factory import make_cache
 from model.cache.settings import MIN_CAPACITY, CacheSettings
-from model.loading.loader import load_model
+from model.internals.needs import StepNeeds
+from model.loading.loader import LoadedModel, load_model
 from model.runtime.generate import decode, prefill
 from model.runtime.settings import SamplingSettings
 
@@ -21,10 +22,17 @@ GREEDY = SamplingSettings()
 
 
 class OurEngine:
-    def __init__(self, source: Optional[str], layout: str, top_k: int = 10):
-        self.loaded = load_model(source, layout)
+    """Our prefill and decode on a loaded model; `top_k` rows of the sampled distribution at each step, as the
+    Next-token panel asks (0: none, what a closed panel costs)."""
+
+    def __init__(self, loaded: LoadedModel, top_k: int = 10, name: Optional[str] = None):
+        self.loaded = loaded
         self.top_k = top_k
-        self.name = f"glasschat ({self.loaded.layout})"
+        self.name = name or f"glasschat ({loaded.layout})"
+
+    @classmethod
+    def load(cls, source: Optional[str], layout: str, top_k: int = 10) -> "OurEngine":
+        return cls(load_model(source, layout), top_k)
 
     def _cache(self, capacity):
         return make_cache(self.loaded.model, CacheSettings(max_kv_size=max(capacity, MIN_CAPACITY), keep=4))
@@ -32,14 +40,16 @@ class OurEngine:
     def time_to_first_token(self, ids) -> float:
         cache = self._cache(len(ids) + 8)
         start = time.perf_counter()
-        steps = decode(self.loaded.model, cache, prefill(self.loaded.model, cache, ids), GREEDY, 1, top_k=self.top_k)
+        needs = StepNeeds(top_k=self.top_k)
+        steps = decode(self.loaded.model, cache, prefill(self.loaded.model, cache, ids), GREEDY, 1, needs=needs)
         next(steps)
         return time.perf_counter() - start
 
     def decode_times(self, ids, n) -> list[float]:
         cache = self._cache(len(ids) + n + 8)
         times = []
-        for _ in decode(self.loaded.model, cache, prefill(self.loaded.model, cache, ids), GREEDY, n, top_k=self.top_k):
+        needs = StepNeeds(top_k=self.top_k)
+        for _ in decode(self.loaded.model, cache, prefill(self.loaded.model, cache, ids), GREEDY, n, needs=needs):
             times.append(time.perf_counter())
         return times
 

@@ -16,13 +16,14 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from bench.report import finish, progress
 from bench.run import FILLER, machine_info
 from model.cache.settings import CacheSettings
 from model.distributed.group import LocalGroup
 from model.distributed.hostfile import check_reachable, read_hostfile
 from model.errors import ModelError
-from model.runtime.engine import EngineOptions
 from model.runtime.headless import HeadlessSession
+from model.runtime.settings import EngineOptions
 
 DECODE_CAP = 64  # tokens per setting at most: a decode step of the default model over 2 ranks on 2 busy cores is ~1 s
 PROMPT = "Summarise this in one paragraph. " + FILLER * 2  # about 140 tokens with the template
@@ -140,7 +141,7 @@ def measure(
 
 
 def run(args) -> int:
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    log = progress(args.json)
     ranks, where = args.ranks, "on this machine"
     if args.hostfile:
         hosts = read_hostfile(args.hostfile)
@@ -155,11 +156,7 @@ def run(args) -> int:
     link = rows[1]
     hop_s = link["all_sum_latency_s"] / (2 * (ranks - 1)) if link.get("all_sum_latency_s") else None
     report = {"machine": machine_info("cpu"), "settings": rows, "estimate_70b": estimates(hop_s)}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_report(report)
-    return 0
+    return finish(report, args.json, print_report)
 
 
 def print_report(report: dict) -> None:

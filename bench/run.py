@@ -5,11 +5,9 @@ token, peak memory, and the ratios against each peer. Speed lives here, not in
 the tests: this machine is noisy, so only ratios measured side by side mean much.
 """
 
-import json
 import os
 import resource
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -19,10 +17,12 @@ import mlx.core as mx
 from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
 from bench.lookup import lookup_speed
 from bench.peers import MlxLmEngine, OurEngine
+from bench.report import finish, progress
 from model import compute_path
 from model.blas import BlasInfo, blas_info
 from model.cache.kv_factory import make_cache
 from model.cache.settings import CacheSettings
+from model.internals.needs import StepNeeds
 from model.runtime.generate import decode, prefill
 from model.runtime.model_source import stop_ids
 from model.runtime.settings import SamplingSettings
@@ -123,7 +123,7 @@ def eviction_speed(ours: OurEngine, capacity: int, tokens: int, window: int = 16
     logits = prefill(model, cache, prompt_ids(ours.loaded.tokenizer, 64))
     # Sampled (seeded) rather than greedy: a greedy reply this long falls into a loop of one token.
     settings = SamplingSettings(temperature=0.8, seed=0)
-    for _ in decode(model, cache, logits, settings, tokens, key=mx.random.key(0), top_k=ours.top_k):
+    for _ in decode(model, cache, logits, settings, tokens, key=mx.random.key(0), needs=StepNeeds(top_k=ours.top_k)):
         times.append(time.perf_counter())
         if cache.evicted_total and (not evicted_at or cache.evicted_total != evicted_at[-1][1]):
             evicted_at.append((len(times) - 1, cache.evicted_total))
@@ -205,7 +205,7 @@ def prompt_lookup(ours: OurEngine, args, log) -> dict:
 
 
 def run(args) -> int:
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    log = progress(args.json)
     sizes = [int(s) for s in args.sizes.split(",")]
     layouts = args.layouts.split(",")
     backend = compute_path.device()
@@ -217,19 +217,15 @@ def run(args) -> int:
     if blas_info().note:
         log(f"BLAS: {blas_info().note}")
     if args.lookup_only:
-        ours = OurEngine(args.model, layouts[0], top_k=args.show_top)
+        ours = OurEngine.load(args.model, layouts[0], top_k=args.show_top)
         report = {"machine": machine, "model": ours.info()["source"], "prompt_lookup": prompt_lookup(ours, args, log)}
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print_lookup(report["prompt_lookup"])
-        return 0
+        return finish(report, args.json, lambda r: print_lookup(r["prompt_lookup"]))
     results: list[EngineResult] = []
     eviction: dict = {}
     lookup: dict = {}
     first: Optional[OurEngine] = None
     for layout in layouts:
-        ours = OurEngine(args.model, layout, top_k=args.show_top)
+        ours = OurEngine.load(args.model, layout, top_k=args.show_top)
         if first is None:
             lookup = prompt_lookup(ours, args, log)
         first = first or ours
@@ -247,8 +243,7 @@ def run(args) -> int:
         )
         results[-1].note = "; ".join(n for n in (ours.info()["weight_dtype"], results[-1].note) if n)
         if layout == "float32" and not args.skip_extras_check:
-            plain = OurEngine.__new__(OurEngine)
-            plain.__dict__.update(ours.__dict__, top_k=0, name=f"glasschat ({ours.loaded.layout}, no top-k)")
+            plain = OurEngine(ours.loaded, top_k=0, name=f"glasschat ({ours.loaded.layout}, no top-k)")
             times = plain.decode_times(prompt_ids(ours.loaded.tokenizer, 64), args.decode_tokens)
             bare = tokens_per_s(times)
             r = EngineResult(
@@ -292,11 +287,7 @@ def run(args) -> int:
         "prompt_lookup": lookup,
         "process_peak_rss_bytes": peak_rss(),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_table(report)
-    return 0
+    return finish(report, args.json, print_table)
 
 
 def print_table(report: dict) -> None:

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.report import finish, progress
 from model import blas as _blas  # noqa: F401  (first: MLX gets its BLAS before mlx loads)
 
 LLAMA_1B = dict(  # Llama 3.2 1B's shape (its config.json)
@@ -247,7 +248,7 @@ def llama_cpp_on_shape(args, prompt: int, log) -> dict:
 
 
 def run(args) -> int:
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    log = progress(args.json)
     prompt = max(int(s) for s in args.sizes.split(",") if int(s) <= 512) if args.sizes else 512
     report = {"memory": [], "llama_1b_shape": {}}
     for layout in args.layouts.split(","):
@@ -257,11 +258,7 @@ def run(args) -> int:
     report["llama_1b_shape"] = _child("scale", str(prompt), str(args.decode_tokens), str(args.repeats))
     log("1B shape: llama.cpp on a random Q4_1 GGUF of the same shape")
     report["llama_cpp_1b_shape"] = llama_cpp_on_shape(args, prompt, log)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_report(report)
-    return 0
+    return finish(report, args.json, print_report)
 
 
 def print_report(report: dict) -> None:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 import model  # noqa: E402,F401  (picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from chat.widgets.confidence import ConfidenceText  # noqa: E402
-from model.runtime.engine import EngineOptions  # noqa: E402
+from model.runtime.settings import EngineOptions  # noqa: E402
 from scripts.svg_to_png import write_png  # noqa: E402
 
 QUESTION, AT = "What is the capital of France?", " Paris"

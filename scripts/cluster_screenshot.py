@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 import model  # noqa: E402,F401  (first: picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from model.distributed.group import LocalGroup  # noqa: E402
-from model.runtime.engine import EngineOptions  # noqa: E402
+from model.runtime.settings import EngineOptions  # noqa: E402
 from scripts.svg_to_png import write_png  # noqa: E402
 
 QUESTION = "Name three colours of the rainbow."

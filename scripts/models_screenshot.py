@@ -20,7 +20,7 @@ import model  # noqa: E402,F401  (first: picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
 from chat.user_settings import SettingsFile, UserSettings  # noqa: E402
 from model.loading.default_model import default_model_path  # noqa: E402
-from model.runtime.engine import EngineOptions  # noqa: E402
+from model.runtime.settings import EngineOptions  # noqa: E402
 from scripts.svg_to_png import write_png  # noqa: E402
 
 

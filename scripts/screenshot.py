@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 import model  # noqa: E402,F401  (picks OpenBLAS before mlx loads)
 from chat.app import GlasschatApp  # noqa: E402
-from model.runtime.engine import EngineOptions  # noqa: E402
+from model.runtime.settings import EngineOptions  # noqa: E402
 from scripts.svg_to_png import write_png  # noqa: E402
 
 QUESTIONS = ["1"]  # the welcome's first example: a haiku

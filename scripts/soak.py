@@ -32,9 +32,8 @@ import mlx.core as mx  # noqa: E402
 from chat.recorder import ConversationRecorder  # noqa: E402
 from chat.store import Store  # noqa: E402
 from model.cache.settings import CacheSettings  # noqa: E402
-from model.runtime.engine import EngineOptions  # noqa: E402
-from model.runtime.events import TurnEnded, TurnStarted  # noqa: E402
 from model.runtime.headless import HeadlessSession  # noqa: E402
+from model.runtime.settings import EngineOptions  # noqa: E402
 
 TOPICS = ["the sea", "a cat", "bread", "the moon", "rain", "a train", "music", "snow", "a garden", "chess", "tea"]
 
@@ -75,16 +74,9 @@ def soak(
 ) -> list[str]:
     """Run the soak; returns what went wrong (empty when it passed)."""
     store = Store(db)
-    recorder = ConversationRecorder(store, "default", {})
-
-    def save(event) -> None:  # as `glasschat replay --db` saves: from the engine's turn events
-        if isinstance(event, TurnStarted):
-            recorder.turn_started(event)
-        elif isinstance(event, TurnEnded):
-            recorder.turn_ended(event)
-
+    recorder = ConversationRecorder(store, "default", {})  # saves as `glasschat replay --db` does, turn by turn
     options = EngineOptions(max_tokens=max_tokens, cache=CacheSettings(max_kv_size=max_kv_size))
-    session = HeadlessSession(options, save)
+    session = HeadlessSession(options, saver=recorder)
     watcher, rss, arrays, failures, start = Watcher(max_kv_size), {}, {}, [], time.time()
     try:
         for n in range(1, turns + 1):

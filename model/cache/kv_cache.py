@@ -180,8 +180,8 @@ class KVCache:
     # --- the model's side: make room, write, commit -----------------------
 
     @property
-    def window(self) -> int:
-        """Slots for tokens after the sink."""
+    def evictable(self) -> int:
+        """Slots for tokens after the sink: what eviction may drop. (A layer's `window` is its sliding window.)"""
         return self.capacity - self.keep
 
     @property
@@ -190,8 +190,8 @@ class KVCache:
 
     def begin(self, n: int) -> int:
         """Make room for `n` new tokens and return the position of the first."""
-        if n > self.window:
-            raise ValueError(f"a step of {n} tokens cannot fit a cache window of {self.window}")
+        if n > self.evictable:
+            raise ValueError(f"a step of {n} tokens cannot fit the {self.evictable} slots after the sink")
         if self.sliding_window and n > self.window_slack:
             raise ValueError(f"a step of {n} tokens does not fit a windowed layer's slack of {self.window_slack}")
         self.evict(self._eviction_for(n))
@@ -200,11 +200,11 @@ class KVCache:
         return self.length
 
     def _eviction_for(self, n: int) -> int:
-        """How many tokens a step of `n` evicts: none if they fit, else a block of at least a quarter window."""
+        """How many tokens a step of `n` evicts: none if they fit, else a block of at least a quarter of the evictable."""
         overflow = self.length + n - self.capacity
         if overflow <= 0:
             return 0
-        return min(max(overflow, int(self.window * self.evict_fraction)), self.length - self.keep)
+        return min(max(overflow, int(self.evictable * self.evict_fraction)), self.length - self.keep)
 
     def window_mask(self, n: int):
         """The mask for the windowed layers' `n` new queries over the keys they fetch (see `LayerCache`)."""

@@ -17,6 +17,15 @@ class StepNeeds:
     # At most one watched step per this many seconds (the views redraw at most 2.5 times a second).
     interval_s: float = 0.4
 
+    def __or__(self, other: "StepNeeds") -> "StepNeeds":
+        """Two views' needs merged: each extra that either asks for (the first one's layer where both name one)."""
+        return StepNeeds(
+            top_k=max(self.top_k, other.top_k),
+            attention_layer=self.attention_layer if self.attention_layer is not None else other.attention_layer,
+            lens_layers=self.lens_layers if self.lens_layers is not None else other.lens_layers,
+            interval_s=min(self.interval_s, other.interval_s),
+        )
+
     @property
     def watched(self) -> bool:
         """Whether some steps run with a probe (see model.internals.watch)."""

@@ -66,26 +66,21 @@ def lens_rows(residuals: list, layers: tuple[int, ...]) -> list[int]:
 
 
 class StepWatcher:
-    """The decode loop's forward pass, watched when a view asks for it."""
+    """The decode loop's forward pass, watched when a view asks for it.
 
-    def __init__(
-        self,
-        model: Transformer,
-        cache: KVCache,
-        needs: Callable[[], StepNeeds],
-        now: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.model, self.cache, self.needs, self.now = model, cache, needs, now
+    The loop reads the views' needs once per step and hands the same value to `due` and
+    `forward`, so one step never mixes two of them (the UI may swap it at any time)."""
+
+    def __init__(self, model: Transformer, cache: KVCache, now: Callable[[], float] = time.perf_counter) -> None:
+        self.model, self.cache, self.now = model, cache, now
         self._last = float("-inf")
 
-    def due(self) -> bool:
+    def due(self, needs: StepNeeds) -> bool:
         """Whether the views want the next step (prompt lookup then runs it as a plain step)."""
-        needs = self.needs()
         return needs.watched and self.now() - self._last >= needs.interval_s
 
-    def forward(self, tokens: mx.array) -> tuple[mx.array, Optional[dict]]:
+    def forward(self, tokens: mx.array, needs: StepNeeds) -> tuple[mx.array, Optional[dict]]:
         """(logits (vocab,), lazy extras or None); extras are evaluated with the logits."""
-        needs = self.needs()
         t = self.now()
         if not needs.watched or t - self._last < needs.interval_s:
             return self.model(tokens, self.cache)[0, -1], None

@@ -4,15 +4,16 @@ A turn is one user message and the reply to it. Every turn knows its parent
 (0 is the root: the system prompt), so a regenerated reply, an edited message
 and a reply forked at a token are all new turns beside the one they replace,
 and every earlier path stays reachable. The transcript shows one path, from
-the root to `current`. Turns are numbered in the order they ran, the same
-numbers the engine's events carry.
+the root to `current`. Turn ids are handed out by the conversation that owns the
+tree (model.runtime.conversation), in the order the turns were asked for; a saved
+chat keeps its own.
 
 This module is pure bookkeeping; what a move between paths costs the KV cache
-is `Conversation.move_to`'s job.
+is the cache service's job (`CacheService.move`).
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 from model.errors import ModelError
@@ -21,9 +22,9 @@ from model.loading.chat_template import Message, Thought
 ROOT = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Turn:
-    number: int  # in run order, from 1
+    turn_id: int  # in the order asked for, from 1
     parent: int  # the turn this one follows; ROOT for the first
     user: str
     reply_ids: tuple[int, ...]  # the reply as sampled (no stop token)
@@ -31,102 +32,105 @@ class Turn:
     forked_at: Optional[int] = None  # reply token index where a fork replaced the original
     token_forced: Optional[int] = None  # the id forced there
     thought: Optional[Thought] = None  # a thinking model's reply: its thinking, apart from `reply_text`
+    cancelled: bool = False  # the reply was stopped before its end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TurnPlan:
     """What a branch request asks the engine to run: where, what the user said, what the reply starts with."""
 
     parent: int
     user: str
     reply_prefix: tuple[int, ...] = ()  # forced reply tokens, fed before decoding resumes
+    forked_from: Optional[int] = None  # the turn whose reply a fork cuts
     forked_at: Optional[int] = None
     token_forced: Optional[int] = None
 
 
 class TurnTree:
-    def __init__(self):
+    def __init__(self, turns: Iterable[Turn] = (), current: int = ROOT):
+        """A tree of `turns` (each after its parent), the path shown ending at `current` (ROOT: none)."""
         self.turns: dict[int, Turn] = {}
-        self.current = ROOT  # the last turn of the path shown
+        for turn in turns:
+            self.add(turn)
+        self.current = current  # the last turn of the path shown
 
     def add(self, turn: Turn) -> None:
         if turn.parent != ROOT and turn.parent not in self.turns:
             raise ModelError(f"There is no turn {turn.parent} to follow.")
-        self.turns[turn.number] = turn
-        self.current = turn.number
+        self.turns[turn.turn_id] = turn
+        self.current = turn.turn_id
 
-    def graft(self, turns: Iterable[Turn], current: int, offset: int) -> None:
-        """Saved turns (numbered from 1, each after its parent) join as turn `number + offset`; the path
-        shown ends at `current` (ROOT: none). The saved numbers go on after the ones already run."""
-
-        def moved(number: int) -> int:
-            return ROOT if number == ROOT else number + offset
-
-        for turn in turns:
-            self.add(replace(turn, number=moved(turn.number), parent=moved(turn.parent)))
-        self.current = moved(current)
-
-    def get(self, number: int) -> Turn:
-        turn = self.turns.get(number)
+    def get(self, turn_id: int) -> Turn:
+        turn = self.turns.get(turn_id)
         if turn is None:
-            raise ModelError(f"There is no turn {number}: the turns so far are {self._numbers()}.")
+            raise ModelError(f"There is no turn {turn_id}: the turns so far are {self._ids()}.")
         return turn
 
-    def _numbers(self) -> str:
+    def knows(self, turn_id: int) -> bool:
+        """A turn a path can end at (ROOT: the system prompt alone)."""
+        return turn_id == ROOT or turn_id in self.turns
+
+    def _ids(self) -> str:
         return ", ".join(map(str, sorted(self.turns))) or "none"
 
-    def path(self, number: Optional[int] = None) -> list[int]:
-        """Turn numbers from the root to `number` (the current turn by default)."""
-        number = self.current if number is None else number
+    def path(self, turn_id: Optional[int] = None) -> list[int]:
+        """Turn ids from the root to `turn_id` (the current turn by default)."""
+        turn_id = self.current if turn_id is None else turn_id
         out = []
-        while number != ROOT:
-            out.append(number)
-            number = self.get(number).parent
+        while turn_id != ROOT:
+            out.append(turn_id)
+            turn_id = self.get(turn_id).parent
         return out[::-1]
 
-    def messages(self, number: Optional[int] = None) -> list[Message]:
+    def messages(self, turn_id: Optional[int] = None) -> list[Message]:
         """The user and assistant messages along a path, as the template renders them."""
         out = []
-        for n in self.path(number):
+        for n in self.path(turn_id):
             turn = self.turns[n]
             out += [Message("user", turn.user), Message("assistant", turn.reply_text, turn.reply_ids, turn.thought)]
         return out
 
-    def children(self, number: int) -> list[int]:
-        return sorted(n for n, t in self.turns.items() if t.parent == number)
+    def children(self, turn_id: int) -> list[int]:
+        return sorted(n for n, t in self.turns.items() if t.parent == turn_id)
 
-    def siblings(self, number: int) -> list[int]:
+    def siblings(self, turn_id: int) -> list[int]:
         """The turns that share this one's parent, itself included, oldest first."""
-        return self.children(self.get(number).parent)
+        return self.children(self.get(turn_id).parent)
 
-    def leaf(self, number: int) -> int:
-        """The newest turn below `number` following the newest child each time (where ←/→ lands)."""
-        while kids := self.children(number):
-            number = kids[-1]
-        return number
+    def leaf(self, turn_id: int) -> int:
+        """The newest turn below `turn_id` following the newest child each time."""
+        while kids := self.children(turn_id):
+            turn_id = kids[-1]
+        return turn_id
 
-    # --- the four requests --------------------------------------------------
+    def sibling(self, turn_id: int, delta: int) -> Optional[int]:
+        """Where ←/→ on a turn's message lands: the newest leaf below the sibling `delta` away (None: no such one)."""
+        if turn_id not in self.turns:
+            return None
+        siblings = self.siblings(turn_id)
+        index = siblings.index(turn_id) + delta
+        return self.leaf(siblings[index]) if 0 <= index < len(siblings) else None
 
-    def follow(self, user: str) -> TurnPlan:
-        """A new message after the current turn."""
-        return TurnPlan(self.current, user)
+    # --- the plans for a turn that redoes another (a message's plan is the conversation's) -----
 
-    def edit(self, after: int, user: str) -> TurnPlan:
-        """A new user message branching after turn `after`'s reply (ROOT: from the system prompt)."""
-        if after != ROOT:
-            self.get(after)
-        return TurnPlan(after, user)
+    def regenerate(self, turn_id: int) -> TurnPlan:
+        """A new reply to turn `turn_id`'s message."""
+        turn = self.get(turn_id)
+        return TurnPlan(parent=turn.parent, user=turn.user)
 
-    def regenerate(self, number: int) -> TurnPlan:
-        """A new reply to turn `number`'s message."""
-        turn = self.get(number)
-        return TurnPlan(turn.parent, turn.user)
-
-    def fork(self, number: int, at: int, token: int) -> TurnPlan:
-        """Turn `number`'s reply cut before its token `at`, `token` forced there."""
-        turn = self.get(number)
-        if not 0 <= at <= len(turn.reply_ids):
-            raise ModelError(
-                f"Turn {number}'s reply has {len(turn.reply_ids)} tokens: fork at 0 to {len(turn.reply_ids)}."
-            )
-        return TurnPlan(turn.parent, turn.user, turn.reply_ids[:at] + (token,), at, token)
+    def fork(self, turn_id: int, at: int, token: int) -> TurnPlan:
+        """Turn `turn_id`'s reply cut before its token `at`, `token` forced there."""
+        turn = self.get(turn_id)
+        n = len(turn.reply_ids)
+        if not 0 <= at <= n:
+            raise ModelError(f"Turn {turn_id}'s reply has {n} tokens: fork at 0 to {n}.")
+        prefix = turn.reply_ids[:at] + (token,)
+        return TurnPlan(
+            parent=turn.parent,
+            user=turn.user,
+            reply_prefix=prefix,
+            forked_from=turn_id,
+            forked_at=at,
+            token_forced=token,
+        )

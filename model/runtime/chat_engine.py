@@ -1,77 +1,59 @@
-"""What every engine offers its users: the UI bridge, the headless commands, the fake and the test harness.
+"""What every engine offers its askers: the UI, the headless commands, the tests, and later a server.
 
-`engine.Engine` (the real one, on its own thread), `tests/fake_engine.FakeEngine`
-and `tests/engine_harness.SyncEngine` all implement this, and a test checks their
-signatures against it, so a fake cannot drift from the real thing. Results come
-back as events, through the `emit` function the engine was built with.
+`engine.Engine` (on its own thread), `engine_core.EngineCore` (the same calls run at
+once, on the caller's thread) and `tests/fake_engine.FakeEngine` implement this, and a
+test checks their signatures against it, so a fake cannot drift from the real thing.
+Requests carry token ids (model.runtime.requests): the asker owns the conversation and
+renders it. Results come back as events, through the `emit` function the engine was built with.
 """
 
-from collections.abc import Callable, Sequence
-from typing import Any, Optional, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Optional, Protocol, runtime_checkable
 
 from model.internals.needs import StepNeeds
-from model.loading.chat_template import Message
-from model.loading.tokenizer import TextTokenizer
-from model.runtime.branches import Turn
-from model.runtime.session import Emit, EngineOptions
-from model.runtime.settings import SamplingSettings
+from model.runtime.chat_text import ChatText
+from model.runtime.events import Event
+from model.runtime.requests import HoldRequest, ScoreRequest, TurnRequest
+from model.runtime.settings import EngineOptions
 
 
 @runtime_checkable
 class ChatEngine(Protocol):
     def start(self) -> "ChatEngine":
-        """Begin loading the model; ModelReady (or ModelFailed) follows."""
+        """Begin loading the model: OptionsAdopted and ModelReady, or ModelFailed."""
 
-    def send(self, text: str) -> None:
-        """Answer a user message: TurnStarted, tokens, then TurnEnded (or TurnFailed)."""
+    def text(self) -> Optional[ChatText]:
+        """The loaded model's tokenizer and template (no MLX: any thread may use them); None before it loads."""
+
+    def generate(self, request: TurnRequest) -> None:
+        """Make the cache hold the request's ids and decode a reply: TurnStarted, PrefillProgress, PrefillDone,
+        TokenGenerated per token, then TurnEnded (or TurnFailed), each naming the request's turn_id."""
+
+    def hold(self, request: HoldRequest) -> None:
+        """Make the cache hold exactly these ids (a path shown, a saved chat reopened): CacheHeld."""
+
+    def score(self, request: ScoreRequest) -> None:
+        """A reply read again, each token's probability and top-k: ReplyScored (or TurnFailed)."""
+
+    def reset(self) -> None:
+        """Empty the cache for a new conversation, with a fresh random key: ConversationReset."""
 
     def cancel(self) -> None:
-        """Stop the reply in progress at the next token; the partial reply is kept."""
-
-    def reset(self, system: Optional[str] = None) -> None:
-        """A new conversation with this system prompt: ConversationReset."""
-
-    def restore(self, system: Optional[str], messages: Sequence[Message]) -> None:
-        """Start over on a saved conversation, its history prefilled: HistoryRestored."""
-
-    def restore_tree(self, system: Optional[str], turns: Sequence[Turn], current: int) -> None:
-        """Start over on a saved tree of turns (numbered from 1, each after its parent), the path ending at
-        `current` prefilled: HistoryRestored, whose `turn_offset` says what the saved turns are numbered now."""
-
-    def edit(self, after: int, text: str) -> None:
-        """A new user message branching after turn `after` (0: from the system prompt)."""
-
-    def regenerate(self, turn: int) -> None:
-        """A new reply to turn `turn`'s message, with the sampling settings now in force."""
-
-    def fork(self, turn: int, at: int, token: int) -> None:
-        """Turn `turn`'s reply cut before its token `at`, `token` forced there, generation continuing."""
-
-    def switch_branch(self, turn: int) -> None:
-        """Show the path ending at `turn`; the cache follows it: BranchSwitched."""
-
-    def score(self, turn: int) -> None:
-        """Turn `turn`'s reply read again, each token's probability and top-k: ReplyScored (for a saved reply)."""
-
-    def switch_model(self, model: Optional[str]) -> None:
-        """Load another model (a file, folder or Hub id; None: the default) in a new conversation: ModelReady,
-        or SwitchFailed with the old model kept; `cancel` stops its download."""
+        """Stop the reply in progress at the next token (the partial reply is kept), or a download."""
 
     def set_needs(self, needs: StepNeeds) -> None:
-        """What the open views need from each decode step; takes effect at the next step."""
+        """What the open views need from each decode step; read once per step, from the next one."""
 
-    def set_sampling(self, settings: SamplingSettings) -> None:
-        """Sampling for the next reply on."""
+    def update(self, options: EngineOptions) -> None:
+        """Take these options: OptionsAdopted (a new cache setting empties the cache), or OptionsRefused."""
 
-    def update(self, **changes: Any) -> None:
-        """Change EngineOptions fields between turns; a new cache setting starts a new conversation."""
-
-    def tokenizer(self) -> Optional[TextTokenizer]:
-        """The model's tokenizer once loaded (Rust, not MLX: any thread may use it), else None."""
+    def switch_model(self, model: Optional[str]) -> None:
+        """Load another model (a file, folder or Hub id; None: the default) with an empty cache: OptionsAdopted and
+        ModelReady, or SwitchFailed with the old model kept; `cancel` stops its download."""
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop, waiting up to `timeout` seconds for the engine to let go of the model."""
 
 
 # How the UI and the headless commands get an engine (tests pass the fake's class).
-EngineFactory = Callable[[EngineOptions, Emit], ChatEngine]
+EngineFactory = Callable[[EngineOptions, Callable[[Event], None]], ChatEngine]

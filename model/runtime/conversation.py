@@ -1,212 +1,236 @@
-"""One conversation: its messages, its KV cache, and what each turn must prefill.
+"""One conversation, with one owner: the UI thread, or a headless caller (a script, a test, a server).
 
-`history` is every token ever fed into the cache, in order. Because eviction
-always drops the oldest tokens after the sink, the cache holds exactly
-`history[:keep] + history[keep + evicted_total:]`. Each turn renders its path
-of the conversation through the chat template (assistant replies as their
-sampled ids), keeps the longest prefix it shares with `history`, and prefills
-only what follows. Moving to another branch is the same diff: the cache is
-rolled back to the common prefix when it still holds it, and rebuilt from the
-sink when that point was evicted since (see `move_to`).
+It holds what a conversation is: the tree of turns (model.runtime.branches), the turn ids
+it hands out (`turn_count`), the options in force, the rendering of a path to token ids,
+and the saving. Nothing here touches MLX: it asks the engine for what the cache must do
+(model.runtime.requests) and takes the engine's reports back (`ended`, `failed`, `show`).
 
-A template may also render an earlier turn differently from how it was fed: Qwen3's
-drops the thinking of every reply before the last user message, and with thinking off
-the generation prompt's empty `<think></think>` is not part of the reply it precedes.
-The same diff handles it: the cache goes back to the start of that reply, which is
-prefilled again as the template now writes it, and `rolled_back` says how much went.
-(mlx-lm's prompt cache starts over here.)
+A turn goes: plan it on the tree (`follow`, `edit`, `regenerate`, `fork`: each returns a
+`TurnInProgress`, or raises ModelError with one line for the user), send
+`request(turn)`, and hand the engine's TurnEnded to `ended` (or TurnFailed to `failed`).
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Protocol
 
-from model.cache.kv_cache import KVCache
-from model.cache.settings import CacheSettings
-from model.loading.chat_template import ChatTemplate, Message, encode_conversation
-from model.loading.prompt_encoding import encode_parts
-from model.loading.tokenizer import TextTokenizer
+from model.errors import ModelError
+from model.loading.chat_template import Message
 from model.runtime import thinking
-from model.runtime.branches import Turn, TurnTree
-
-MIN_SINK = 4  # attention sinks: the first few tokens soak up attention (StreamingLLM)
-REPLY_ROOM = 32  # a message must leave at least this much of the window for the reply
-
-
-@dataclass(frozen=True)
-class TurnPrompt:
-    ids: list[int]  # to prefill this turn
-    reused: int  # tokens already held in the cache
-    note: str = ""  # a warning for the user, e.g. a message longer than the cache
-    rebuilt: bool = False  # the branch point had been evicted: the cache was read again from the sink
-    rolled_back: int = 0  # tokens taken off the cache first (another branch, or a turn the template rewrote)
-    user: str = ""  # the message as the model reads it (with /no_think when thinking is off that way)
-    opens_thinking: bool = False  # the prompt (before a fork's forced start) ends inside a <think> block
+from model.runtime.branches import Turn, TurnPlan, TurnTree
+from model.runtime.chat_text import ChatText
+from model.runtime.events import TurnEnded
+from model.runtime.requests import HoldRequest, ScoreRequest, TurnRequest
+from model.runtime.settings import EngineOptions
 
 
-def sink_length(template: ChatTemplate, tokenizer: TextTokenizer, system: Optional[str]) -> int:
-    """Tokens before the first user turn: the system prompt and its markup.
+@dataclass(frozen=True, kw_only=True)
+class TurnInProgress:
+    """A turn sent to the engine and not ended yet: where it goes on the tree, and the ids it was sent as."""
 
-    Found by rendering a probe conversation: the markup before the first user
-    message ends with the user header, which also precedes the second user
-    message; what comes before that header is the system block.
-    """
-    probe = ([Message("system", system)] if system else []) + [
-        Message("user", "a"),
-        Message("assistant", "b"),
-        Message("user", "c"),
-    ]
-    segs = template.segments(probe, add_generation_prompt=False)
-    first_user = len(probe) - 3
-    cut = segs.index(first_user)
-    before_first, before_third = segs[cut - 1], segs[segs.index(len(probe) - 1) - 1]
-    if not isinstance(before_first, str) or not isinstance(before_third, str):
-        return MIN_SINK
-    header = 0
-    while header < min(len(before_first), len(before_third)) and before_first[-1 - header] == before_third[-1 - header]:
-        header += 1
-    prefix = segs[: cut - 1] + [before_first[: len(before_first) - header]]
-    parts = [("markup", seg) if isinstance(seg, str) else ("text", probe[seg].content) for seg in prefix]
-    ids, _ = encode_parts(tokenizer, parts)
-    return max(MIN_SINK, len(tokenizer.with_bos(ids)))  # the conversation's BOS, when llama.cpp would add one
+    turn_id: int
+    parent: int  # the turn it follows (ROOT: the system prompt)
+    user: str  # the message as the model reads it (with /no_think when thinking is off that way)
+    ids: tuple[int, ...]  # the prompt as rendered, then `reply_prefix`
+    reply_prefix: tuple[int, ...] = ()  # a fork's forced reply start: the kept tokens, then the forced one
+    forked_from: Optional[int] = None  # the turn whose reply a fork cuts
+    forked_at: Optional[int] = None
+    token_forced: Optional[int] = None
+    opens_thinking: bool = False  # the prompt ends inside a <think> block
+    note: str = ""  # for the user, e.g. characters this model has no token for
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+class Saver(Protocol):
+    """What keeps a conversation saved (chat/recorder.py writes the store); told as the conversation changes."""
+
+    def new(self, system: Optional[str]) -> None: ...
+
+    def turn_started(self, turn: TurnInProgress) -> None: ...
+
+    def turn_ended(self, turn: Turn, ended: TurnEnded) -> None: ...
+
+    def path_shown(self, turn_id: int) -> None: ...
 
 
 class Conversation:
-    def __init__(
-        self,
-        template: ChatTemplate,
-        tokenizer: TextTokenizer,
-        cache: KVCache,
-        settings: CacheSettings,
-        system: Optional[str] = None,
-    ):
-        self.template, self.tokenizer, self.cache, self.settings = template, tokenizer, cache, settings
-        self.markers = thinking.markers(tokenizer)
-        self.thinking_switch = thinking.switch(template, self.markers)
-        self.thinking: Optional[bool] = None  # None: as the template has it; False turns thinking off
-        self.reset(system)
-
-    def reset(self, system: Optional[str] = None) -> None:
-        self.system = system
-        self.preamble: list[Message] = [Message("system", system)] if system else []
+    def __init__(self, options: EngineOptions, saver: Optional[Saver] = None):
+        self.options = options  # in force: taken from the engine's reports only (`adopt`)
+        self.saver = saver
+        self.text: Optional[ChatText] = None  # the model's, once it has loaded (`attach`)
+        self.system = options.system
         self.tree = TurnTree()
-        self.history: list[int] = []
-        self.cache.reset()
-        keep = self.settings.keep  # checked when the cache was made (see kv_factory)
-        if keep is None:
-            # A system prompt longer than half the cache is pinned only in part.
-            keep = min(sink_length(self.template, self.tokenizer, system), self.cache.capacity // 2)
-        self.cache.keep = keep
+        self.turn_count = 0  # turn ids handed out so far
+        self.pending: Optional[TurnInProgress] = None
+        self._sink: tuple = (None, None, 0)  # (text, system, its sink): rendered once per system prompt
+
+    def attach(self, text: ChatText) -> None:
+        """The loaded model's text side: turns can be rendered from now on."""
+        self.text = text
+
+    def adopt(self, options: EngineOptions) -> None:
+        """Options the engine reported in force (OptionsAdopted)."""
+        self.options = options
+
+    # --- what the conversation is ------------------------------------------------
 
     @property
     def messages(self) -> list[Message]:
         """The path shown, as the template renders it: system prompt, then each turn's message and reply."""
-        return self.preamble + self.tree.messages()
+        return self._preamble() + self.tree.messages()
 
-    def restore(self, messages: list[Message], first_number: int) -> int:
-        """A saved single-path conversation becomes a chain of turns numbered from `first_number`; returns how many."""
-        turns, user = [], None
-        for m in messages:
-            if m.role == "user":
-                user = m.content
-            elif m.role == "assistant" and user is not None:
-                turns.append(Turn(len(turns) + 1, len(turns), user, tuple(m.token_ids or ()), m.content))
-                user = None
-            elif not turns:
-                self.preamble.append(m)  # e.g. a stored system message before the first turn
-        self.restore_tree(turns, len(turns), first_number - 1)
-        return len(turns)
+    def _preamble(self) -> list[Message]:
+        return [Message("system", self.system)] if self.system else []
 
-    def restore_tree(self, turns: Sequence[Turn], current: int, offset: int) -> None:
-        """A saved tree joins the conversation (see `TurnTree.graft`); the cache is left to the caller to fill."""
-        # A saved reply's thinking is in its ids: split as at the end of its turn.
-        split = [replace(t, thought=thinking.split_reply(t.reply_ids, self.markers, self.tokenizer)) for t in turns]
-        self.tree.graft(split, current, offset)
+    def _ready(self) -> ChatText:
+        if self.text is None:
+            raise ModelError("No model is loaded: load another one first.")
+        return self.text
 
-    def held_ids(self) -> list[int]:
-        keep, gone = self.cache.keep, self.cache.evicted_total
-        return self.history[:keep] + self.history[keep + gone :]
+    @property
+    def sink(self) -> int:
+        """The system block's length in tokens: what the cache pins."""
+        text = self._ready()
+        if self._sink[:2] != (text, self.system):
+            self._sink = (text, self.system, text.sink_length(self.system))
+        return self._sink[2]
 
-    def render(self, parent: int, user_text: Optional[str] = None, reply_prefix: tuple[int, ...] = ()) -> list[int]:
-        """Token ids of the path ending at `parent`, then (if given) a new user message and a reply's start."""
-        messages = self.preamble + self.tree.messages(parent)
-        if user_text is not None:
-            messages = messages + [Message("user", user_text)]
-        switch = self.thinking if self.thinking_switch == "enable_thinking" else None
-        ids, _ = encode_conversation(self.template, self.tokenizer, messages, user_text is not None, switch)
-        return ids + list(reply_prefix)
+    def path_ids(self, turn_id: int) -> list[int]:
+        """The path ending at `turn_id`, rendered as a finished conversation."""
+        return self._ready().render(self._preamble() + self.tree.messages(turn_id), False, self.options.thinking)
 
-    def move_to(self, target: list[int], need_logits: bool = True) -> TurnPrompt:
-        """Bring the cache to the longest prefix of `target` it can keep; what follows is left to prefill.
+    # --- the four ways a turn starts --------------------------------------------------
 
-        The cache holds `history` minus what was evicted. If the common prefix
-        ends after the evicted block, rolling the cache back to it is exact
-        (nothing after it was ever seen by what is kept). If it ends inside the
-        evicted block, or further back than a sliding-window layer still holds,
-        those keys are gone: the sink is kept (it never moves) and the rest of
-        `target` is read again, as a fresh prefill of that path would. A turn needs the logits after `target`'s last token, so at
-        least one token is always left to feed when `need_logits`."""
-        common = common_prefix(self.history, target)
-        if need_logits and common == len(target):
-            common = max(0, common - 1)
-        rebuilt = False
-        if common < len(self.history):
-            back = len(self.history) - common
-            if common >= self.cache.keep + self.cache.evicted_total and self.cache.can_rollback(back):
-                self.cache.rollback(back)
-            else:
-                # Evicted, or dropped by a sliding-window layer (it keeps little more than its window).
-                rebuilt = self.cache.evicted_total > 0 or common > self.cache.keep
-                common = min(common, self.cache.keep)
-                self.cache.restart_at(common)
-            self.history = self.history[:common]
-        return TurnPrompt(target[common:], self.cache.length, rebuilt=rebuilt)
+    def follow(self, user: str, after: Optional[int] = None) -> TurnInProgress:
+        """A user message after turn `after` (the current one by default)."""
+        if not user.strip():
+            raise ModelError("Type a message first: empty messages are not sent.")
+        readable = self._ready().readable(user)
+        note = ""
+        if readable != user:
+            lost = readable.count(chr(0xFFFD)) - user.count(chr(0xFFFD))
+            note = f"{lost} character(s) this model has no token for were replaced with \ufffd."
+        parent = self.tree.current if after is None else after
+        return self._begin(TurnPlan(parent=parent, user=readable), note)
 
-    def prompt_for(
-        self, user_text: str, parent: Optional[int] = None, reply_prefix: tuple[int, ...] = ()
-    ) -> TurnPrompt:
-        """What this turn must prefill, and a note if it cannot all stay in the cache.
+    def edit(self, after: int, user: str) -> TurnInProgress:
+        """A new user message branching after turn `after` (ROOT: from the system prompt)."""
+        if not self.tree.knows(after):
+            raise ModelError(f"There is no turn {after} to branch after.")
+        return self.follow(user, after)
 
-        The turn follows `parent` (the current turn by default); a fork passes
-        the reply's start it forces. Callers pass the text through
-        `tokenizer.readable` first (see `Engine.answer`)."""
-        parent = self.tree.current if parent is None else parent
-        if self.thinking is False and self.thinking_switch == "/no_think" and not user_text.endswith(thinking.SOFT_OFF):
-            user_text += thinking.SOFT_OFF
-        held = len(self.history)
-        # Whether the reply starts inside a <think> block is the whole prompt's to say, not the part prefilled.
-        opens = thinking.opens_inside(self.render(parent, user_text), self.markers)
-        prompt = self.move_to(self.render(parent, user_text, reply_prefix))
-        notes = []
-        if prompt.rebuilt:
-            notes.append(
-                "That point of the conversation had been evicted from the cache since: "
-                f"it was rebuilt from the system prompt ({len(prompt.ids)} tokens read again)."
-            )
-        room = self.cache.window - REPLY_ROOM
-        if len(prompt.ids) > room:
-            # Still answered: prefill runs in chunks and evicts as it goes.
-            notes.append(
-                f"This message is {len(prompt.ids)} tokens, more than the {room} the cache can hold beside a "
-                f"reply: its start is evicted as it is read. Restart with a larger --max-kv-size to keep it all."
-            )
-        return TurnPrompt(
-            prompt.ids, prompt.reused, " ".join(notes), prompt.rebuilt, held - len(self.history), user_text, opens
+    def regenerate(self, turn_id: int) -> TurnInProgress:
+        """A new reply to turn `turn_id`'s message, with the sampling settings now in force."""
+        return self._begin(self.tree.regenerate(turn_id))
+
+    def fork(self, turn_id: int, at: int, token: int) -> TurnInProgress:
+        """Turn `turn_id`'s reply cut before its token `at`, `token` forced there, generation continuing."""
+        text = self._ready()
+        if not 0 <= token < text.vocab_size:
+            raise ModelError(f"Token {token} is not in this model's vocabulary (0 to {text.vocab_size - 1}).")
+        if token in text.stop_ids:
+            raise ModelError(f"Token {token} ends the reply; fork to a token that continues it.")
+        return self._begin(self.tree.fork(turn_id, at, token))
+
+    def _begin(self, plan: TurnPlan, note: str = "") -> TurnInProgress:
+        text = self._ready()
+        user = plan.user
+        if self.options.thinking is False and text.thinking_switch == "/no_think":
+            user = user if user.endswith(thinking.SOFT_OFF) else user + thinking.SOFT_OFF
+        messages = self._preamble() + self.tree.messages(plan.parent) + [Message("user", user)]
+        prompt = text.render(messages, True, self.options.thinking)
+        self.turn_count += 1
+        turn = TurnInProgress(
+            turn_id=self.turn_count,
+            parent=plan.parent,
+            user=user,
+            ids=tuple(prompt) + plan.reply_prefix,
+            reply_prefix=plan.reply_prefix,
+            forked_from=plan.forked_from,
+            forked_at=plan.forked_at,
+            token_forced=plan.token_forced,
+            # Whether the reply starts inside a <think> block is the whole prompt's to say, not the part prefilled.
+            opens_thinking=text.opens_thinking(prompt),
+            note=note,
+        )
+        self.pending = turn
+        if self.saver is not None:
+            self.saver.turn_started(turn)
+        return turn
+
+    def request(self, turn: TurnInProgress) -> TurnRequest:
+        """What the engine is asked for this turn, under the options in force."""
+        return TurnRequest(
+            turn_id=turn.turn_id,
+            ids=turn.ids,
+            sink=self.sink,
+            reply_prefix=turn.reply_prefix,
+            opens_thinking=turn.opens_thinking,
+            decode=self.options.decode(),
+            note=turn.note,
         )
 
-    def fed(self, ids: list[int]) -> None:
-        """Record tokens the cache has taken in."""
-        self.history.extend(ids)
+    # --- the engine's reports -------------------------------------------------------
 
-    def add_turn(self, turn: Turn) -> None:
-        """Close the turn: the user message and the reply as the user saw it, on the tree."""
-        self.tree.add(turn)
+    def ended(self, event: TurnEnded) -> Optional[Turn]:
+        """The reply came (or stopped): the turn joins the tree, on the path shown, and is saved."""
+        turn = self.pending
+        if turn is None or turn.turn_id != event.turn_id:
+            return None  # a turn of a conversation started over since
+        self.pending = None
+        done = Turn(
+            turn_id=turn.turn_id,
+            parent=turn.parent,
+            user=turn.user,
+            reply_ids=event.reply_ids,
+            reply_text=event.text,
+            forked_at=turn.forked_at,
+            token_forced=turn.token_forced,
+            thought=self._ready().split_reply(event.reply_ids, turn.opens_thinking),
+            cancelled=event.stats.stop_reason == "cancelled",
+        )
+        self.tree.add(done)
+        if self.saver is not None:
+            self.saver.turn_ended(done, event)
+        return done
+
+    def failed(self, turn_id: int) -> None:
+        """The engine could not answer: the turn never joins the tree."""
+        if self.pending is not None and self.pending.turn_id == turn_id:
+            self.pending = None
+
+    def hold_request(self, turn_id: int) -> HoldRequest:
+        """Ask the cache to hold the path ending at `turn_id` (raises ModelError for a turn there is not)."""
+        self.tree.path(turn_id)
+        return HoldRequest(ids=tuple(self.path_ids(turn_id)), sink=self.sink)
+
+    def show(self, turn_id: int) -> None:
+        """The path ending at `turn_id` is the one shown (the cache holds it: CacheHeld)."""
+        self.tree.current = turn_id
+        if self.saver is not None:
+            self.saver.path_shown(turn_id)
+
+    def score_request(self, turn_id: int) -> ScoreRequest:
+        """Read turn `turn_id`'s reply again (a saved one, which came without its steps)."""
+        turn = self.tree.get(turn_id)
+        messages = self._preamble() + self.tree.messages(turn.parent) + [Message("user", turn.user)]
+        prompt = self._ready().render(messages, True, self.options.thinking)
+        top_k = self.options.top_k_shown
+        return ScoreRequest(turn_id=turn_id, prompt=tuple(prompt), reply=turn.reply_ids, top_k=top_k)
+
+    # --- starting over ----------------------------------------------------------------
+
+    def reset(self, system: Optional[str] = None) -> None:
+        """A new conversation (on the options' system prompt unless another is given), saved as a new one."""
+        self.system = system if system is not None else self.options.system
+        self.tree, self.pending = TurnTree(), None
+        if self.saver is not None:
+            self.saver.new(self.system)
+
+    def restore(self, system: Optional[str], turns: list[Turn], current: int) -> HoldRequest:
+        """A saved conversation: its tree with its own turn ids, the path ending at `current` shown; returns what
+        the cache must hold for it. New turns are numbered after the saved ones."""
+        self.system, self.pending = system, None
+        text = self._ready()
+        # A saved reply's thinking is in its ids: split as at the end of its turn.
+        self.tree = TurnTree((replace(t, thought=text.split_reply(t.reply_ids)) for t in turns), current)
+        self.turn_count = max([self.turn_count, *self.tree.turns])
+        return self.hold_request(current)

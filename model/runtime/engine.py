@@ -1,40 +1,37 @@
-"""The engine: a chat session run on one long-lived thread, the one that owns MLX.
+"""The engine: its work (`engine_core.EngineCore`) run on one long-lived thread, the one that owns MLX.
 
 MLX streams belong to the thread that made them, so every load, prefill and
 decode happens on this thread. The methods below may be called from any
-thread: they queue a call to the session (see `session.ChatSession`, where
-the logic lives) or set a flag it reads. Events come back through `emit`,
-which runs on the engine thread: the UI wraps each in a Textual message, the
-CLI puts it on a queue.
+thread: they queue the call (requests are served in order) or, for `cancel`
+and `set_needs`, set what the running request reads. Events come back through
+`emit`, which runs on the engine thread: the UI wraps each in a Textual message,
+a headless caller puts it on a queue.
 """
 
 import gc
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Optional
+from typing import Optional
 
 import mlx.core as mx
 
 from model.internals.needs import StepNeeds
-from model.loading.chat_template import Message
-from model.loading.tokenizer import TextTokenizer
-from model.runtime.branches import Turn
-from model.runtime.session import ChatSession, Emit, EngineOptions
-from model.runtime.settings import SamplingSettings
-
-__all__ = ["Engine", "EngineOptions"]
+from model.runtime.chat_text import ChatText
+from model.runtime.engine_core import Emit, EngineCore
+from model.runtime.requests import HoldRequest, ScoreRequest, TurnRequest
+from model.runtime.settings import EngineOptions
 
 _SHUTDOWN = object()
 
 
 class Engine:
-    """A ChatSession on its own thread; implements `chat_engine.ChatEngine`."""
+    """An EngineCore on its own thread; implements `chat_engine.ChatEngine`."""
 
     def __init__(self, options: EngineOptions, emit: Emit, clock: Callable[[], float] = time.perf_counter):
-        self.session = ChatSession(options, emit, clock)
+        self.core = EngineCore(options, emit, clock)
         self._requests: queue.Queue = queue.Queue()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="glasschat-engine", daemon=True)
@@ -43,73 +40,56 @@ class Engine:
         self._thread.start()
         return self
 
-    def send(self, text: str) -> None:
-        self._put(self.session.answer, text)
+    def text(self) -> Optional[ChatText]:
+        return self.core.text()
+
+    def generate(self, request: TurnRequest) -> None:
+        self._put(self.core.generate, request)
+
+    def hold(self, request: HoldRequest) -> None:
+        self._put(self.core.hold, request)
+
+    def score(self, request: ScoreRequest) -> None:
+        self._put(self.core.score, request)
+
+    def reset(self) -> None:
+        self._put(self.core.reset)
 
     def cancel(self) -> None:
-        self.session.cancel()
-
-    def reset(self, system: Optional[str] = None) -> None:
-        self._put(self.session.reset, system)
-
-    def restore(self, system: Optional[str], messages: Sequence[Message]) -> None:
-        self._put(self.session.restore, system, tuple(messages))
-
-    def restore_tree(self, system: Optional[str], turns: Sequence[Turn], current: int) -> None:
-        self._put(self.session.restore_tree, system, tuple(turns), current)
-
-    def edit(self, after: int, text: str) -> None:
-        self._put(self.session.edit, after, text)
-
-    def regenerate(self, turn: int) -> None:
-        self._put(self.session.regenerate, turn)
-
-    def fork(self, turn: int, at: int, token: int) -> None:
-        self._put(self.session.fork, turn, at, token)
-
-    def switch_branch(self, turn: int) -> None:
-        self._put(self.session.switch_branch, turn)
-
-    def score(self, turn: int) -> None:
-        self._put(self.session.score, turn)
-
-    def switch_model(self, model: Optional[str]) -> None:
-        # The only request served while no model is loaded: another model is what can help.
-        self._requests.put((partial(self.session.switch_model, model), False))
+        self.core.cancel()
 
     def set_needs(self, needs: StepNeeds) -> None:
-        self.session.needs = needs  # one reference swap: the engine thread reads it whole, once per step
+        self.core.set_needs(needs)
 
-    def set_sampling(self, settings: SamplingSettings) -> None:
-        self.update(sampling=settings)
+    def update(self, options: EngineOptions) -> None:
+        self._put(self.core.update, options)
 
-    def update(self, **changes: Any) -> None:
-        self._put(self.session.update, **changes)
-
-    def tokenizer(self) -> Optional[TextTokenizer]:
-        loaded = self.session.loaded
-        return loaded.tokenizer if loaded is not None else None
+    def switch_model(self, model: Optional[str]) -> None:
+        self._put(self.core.switch_model, model)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        self.session.cancel()
+        self.core.cancel()
         self._requests.put(_SHUTDOWN)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._stopped.wait(timeout)
 
-    def _put(self, method: Callable, *args: Any, **kwargs: Any) -> None:
-        """Queue a call to the session that needs a model loaded."""
-        self._requests.put((partial(method, *args, **kwargs), True))
+    def _put(self, method: Callable, *args) -> None:
+        self._requests.put(partial(method, *args))
 
     # --- the engine thread -------------------------------------------------
 
     def _run(self) -> None:
         try:
-            self.session.open()  # a failure is reported; the thread stays to serve switch_model
-            self._serve()
+            self.core.open()  # a failure is reported; the thread stays to serve switch_model
+            while (call := self._requests.get()) is not _SHUTDOWN:
+                try:
+                    call()
+                except Exception as exc:
+                    self.core.recover(exc)
         finally:
             # Free the model and cache here, on the thread that made them, so a
             # closed engine holds no memory while its thread is parked.
-            self.session.unload()
+            self.core.unload()
             gc.collect()
             mx.synchronize()
             self._stopped.set()
@@ -118,14 +98,3 @@ class Engine:
             # loaded that intermittently aborts the process ("terminate called
             # without an active exception"). A parked daemon thread never exits.
             threading.Event().wait()
-
-    def _serve(self) -> None:
-        while (request := self._requests.get()) is not _SHUTDOWN:
-            call, needs_model = request
-            if needs_model and self.session.loaded is None:
-                self.session.refuse_without_model()
-                continue
-            try:
-                call()
-            except Exception as exc:
-                self.session.recover(exc)

@@ -14,20 +14,19 @@ the ones it never saw, so the cache again ends one behind the last token shown.
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Optional, Union
 
 import mlx.core as mx
 
+from model.cache.kv_cache import KVCache
+from model.cache.kv_factory import make_cache
 from model.cache.settings import CacheSettings
+from model.internals.needs import StepNeeds
+from model.internals.watch import StepWatcher
+from model.network.transformer import Transformer
 from model.runtime.sampling import draw, sampling_distribution, top_k_of
-from model.runtime.settings import SamplingSettings
+from model.runtime.settings import PREFILL_CHUNK, SamplingSettings
 from model.runtime.speculate import DraftPolicy, verify
-
-if TYPE_CHECKING:  # for the hints only: the cache and the network import nothing from here
-    from model.cache.kv_cache import KVCache
-    from model.network.transformer import Transformer
-
-PREFILL_CHUNK = 256  # bounds prefill's peak memory; big enough to keep BLAS busy
 
 
 class Cancelled(Exception):
@@ -45,15 +44,15 @@ class Step:
 
 
 def prefill(
-    model: "Transformer",
-    cache: "KVCache",
+    model: Transformer,
+    cache: KVCache,
     ids: list[int],
     chunk_size: int = PREFILL_CHUNK,
     on_chunk: Callable[[list[int]], None] = lambda _: None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> mx.array:
     """Feed `ids` in chunks; returns the (lazy) logits after the last one, shape (vocab,)."""
-    chunk_size = min(chunk_size, cache.window) if cache is not None else chunk_size
+    chunk_size = min(chunk_size, cache.evictable) if cache is not None else chunk_size
     for start in range(0, len(ids) - 1, chunk_size):
         chunk = ids[start : min(start + chunk_size, len(ids) - 1)]
         if cancelled():
@@ -83,46 +82,42 @@ def sample_step(
     return token, prob, top_ids, top_probs
 
 
-Forward = Callable[[mx.array], tuple[mx.array, Optional[dict[str, Any]]]]
-
-
 def _lazy(extras: Optional[dict]) -> list:
     return [v for v in (extras or {}).values() if isinstance(v, mx.array)]
 
 
 def decode(
-    model: "Transformer",
-    cache: "KVCache",
+    model: Transformer,
+    cache: KVCache,
     first_logits: mx.array,
     settings: SamplingSettings,
     max_tokens: int,
     key: Optional[mx.array] = None,
     recent_ids: Optional[list[int]] = None,
-    top_k: Union[int, Callable[[], int]] = 10,
-    forward: Optional[Forward] = None,
+    needs: Union[StepNeeds, Callable[[], StepNeeds]] = StepNeeds(top_k=10),
+    watcher: Optional[StepWatcher] = None,
     lookup: Optional[DraftPolicy] = None,
-    watched: Callable[[], bool] = lambda: False,
 ) -> Iterator[Step]:
     """Yield generated tokens until the consumer stops or `max_tokens` is reached.
 
-    `recent_ids` are the tokens the cache holds, oldest first. `top_k` rows of the
-    sampled distribution come with each step (a function is asked at every step, so
-    the views can change it mid-reply). `forward(tokens) -> (logits, extras)` replaces
-    the plain forward pass (a watched step returns extras: lazy arrays evaluated with
-    the step). With `lookup`, a step whose context matches
-    an earlier stretch verifies a guessed continuation in one pass (model.runtime.speculate),
-    unless `watched()` says the views want that step: a verify pass is never watched."""
-    loop = _Decoder(model, cache, settings, key, recent_ids or [], top_k, forward, lookup)
-    return loop.run(first_logits, max_tokens, watched)
+    `recent_ids` are the tokens the cache holds, oldest first. `needs` says what the
+    open views want from each step: its top-k rows of the sampled distribution, and
+    (through `watcher`, see model.internals.watch) a look inside the forward pass. A
+    function is read once at every step, so the views can change it mid-reply and one
+    step never mixes two answers. With `lookup`, a step whose context matches an
+    earlier stretch verifies a guessed continuation in one pass
+    (model.runtime.speculate), unless the watcher is due: a verify pass is never watched."""
+    loop = _Decoder(model, cache, settings, key, recent_ids or [], needs, watcher, lookup)
+    return loop.run(first_logits, max_tokens)
 
 
 class _Decoder:
     """One reply's decode loop: its random key, recent tokens, and what the lookup searches."""
 
-    def __init__(self, model, cache, settings, key, recent_ids, top_k, forward, lookup):
+    def __init__(self, model, cache, settings, key, recent_ids, needs, watcher, lookup):
         self.model, self.cache, self.settings, self.key = model, cache, settings, key
-        self.rows = top_k if callable(top_k) else (lambda: top_k)
-        self.forward = forward or (lambda tokens: (model(tokens, cache)[0, -1], None))
+        self.needs = needs if callable(needs) else (lambda: needs)
+        self.watcher = watcher
         self.lookup = lookup
         self.window = settings.repetition_window
         self.recent = mx.array(recent_ids[-self.window :], dtype=mx.int32)
@@ -139,20 +134,26 @@ class _Decoder:
         if self.settings.repetition_penalty != 1.0:
             self.recent = mx.concatenate([self.recent, tokens.astype(mx.int32)])[-self.window :]
 
-    def sample(self, logits: mx.array, extras=None) -> "_Pending":
-        pending = _Pending(*sample_step(logits, self.settings, self.keys(), self.recent, self.rows()), extras)
+    def sample(self, logits: mx.array, rows: int, extras=None) -> "_Pending":
+        pending = _Pending(*sample_step(logits, self.settings, self.keys(), self.recent, rows), extras)
         mx.async_eval(*pending.arrays())
         return pending
 
-    def feed(self, current: "_Pending") -> "_Pending":
+    def forward(self, tokens: mx.array, needs: StepNeeds) -> tuple[mx.array, Optional[dict]]:
+        if self.watcher is not None:
+            return self.watcher.forward(tokens, needs)
+        return self.model(tokens, self.cache)[0, -1], None
+
+    def feed(self, current: "_Pending", needs: StepNeeds) -> "_Pending":
         """A plain step: queue `current`'s forward pass (and the next sampling) before it is read."""
         self.remember(current.token[None])
-        return self.sample(*self.forward(current.token.reshape(1, 1)))
+        logits, extras = self.forward(current.token.reshape(1, 1), needs)
+        return self.sample(logits, needs.top_k, extras)
 
-    def verify(self, current: "_Pending", draft: list[int]) -> tuple[list[Step], "_Pending"]:
+    def verify(self, current: "_Pending", draft: list[int], rows: int) -> tuple[list[Step], "_Pending"]:
         """`current` and a guess in one pass: the steps it settled, and the one after them (known)."""
         fed = [current.token_id(), *draft]
-        verified = verify(self.model, self.cache, fed, self.settings, self.recent, self.keys(), self.rows())
+        verified = verify(self.model, self.cache, fed, self.settings, self.recent, self.keys(), rows)
         self.lookup.verified(len(draft), len(verified.kept))
         self.remember(mx.array(fed[: 1 + len(verified.kept)]))
         kept = [
@@ -163,21 +164,22 @@ class _Decoder:
         upcoming.token_id()  # evaluated with the pass: reading it is free, and the next guess uses it
         return [current.step(), *kept], upcoming
 
-    def run(self, first_logits: mx.array, max_tokens: int, watched: Callable[[], bool]) -> Iterator[Step]:
-        current = self.sample(first_logits)
+    def run(self, first_logits: mx.array, max_tokens: int) -> Iterator[Step]:
+        current = self.sample(first_logits, self.needs().top_k)
         shown = 0
         fed_ahead = 0  # tokens in the cache from the one being shown on: forgotten if the consumer stops there
         try:
             while shown < max_tokens:
+                needs = self.needs()  # what the open views want from this step, read once
                 room = max_tokens - shown - 1  # tokens that may still follow `current`
                 # The first token is prefill's: shown before any guessing, so prefill time stays what it says.
-                guessing = shown > 0 and not watched()
+                guessing = shown > 0 and not (self.watcher is not None and self.watcher.due(needs))
                 draft = self.draft(current, min(room, self.cache.step_room() - 1)) if guessing else []
                 if draft:
-                    steps, upcoming = self.verify(current, draft)
+                    steps, upcoming = self.verify(current, draft, needs.top_k)
                     fed = len(steps)
                 else:
-                    upcoming = self.feed(current) if room > 0 else None
+                    upcoming = self.feed(current, needs) if room > 0 else None
                     steps, fed = [current.step()], int(upcoming is not None)
                 if self.lookup is not None:
                     self.lookup.advanced(len(steps))
@@ -230,11 +232,9 @@ class _Pending:
         )
 
 
-def warm_up(model: "Transformer") -> None:
+def warm_up(model: Transformer) -> None:
     """One tiny prefill and decode step on a scratch cache, so the first message
     does not pay for kernel compilation and allocator growth."""
-    from model.cache.kv_factory import make_cache
-
     cache = make_cache(model, CacheSettings(max_kv_size=64))
     logits = prefill(model, cache, [1, 2, 3, 4])
     mx.eval(model(mx.argmax(logits).reshape(1, 1), cache))

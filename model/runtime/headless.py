@@ -1,7 +1,8 @@
-"""Drive the engine without a UI: send messages, read the event stream, collect each turn.
+"""A conversation driven without a UI: its owner is the caller's thread, the engine answers through a queue.
 
-`glasschat run` and `glasschat replay` use this, and so do the tests; they
-read exactly the events the Textual app reads.
+`glasschat run` and `glasschat replay` use this, and so do the bench and the tests;
+they read exactly the events the Textual app reads. The caller owns the conversation
+(model.runtime.conversation): it plans each turn, sends its ids, and hands the end back.
 """
 
 import queue
@@ -11,25 +12,30 @@ from typing import Optional
 
 from model.errors import ModelError
 from model.runtime.chat_engine import ChatEngine, EngineFactory
-from model.runtime.engine import Engine, EngineOptions
+from model.runtime.conversation import Conversation, Saver, TurnInProgress
+from model.runtime.engine import Engine
 from model.runtime.events import (
     ClusterStep,
+    ConversationReset,
     Event,
     ModelFailed,
     ModelReady,
+    OptionsAdopted,
     PrefillDone,
     TokenGenerated,
     TurnEnded,
     TurnFailed,
     TurnStarted,
 )
+from model.runtime.settings import EngineOptions
 
 
 @dataclass
 class TurnResult:
-    """Everything one turn produced, gathered from its events."""
+    """Everything one turn produced: the turn as planned, then its events."""
 
     user: str
+    turn: Optional[TurnInProgress] = None
     started: Optional[TurnStarted] = None
     prefill: Optional[PrefillDone] = None
     tokens: list[TokenGenerated] = field(default_factory=list)
@@ -61,23 +67,32 @@ class TurnResult:
         }
 
 
+Plan = Callable[[Conversation], TurnInProgress]  # a turn planned on the conversation: follow, edit, regenerate, fork
+
+
 class HeadlessSession:
-    """An engine plus a queue of its events, used from one (non-engine) thread."""
+    """An engine, a queue of its events, and the conversation, all used from one (non-engine) thread."""
 
     def __init__(
         self,
         options: EngineOptions,
         on_event: Callable[[Event], None] = lambda _: None,
         factory: EngineFactory = Engine,
+        saver: Optional[Saver] = None,
     ):
         self.events: queue.Queue = queue.Queue()
         self.on_event = on_event
+        self.conversation = Conversation(options, saver)
         self.engine: ChatEngine = factory(options, self.events.put).start()
         self.ready = self._wait_ready()
+        self.conversation.attach(self.engine.text())
+        self.conversation.reset()  # the saver, if any, starts a new saved conversation
 
     def _next(self) -> Event:
         event = self.events.get()
         self.on_event(event)
+        if isinstance(event, OptionsAdopted):
+            self.conversation.adopt(event.options)
         return event
 
     def _wait_ready(self) -> ModelReady:
@@ -89,22 +104,36 @@ class HeadlessSession:
             if isinstance(event, ModelReady):
                 return event
 
-    def turn(self, user: str) -> TurnResult:
-        self.engine.send(user)
-        return self.collect(TurnResult(user))
+    def reset(self, system: Optional[str] = None) -> None:
+        """A new conversation: an empty tree, the cache emptied (the engine's ConversationReset is read here)."""
+        self.conversation.reset(system)
+        self.engine.reset()
+        while not isinstance(self._next(), ConversationReset):
+            pass
 
-    def request(self, ask: Callable[[ChatEngine], None]) -> TurnResult:
-        """Any request that runs a turn (a message, an edit, a regenerate, a fork): `ask(engine)` sends it."""
-        ask(self.engine)
-        return self.collect(TurnResult(""))
+    def turn(self, user: str) -> TurnResult:
+        """A user message after the current turn, answered."""
+        return self.ask(lambda conversation: conversation.follow(user))
+
+    def ask(self, plan: Plan) -> TurnResult:
+        """Any turn (a message, an edit, a regenerate, a fork), planned by `plan`, answered."""
+        return self.collect(self.send(plan))
+
+    def send(self, plan: Plan) -> TurnResult:
+        """Plan the turn and send it; a plan the conversation refuses comes back as `failed`, nothing sent."""
+        try:
+            turn = plan(self.conversation)
+        except ModelError as exc:
+            return TurnResult("", failed=TurnFailed(turn_id=0, message=str(exc)))
+        self.engine.generate(self.conversation.request(turn))
+        return TurnResult(turn.user, turn)
 
     def collect(self, result: TurnResult) -> TurnResult:
         """Read events into `result` until its turn ends; safe to call again after an interrupt."""
-        while True:
+        while result.ended is None and result.failed is None:
             event = self._next()
             if isinstance(event, TurnStarted):
                 result.started = event
-                result.user = event.user
             elif isinstance(event, PrefillDone):
                 result.prefill = event
             elif isinstance(event, TokenGenerated):
@@ -113,10 +142,11 @@ class HeadlessSession:
                 result.cluster.append(event)
             elif isinstance(event, TurnEnded):
                 result.ended = event
-                return result
+                self.conversation.ended(event)
             elif isinstance(event, TurnFailed):
                 result.failed = event
-                return result
+                self.conversation.failed(event.turn_id)
+        return result
 
     def close(self) -> None:
         self.engine.shutdown()

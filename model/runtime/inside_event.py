@@ -7,7 +7,7 @@ from model.runtime.events import AttendedToken, InsideStep, TopToken
 MOST_ATTENDED = 8  # positions named in an InsideStep
 
 
-def inside_step(turn: int, index: int, inside: Inside, fed: list[int], tokenizer: TextTokenizer) -> InsideStep:
+def inside_step(turn_id: int, index: int, inside: Inside, fed: list[int], tokenizer: TextTokenizer) -> InsideStep:
     """The event for a watched step; `fed` is every token fed before the step's query."""
     most = ()
     if inside.attention:
@@ -19,11 +19,19 @@ def inside_step(turn: int, index: int, inside: Inside, fed: list[int], tokenizer
             # nor the next turn's reuse of the cache: fail loudly (the turn ends, the cache is rebuilt).
             raise RuntimeError(f"the cache attends over {len(mean)} positions but holds {len(held)} known tokens")
         order = sorted(range(len(mean)), key=mean.__getitem__, reverse=True)[:MOST_ATTENDED]
-        most = tuple(AttendedToken(p, tokenizer.piece(held[p]), mean[p]) for p in order)
+        most = tuple(AttendedToken(position=p, text=tokenizer.piece(held[p]), weight=mean[p]) for p in order)
     lens = tuple(
-        tuple(TopToken(i, tokenizer.piece(i), p) for i, p in zip(ids, probs))
+        tuple(TopToken(id=i, text=tokenizer.piece(i), prob=p) for i, p in zip(ids, probs))
         for ids, probs in zip(inside.lens_ids, inside.lens_probs)
     )
     return InsideStep(
-        turn, index, inside.layer, inside.attention, inside.sink, most, lens, inside.lens_layers, inside.attention_mean
+        turn_id=turn_id,
+        index=index,
+        layer=inside.layer,
+        attention=inside.attention,
+        sink=inside.sink,
+        most_attended=most,
+        lens=lens,
+        lens_layers=inside.lens_layers,
+        attention_mean=inside.attention_mean,
     )

@@ -20,7 +20,7 @@ from model.internals.cache_grid import grid_cells
 from model.loading.loader import LoadedModel
 from model.network.probe import Probe
 from model.network.transformer import Transformer
-from model.runtime.conversation import MIN_SINK
+from model.runtime.chat_text import MIN_SINK
 from model.runtime.generate import prefill
 
 

@@ -33,13 +33,19 @@ def read_model(
     A model that cannot fit beside a `cache` full to its capacity is refused before its weights are read."""
 
     def fetch_hub(repo_id: str) -> Path:
-        report = lambda t: emit(DownloadProgress(t.repo_id, t.done_bytes, t.total_bytes, t.bytes_per_s))  # noqa: E731
+        def report(t) -> None:
+            emit(
+                DownloadProgress(
+                    repo_id=t.repo_id, done_bytes=t.done_bytes, total_bytes=t.total_bytes, bytes_per_s=t.bytes_per_s
+                )
+            )
+
         return hub.fetch(repo_id, report, cancelled)
 
     loaded = load_model(
         source,
         layout,
-        progress=lambda m: emit(ModelLoading(m)),
+        progress=lambda m: emit(ModelLoading(message=m)),
         fetch_hub=fetch_hub,
         capacity=cache.max_kv_size,
         kv_bits=cache.kv_bits,

@@ -42,6 +42,6 @@ def score_reply(model, tokenizer: TextTokenizer, prompt: list[int], reply: list[
     texts = [detok.add(t) for t in reply]
     texts[-1] += detok.flush()
     return [
-        ScoredStep(t, text, p, tuple(TopToken(i, tokenizer.piece(i), q) for i, q in zip(ti, tp)))
+        ScoredStep(t, text, p, tuple(TopToken(id=i, text=tokenizer.piece(i), prob=q) for i, q in zip(ti, tp)))
         for t, text, p, ti, tp in zip(reply, texts, probs.tolist(), top_ids.tolist(), top_probs.tolist())
     ]

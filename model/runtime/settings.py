@@ -1,10 +1,17 @@
-"""Run settings the user chooses: sampling and prompt lookup. Plain data, no MLX, so the UI can hold them.
+"""Run settings the user chooses: sampling, prompt lookup, a reply's decode, and all options together.
 
-The KV cache's own settings are `model.cache.settings.CacheSettings`.
+Plain data, no MLX, so the UI can hold them. The KV cache's own settings are
+`model.cache.settings.CacheSettings`. `EngineOptions` is every option of a run; the
+engine reports the ones it adopted (`OptionsAdopted`), and its askers take them from there.
 """
 
-from dataclasses import dataclass, replace
-from typing import Optional
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from model.cache.settings import CacheSettings
+
+PREFILL_CHUNK = 256  # tokens a prefill step takes at most: bounds its peak memory; big enough to keep BLAS busy
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,34 @@ class LookupSettings:
     def resolved(self, pays_off: bool) -> "LookupSettings":
         """`enabled` decided: as set, or (None) where it pays off on this model."""
         return self if self.enabled is not None else replace(self, enabled=pays_off)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeSettings:
+    """How one reply is decoded: what a request brings, so each request (an app's turn, an API call) has its own."""
+
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    max_tokens: int = 512
+    lookup: LookupSettings = field(default_factory=LookupSettings)
+    stop_ids: Optional[frozenset[int]] = None  # the ids that end the reply; None: the model's end-of-turn tokens
+    top_logprobs: int = 0  # top-k rows at every step whatever the views ask (an API's logprobs)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    model: Optional[str] = None  # GGUF file, folder or Hub id; None is the default model
+    layout: str = "auto"  # weight layout; see model.loading.weights.resolve_layout
+    system: Optional[str] = None  # system prompt; None lets the template use its default
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    lookup: LookupSettings = field(default_factory=LookupSettings)  # prompt lookup (model.runtime.speculate)
+    max_tokens: int = 512  # per reply
+    top_k_shown: int = 10  # top-k rows per step while a view shows them
+    thinking: Optional[bool] = None  # None: as the template has it; False asks a thinking model not to think
+    prefill_chunk: int = PREFILL_CHUNK
+    # Run on each loaded model before use: tensor parallel makes it this rank's share (model.distributed).
+    shard: Optional[Callable[[Any], Any]] = None
+
+    def decode(self) -> DecodeSettings:
+        """A reply's decode settings under these options."""
+        return DecodeSettings(sampling=self.sampling, max_tokens=self.max_tokens, lookup=self.lookup)

@@ -20,7 +20,7 @@ def tokens_per_s(times: Sequence[float]) -> float:
     return (len(times) - 1) / span if span > 0 else 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrefillStats:
     prompt_tokens: int  # prefilled this turn
     reused_tokens: int  # already in the cache from earlier turns
@@ -28,7 +28,7 @@ class PrefillStats:
     prefill_tok_s: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TurnStats:
     prompt_tokens: int
     reused_tokens: int
@@ -79,7 +79,12 @@ class TurnClock:
 
     def prefill(self) -> PrefillStats:
         s = self.prefill_s
-        return PrefillStats(self.prompt_tokens, self.reused_tokens, s, self.prompt_tokens / s if s > 0 else 0.0)
+        return PrefillStats(
+            prompt_tokens=self.prompt_tokens,
+            reused_tokens=self.reused_tokens,
+            prefill_s=s,
+            prefill_tok_s=self.prompt_tokens / s if s > 0 else 0.0,
+        )
 
     @property
     def decode_s(self) -> float:
@@ -94,17 +99,21 @@ class TurnClock:
     def elapsed_s(self) -> float:
         return self.now() - self.t_request
 
-    def finish(self, stop_reason: str, drafts: DraftCounts = DraftCounts()) -> TurnStats:
+    def finish(
+        self, stop_reason: str, drafts: DraftCounts = DraftCounts(), thinking_tokens: int = 0, rolled_back: int = 0
+    ) -> TurnStats:
         p = self.prefill()
         return TurnStats(
-            p.prompt_tokens,
-            p.reused_tokens,
-            p.prefill_s,
-            p.prefill_tok_s,
-            len(self.token_times),
-            self.decode_tok_s(),
-            self.decode_s,
-            stop_reason,
+            prompt_tokens=p.prompt_tokens,
+            reused_tokens=p.reused_tokens,
+            prefill_s=p.prefill_s,
+            prefill_tok_s=p.prefill_tok_s,
+            generated_tokens=len(self.token_times),
+            decode_tok_s=self.decode_tok_s(),
+            decode_s=self.decode_s,
+            stop_reason=stop_reason,
+            thinking_tokens=thinking_tokens,
+            rolled_back_tokens=rolled_back,
             drafted_tokens=drafts.drafted,
             accepted_tokens=drafts.accepted,
         )

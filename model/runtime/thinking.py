@@ -2,7 +2,7 @@
 
 Qwen3, SmolLM3 and the DeepSeek-R1 distills write `<think> ... </think>` before the
 answer, each marker one token of their vocabulary. The engine marks every generated
-token as thinking or answer as it streams (`Tracker`), and splits a finished reply's
+token as thinking or answer as it streams (`ThinkingTracker`), and splits a finished reply's
 ids (`split_reply`) so the chat template can keep or drop the thinking in later turns,
 as the model was trained (Qwen3's template drops it from every earlier reply). A prompt
 may open the block itself (DeepSeek-R1's template ends with `<think>\\n`), or close an
@@ -50,7 +50,7 @@ def opens_inside(prompt_ids: list[int], found: Optional[Markers]) -> bool:
     return last_open > last_close
 
 
-class Tracker:
+class ThinkingTracker:
     """One reply as it streams: is each token thinking, and the two texts so far."""
 
     def __init__(self, found: Optional[Markers], inside: bool = False):
