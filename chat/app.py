@@ -1,21 +1,27 @@
-"""The Textual app: it owns the engine bridge and routes its events to the chat screen.
+"""The Textual app: it owns the conversation and the engine, and routes the engine's events to the chat screen.
 
-Widgets draw (each the events it marks, see `chat/engine_view.py`); the chat screen
-keeps the conversation; the engine thread computes.
+The conversation (model.runtime.conversation) is the one owner of the tree, the turn ids
+and the options in force; the engine (model.runtime.chat_engine) only moves its cache, on
+its own thread, and reports back through events. Widgets draw (each the events it marks,
+see `chat/engine_view.py`); the chat screen's control asks and answers.
 """
 
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Optional
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from model.loading.tokenizer import TextTokenizer
-from model.runtime.engine import EngineOptions
+from model.runtime.chat_engine import ChatEngine, EngineFactory
+from model.runtime.conversation import Conversation
+from model.runtime.engine import Engine
+from model.runtime.events import Event
+from model.runtime.settings import EngineOptions
 
 from . import views as view_table
-from .bridge import EngineBridge, EngineFactory
 from .messages import EngineEvent
 from .recorder import ConversationRecorder
 from .screens.chat import ChatScreen
@@ -32,18 +38,42 @@ class GlasschatApp(App):
     def __init__(
         self,
         options: EngineOptions,
-        engine_factory: Optional[EngineFactory] = None,
+        engine_factory: EngineFactory = Engine,
         recorder: Optional[ConversationRecorder] = None,
         store_problem: str = "",
         settings_file: Optional[SettingsFile] = None,
     ):
         super().__init__()
-        self.options = options
         self.settings_file = settings_file  # None: nothing is remembered (tests, benches)
-        self.recorder = recorder  # None: nothing is saved (no database, or it can't be used)
         self.store_problem = store_problem
-        self.bridge = EngineBridge(self, options, engine_factory) if engine_factory else EngineBridge(self, options)
+        self.conversation = Conversation(options)
+        self.recorder = recorder
+        self.engine: ChatEngine = engine_factory(options, self._emit)
         self.views = list(view_table.VIEWS)  # read when the app is made, so a test can extend the table
+
+    @property
+    def recorder(self) -> Optional[ConversationRecorder]:
+        """What saves the conversation as it goes (None: nothing is saved: no database, or it can't be used)."""
+        return self.conversation.saver
+
+    @recorder.setter
+    def recorder(self, recorder: Optional[ConversationRecorder]) -> None:
+        if recorder is not None:
+            recorder.on_problem = self._saving_failed
+        self.conversation.saver = recorder
+
+    @property
+    def options(self) -> EngineOptions:
+        """The options in force: the conversation's, as the engine last reported them."""
+        return self.conversation.options
+
+    def ask_options(self, **changes) -> None:
+        """Ask the engine for changed options; the app takes them from its report (OptionsAdopted), never before."""
+        self.engine.update(replace(self.options, **changes))
+
+    def _emit(self, event: Event) -> None:
+        # On the engine thread: post_message is thread-safe, so the UI thread never waits on MLX.
+        self.post_message(EngineEvent(event))
 
     @property
     def chat(self) -> ChatScreen:
@@ -55,7 +85,8 @@ class GlasschatApp(App):
         # step; a shorter switch interval stops a long redraw from holding it.
         sys.setswitchinterval(0.001)
         self.sub_title = "loading the model…"
-        self.bridge.start()
+        self.conversation.reset()
+        self.engine.start()
         if self.settings_file is not None and self.settings_file.settings.theme:
             self.theme = self.settings_file.settings.theme
         self.theme_changed_signal.subscribe(self, lambda theme: self.remember(theme=theme.name))
@@ -69,8 +100,13 @@ class GlasschatApp(App):
         if problem:
             self.notify(problem, severity="warning")
 
+    def _saving_failed(self, problem: str) -> None:
+        """The store failed mid-chat: said once, and the chat goes on unsaved."""
+        self.recorder = self.conversation.saver = None
+        self.chat.show_store_problem(problem)
+
     def on_unmount(self) -> None:
-        self.bridge.shutdown(timeout=5.0)
+        self.engine.shutdown(timeout=5.0)
 
     async def on_engine_event(self, message: EngineEvent) -> None:
         stack = self.screen_stack
@@ -79,7 +115,8 @@ class GlasschatApp(App):
 
     def tokenizer(self) -> Optional[TextTokenizer]:
         """The model's tokenizer (Rust, not MLX: the UI thread may use it); None before the model loads."""
-        return self.bridge.engine.tokenizer()
+        text = self.engine.text()
+        return text.tokenizer if text is not None else None
 
     def tokens_of_text(self, text: str) -> Optional[tuple[list[int], list[str]]]:
         """(ids, pieces) of a user message as the model reads it; None before the model loads."""

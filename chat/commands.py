@@ -12,13 +12,13 @@ from functools import partial
 from typing import Optional
 
 from model.errors import ModelError
-from model.runtime.events import Event, TokenGenerated, TurnEnded, TurnStarted
+from model.runtime.events import Event, TokenGenerated
 from model.runtime.headless import HeadlessSession, TurnResult
 
 from .export import conversation_json, conversation_markdown
 from .options import engine_options
 from .recorder import ConversationRecorder
-from .replay_entries import ReplayEntry, parse_entries, send
+from .replay_entries import ReplayEntry, parse_entries, plan
 from .store import Store, default_db_path
 
 
@@ -95,12 +95,12 @@ def _step_timing(result: TurnResult) -> Optional[dict]:
     }
 
 
-def _session(args: argparse.Namespace, options, on_event=None) -> tuple[HeadlessSession, object]:
+def _session(args: argparse.Namespace, options, on_event=None, saver=None) -> tuple[HeadlessSession, object]:
     group = _group(args)
     if group is not None:
         options = replace(options, shard=group.shard)
     try:
-        return HeadlessSession(options, on_event or _streamer(not args.json)), group
+        return HeadlessSession(options, on_event or _streamer(not args.json), saver=saver), group
     except BaseException:
         if group is not None:
             group.close()
@@ -117,8 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
     session, group = _session(args, engine_options(args))
     _blas_note(session.ready.info)
     try:
-        result = TurnResult(args.prompt)
-        session.engine.send(args.prompt)
+        result = session.send(lambda conversation: conversation.follow(args.prompt))
         try:
             session.collect(result)
         except KeyboardInterrupt:
@@ -177,13 +176,13 @@ def read_replay_file(path: str) -> list[ReplayEntry]:
     return parse_entries(messages, path)
 
 
-def _replay_row(result: TurnResult, n: int, entry: ReplayEntry, numbers: dict[int, int]) -> dict:
+def _replay_row(result: TurnResult, n: int, entry: ReplayEntry, numbers: dict[int, int], path: list[int]) -> dict:
     """`replay --json`'s object for entry `n`: `run --json`'s, less the model and top-k, plus where it sits."""
     row = result.as_json({})
     row.pop("model")
     row.pop("top_k")
-    entry_of = {engine_turn: entry_n for entry_n, engine_turn in numbers.items()}
-    out = {"turn": n, "user": result.started.user, **row, "path": [entry_of[t] for t in result.ended.path]}
+    entry_of = {turn_id: entry_n for entry_n, turn_id in numbers.items()}
+    out = {"turn": n, "user": result.user, **row, "path": [entry_of[t] for t in path]}
     if entry.kind == "fork":
         out.update(forked_at=entry.at, token_forced=entry.token)
     return out
@@ -194,24 +193,11 @@ def replay_command(args: argparse.Namespace) -> int:
     options = engine_options(args)
     recorder = None
     if args.db:
-        recorder = ConversationRecorder(
-            Store(args.db),
-            args.model or "default",
-            {"sampling": asdict(options.sampling), "cache": asdict(options.cache)},
-        )
-        recorder.new(options.system)
-    stream = _streamer(not args.json)
-
-    def on_event(event: Event) -> None:
-        stream(event)
-        if recorder is not None and isinstance(event, TurnStarted):
-            recorder.turn_started(event)
-        elif recorder is not None and isinstance(event, TurnEnded):
-            recorder.turn_ended(event)
-
-    session, group = _session(args, options, on_event)
+        settings = {"sampling": asdict(options.sampling), "cache": asdict(options.cache)}
+        recorder = ConversationRecorder(Store(args.db), args.model or "default", settings)
+    session, group = _session(args, options, saver=recorder)
     _blas_note(session.ready.info)
-    numbers: dict[int, int] = {0: 0}  # entry number -> the engine's turn number (0: the system prompt)
+    numbers: dict[int, int] = {0: 0}  # entry number -> the conversation's turn id (0: the system prompt)
     failures = 0
     try:
         for n, entry in enumerate(entries, start=1):
@@ -224,14 +210,15 @@ def replay_command(args: argparse.Namespace) -> int:
                 continue
             if not args.json:
                 print(f"\n>>> {entry.user if entry.user is not None else f'({entry.kind} turn {entry.turn})'}")
-            result = session.request(partial(send, entry=entry, turn=numbers.get(entry.turn, 0)))
+            result = session.ask(partial(plan, entry=entry, turn_id=numbers.get(entry.turn, 0)))
             if result.failed:
                 failures += 1
                 print(f"glasschat: turn {n}: {result.failed.message}", file=sys.stderr)
                 continue
-            numbers[n] = result.ended.turn
+            numbers[n] = turn_id = result.ended.turn_id
             if args.json:
-                _print_json(_with_group(_replay_row(result, n, entry, numbers), group, result))
+                path = session.conversation.tree.path(turn_id)
+                _print_json(_with_group(_replay_row(result, n, entry, numbers, path), group, result))
             else:
                 print()
         return 1 if failures else 0

@@ -2,7 +2,9 @@
 
 A method marked `@handles(TurnStarted, ...)` gets every such event in order, as it
 arrives, whether the widget is shown or not: it keeps its state there, and skips
-costly drawing while hidden. A method marked `@draws(TokenGenerated)` is called at
+costly drawing while hidden. A class has one handler per event type, which calls its
+steps in order (a second one is an error when the class is made: two handlers would
+run in an order set by the class hierarchy, which no reader sees). A method marked `@draws(TokenGenerated)` is called at
 the paced redraw during a reply (see `chat/router.py`) with the newest such event
 not yet drawn, and only while the widget is shown; `heavy=True` draws every other
 time, for the views that cost most to draw.
@@ -60,6 +62,8 @@ class EngineView:
                     continue
                 seen.add(name)
                 for event in getattr(member, "_handles", ()):
+                    if handlers.get(event):
+                        raise TypeError(f"{cls.__name__}: {event.__name__} already has a handler; give it one")
                     handlers.setdefault(event, []).append(member)
                 events, heavy = getattr(member, "_draws", ((), False))
                 for event in events:

@@ -28,17 +28,17 @@ class PromptSubmitted(Message):
 class BranchPicked(Message):
     """←/→ (or a click on the arrows) on a message with siblings: show the sibling `delta` away."""
 
-    def __init__(self, turn: int, delta: int) -> None:
+    def __init__(self, turn_id: int, delta: int) -> None:
         super().__init__()
-        self.turn, self.delta = turn, delta
+        self.turn_id, self.delta = turn_id, delta
 
 
 class ForkPicked(Message):
     """Enter (or a click) on a top-k candidate in confidence colouring: fork the reply there."""
 
-    def __init__(self, turn: int, at: int, token: int) -> None:
+    def __init__(self, turn_id: int, at: int, token: int) -> None:
         super().__init__()
-        self.turn, self.at, self.token = turn, at, token
+        self.turn_id, self.at, self.token = turn_id, at, token
 
 
 class EditPicked(Message):

@@ -14,8 +14,7 @@ from typing import Any, Optional
 
 from model.cache.settings import CacheSettings
 from model.loading.weights import LAYOUTS
-from model.runtime.engine import EngineOptions
-from model.runtime.settings import LookupSettings, SamplingSettings
+from model.runtime.settings import EngineOptions, LookupSettings, SamplingSettings
 
 APP = "app"  # no subcommand: the Textual app
 LOADS = frozenset({APP, "run", "replay", "inspect", "tokenize", "bench"})  # commands that load a model

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from model.errors import ModelError
+from model.runtime.conversation import Conversation, TurnInProgress
 
 SHAPES = '"TEXT", {"user": TEXT, "from": TURN}, {"regenerate": TURN} or {"fork": TURN, "at": INDEX, "token": ID}'
 
@@ -71,13 +72,12 @@ def parse_entries(raw, path: str) -> list[ReplayEntry]:
     return [parse_entry(item, n, path) for n, item in enumerate(raw, start=1)]
 
 
-def send(engine, entry: ReplayEntry, turn: int) -> None:
-    """Ask the engine for this entry; `turn` is the engine's number for the turn the entry names."""
+def plan(conversation: Conversation, entry: ReplayEntry, turn_id: int) -> TurnInProgress:
+    """This entry as a turn of the conversation; `turn_id` is the conversation's id for the turn the entry names."""
     if entry.kind == "follow":
-        engine.send(entry.user)
-    elif entry.kind == "edit":
-        engine.edit(turn, entry.user)
-    elif entry.kind == "regenerate":
-        engine.regenerate(turn)
-    else:
-        engine.fork(turn, entry.at, entry.token)
+        return conversation.follow(entry.user)
+    if entry.kind == "edit":
+        return conversation.edit(turn_id, entry.user)
+    if entry.kind == "regenerate":
+        return conversation.regenerate(turn_id)
+    return conversation.fork(turn_id, entry.at, entry.token)

@@ -55,6 +55,7 @@ class Router:
             return
         with self.screen.app.batch_update():
             for receiver in self.receivers:
-                if receiver.display and receiver.is_attached:
+                # Only shown widgets draw (the screen's control takes events but draws nothing).
+                if getattr(receiver, "display", False) and receiver.is_attached:
                     for event in pending.values():
                         await receiver.draw(event, full)

@@ -1,4 +1,9 @@
-"""The command palette's settings forms, and how their answers reach the engine."""
+"""The command palette's settings forms, and how their answers reach the engine and come back.
+
+A form's answer is asked of the engine (`app.ask_options`); the app takes it, remembers it
+in the settings file and says so only once the engine reports it in force (OptionsAdopted):
+see `changes_to_remember` and `notices_for`, and chat/model_control.py.
+"""
 
 from dataclasses import replace
 from typing import Optional
@@ -6,9 +11,45 @@ from typing import Optional
 from textual.app import App
 
 from model.cache.settings import MIN_CAPACITY, CacheSettings, keep_problem
-from model.runtime.settings import SamplingSettings
+from model.runtime.settings import EngineOptions, SamplingSettings
 
 from .screens.form import FormScreen
+
+CHOICE = {None: "auto", True: "on", False: "off"}  # how the settings file writes a tri-state option
+
+
+def _remembered(options: EngineOptions) -> dict[str, dict]:
+    """The options a user sets in the app, by the option each form sets, as the settings file names them."""
+    s, c = options.sampling, options.cache
+    return {
+        "sampling": {"temp": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p},
+        "cache": {"max_kv_size": c.max_kv_size, "keep": c.keep},
+        "lookup": {"prompt_lookup": CHOICE[options.lookup.enabled]},
+        "thinking": {"thinking": CHOICE[options.thinking]},
+        "system": {"system": options.system},
+    }
+
+
+def changes_to_remember(old: EngineOptions, new: EngineOptions) -> dict:
+    """What the settings file should remember of a change the engine adopted: every field of a form that changed
+    (the form set them all)."""
+    values = {}
+    for option, fields in _remembered(new).items():
+        if getattr(new, option) != getattr(old, option):
+            values.update(fields)
+    return values
+
+
+def notices_for(old: EngineOptions, new: EngineOptions) -> list[str]:
+    """One line per change the user made that applies from the next reply."""
+    lines = []
+    if new.sampling != old.sampling:
+        lines.append(f"Sampling: {new.sampling.distribution_label()} (from the next reply)")
+    if new.lookup.enabled != old.lookup.enabled:
+        lines.append(f"Prompt lookup: {LOOKUP_SAYS[new.lookup.enabled]} (from the next reply)")
+    if new.thinking != old.thinking:
+        lines.append(f"Thinking {'off' if new.thinking is False else 'on'} from the next message.")
+    return lines
 
 
 def _number(value: str, kind: type, low: float, high: float, name: str) -> tuple[Optional[float], Optional[str]]:
@@ -46,14 +87,8 @@ def edit_sampling(app: App) -> None:
     current = {"temp": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p}
 
     def done(values: Optional[dict]) -> None:
-        if values is None:
-            return
-        settings, _ = parse_sampling(values, app.options.sampling)
-        app.options = replace(app.options, sampling=settings)
-        app.remember(temp=settings.temperature, top_k=settings.top_k, top_p=settings.top_p, min_p=settings.min_p)
-        app.bridge.set_sampling(settings)
-        app.query_one("TopKPanel").distribution = settings.distribution_label()
-        app.notify(f"Sampling: {settings.distribution_label()} (from the next reply)")
+        if values is not None:
+            app.ask_options(sampling=parse_sampling(values, app.options.sampling)[0])
 
     app.push_screen(
         FormScreen(
@@ -68,12 +103,8 @@ def edit_sampling(app: App) -> None:
 
 def edit_system_prompt(app: App) -> None:
     def done(values: Optional[dict]) -> None:
-        if values is None:
-            return
-        system = values["system"].strip() or None
-        app.options = replace(app.options, system=system)
-        app.remember(system=system)
-        app.bridge.reset(system)
+        if values is not None:  # a new system prompt starts a new conversation, once the engine has it
+            app.ask_options(system=values["system"].strip() or None)
 
     app.push_screen(
         FormScreen(
@@ -103,12 +134,8 @@ def edit_cache(app: App) -> None:
     c = app.options.cache
 
     def done(values: Optional[dict]) -> None:
-        if values is None:
-            return
-        settings, _ = parse_cache(values, app.options.cache)
-        app.options = replace(app.options, cache=settings)
-        app.remember(max_kv_size=settings.max_kv_size, keep=settings.keep)
-        app.bridge.update(cache=settings)
+        if values is not None:  # the engine may refuse it: the cache must fit the model (OptionsRefused)
+            app.ask_options(cache=parse_cache(values, app.options.cache)[0])
 
     app.push_screen(
         FormScreen(
@@ -130,8 +157,4 @@ LOOKUP_SAYS = {None: "auto (on where it measured faster: not 4-bit on one core)"
 
 def toggle_lookup(app: App) -> None:
     """Prompt lookup auto, on or off: the reply is the same either way, only its speed differs."""
-    lookup = replace(app.options.lookup, enabled=LOOKUP_NEXT[app.options.lookup.enabled])
-    app.options = replace(app.options, lookup=lookup)
-    app.remember(prompt_lookup={None: "auto", True: "on", False: "off"}[lookup.enabled])
-    app.bridge.update(lookup=lookup)
-    app.notify(f"Prompt lookup: {LOOKUP_SAYS[lookup.enabled]} (from the next reply)")
+    app.ask_options(lookup=replace(app.options.lookup, enabled=LOOKUP_NEXT[app.options.lookup.enabled]))

@@ -16,12 +16,12 @@ report gives the median of those paired ratios, and the medians of the rates.
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 
-from model.runtime.engine import EngineOptions
+from bench.report import finish
 from model.runtime.headless import HeadlessSession
+from model.runtime.settings import EngineOptions
 
 from . import views
 from .app import GlasschatApp
@@ -92,13 +92,13 @@ def run(args: argparse.Namespace) -> int:
         "rounds": rounds,
         "decode_tokens": args.decode_tokens,
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for label, v in medians.items():
-            runs = " ".join(f"{x:.2f}" for x in rates[label])
-            print(
-                f"{label:24} median {v:6.2f} tok/s  {ratios[label]:5.2f}x the engine alone (paired by round)"
-                f"   runs: {runs}"
-            )
-    return 0
+    return finish(report, args.json, print_report)
+
+
+def print_report(report: dict) -> None:
+    rates, ratios = report["decode_tok_s"], report["ratio_to_engine"]
+    for label, v in report["median_tok_s"].items():
+        runs = " ".join(f"{x:.2f}" for x in rates[label])
+        print(
+            f"{label:24} median {v:6.2f} tok/s  {ratios[label]:5.2f}x the engine alone (paired by round)   runs: {runs}"
+        )

@@ -6,7 +6,9 @@ Adding a view is one widget module (an `EngineView` that marks the events it dra
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
+
+from model.internals.needs import StepNeeds
 
 from .widgets.attention_panel import AttentionPanel
 from .widgets.cache_grid_panel import CacheGridPanel
@@ -19,28 +21,13 @@ from .widgets.prefill_panel import PrefillPanel
 from .widgets.topk_panel import TopKPanel
 
 
-@dataclass(frozen=True)
-class Needs:
-    """What the open views ask the engine to compute at each decode step; `|` merges two views' needs."""
-
-    top_k: bool = False  # the top-k candidates of each step
-    attention_layer: Optional[int] = None  # watch this layer's attention
-    lens_layers: Optional[tuple[int, ...]] = None  # read the logit lens at these layers (None: no lens)
-
-    def __or__(self, other: "Needs") -> "Needs":
-        return Needs(
-            top_k=self.top_k or other.top_k,
-            attention_layer=self.attention_layer if self.attention_layer is not None else other.attention_layer,
-            lens_layers=self.lens_layers if self.lens_layers is not None else other.lens_layers,
-        )
+def nothing(_view: Any) -> StepNeeds:
+    return StepNeeds()
 
 
-def nothing(_view: Any) -> Needs:
-    return Needs()
-
-
-def top_k(_view: Any) -> Needs:
-    return Needs(top_k=True)
+def top_k(_view: Any) -> StepNeeds:
+    """The top-k at every step; how many rows is the app's (`--show-top`), which the screen asks for."""
+    return StepNeeds(top_k=1)
 
 
 @dataclass(frozen=True)
@@ -54,7 +41,7 @@ class ViewSpec:
     about: str  # the help screen's paragraph
     widget: type  # an EngineView widget; a "reply" view is built from a reply's steps
     shown: bool = True  # open when the app starts
-    needs: Callable[[Any], Needs] = nothing  # asked of the open view (its widget, or None for a reply view)
+    needs: Callable[[Any], StepNeeds] = nothing  # asked of the open view (its widget, or None for a reply view)
     place: str = "sidebar"  # or "reply": drawn in place of each reply, in the transcript
     focus_keys: str = ""  # the keys it takes once focused, for the help
 
@@ -125,7 +112,7 @@ VIEWS: list[ViewSpec] = [
         "you pick; the first token often takes a big share (an attention sink).",
         AttentionPanel,
         shown=False,
-        needs=lambda panel: Needs(attention_layer=panel.attention_layer),
+        needs=lambda panel: StepNeeds(attention_layer=panel.attention_layer),
         focus_keys="focus it: ←/→ layer, h heads",
     ),
     ViewSpec(
@@ -137,7 +124,7 @@ VIEWS: list[ViewSpec] = [
         "model's own prediction.",
         LensPanel,
         shown=False,
-        needs=lambda panel: Needs(lens_layers=panel.layers_wanted()),
+        needs=lambda panel: StepNeeds(lens_layers=panel.layers_wanted()),
     ),
     ViewSpec(
         "cluster",

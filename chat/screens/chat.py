@@ -2,12 +2,12 @@
 
 The views come from the table in `chat/views.py`: this screen lays them out, binds
 their keys, lists them in the palette and tells the engine what the open ones need.
-Engine events reach them through the router; this screen keeps the user's side of
-the conversation: sending, queueing, stopping, saving.
+Engine events reach the views and the transcript through the router; the screen's
+own side of the conversation (sending, queueing, branching, stopping, reopening) is
+its control (`chat/chat_control.py`), where each engine event has one handler.
 """
 
 from collections.abc import Iterable
-from dataclasses import replace
 from functools import reduce
 from operator import or_
 from typing import Optional
@@ -20,23 +20,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TextArea
 
 from model.internals.needs import StepNeeds
-from model.runtime.events import (
-    BranchSwitched,
-    ConversationReset,
-    Event,
-    HistoryRestored,
-    ModelReady,
-    TurnEnded,
-    TurnFailed,
-    TurnStarted,
-)
 
 from .. import settings_forms
-from ..engine_view import EngineView, handles
-from ..messages import NeedsChanged, PromptSubmitted
+from ..chat_control import ChatControl
+from ..chat_state import Phase
+from ..messages import BranchPicked, EditPicked, ForkPicked, NeedsChanged, PromptSubmitted
 from ..router import Router
 from ..store import StoreError
-from ..views import Needs, ViewSpec
+from ..views import ViewSpec
 from ..widgets.download_bar import DownloadBar
 from ..widgets.prompt_input import PromptInput
 from ..widgets.side_column import SideColumn
@@ -44,15 +35,13 @@ from ..widgets.status_line import StatusLine
 from ..widgets.transcript import Notice, Transcript
 from ..widgets.user_message import UserMessage
 from ..widgets.welcome import Welcome, example_for
-from .branching import Branching
 from .conversations import ConversationsScreen
 from .model_info import ModelInfoScreen, settings_table
-from .model_switching import ModelSwitching
 
 NARROW = 110  # below this many columns the panels give way to a one-line summary
 
 
-class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
+class ChatScreen(Screen):
     DEFAULT_CSS = """
     #main { height: 1fr; }
     #chat-column { width: 1fr; }
@@ -90,32 +79,53 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
         for spec in views:
             # priority: the prompt box (a TextArea) binds F6 to "select line".
             self._bindings.bind(spec.key, f"toggle_view('{spec.id}')", spec.title, show=False, priority=True)
-        self.router = Router(self, [*self.panels.values(), self.status, self.download, self.transcript, self])
-        self.ready = False
-        self._busy = False
+        self.control = ChatControl(self)
+        # The control first: a turn is on the conversation's tree before the transcript marks its branches.
+        receivers = [self.control, *self.panels.values(), self.status, self.download, self.transcript]
+        self.router = Router(self, receivers)
         self._blink = True  # the prompt cursor's blink setting, kept while a reply pauses it
-        self.queue: list[tuple[str, UserMessage]] = []
-        self.model_info: dict = {}
+        self._busy = False
         self._asked = StepNeeds(top_k=self.app.options.top_k_shown)  # what the engine was last told (its start)
+
+    # --- what the tests and the UI bench read --------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.control.state.ready
 
     @property
     def busy(self) -> bool:
         """A reply (or a cache rebuild) is running."""
-        return self._busy
+        return self.control.state.busy
 
-    @busy.setter
-    def busy(self, value: bool) -> None:
-        # The blinking cursor repaints the screen twice a second; while the
-        # engine decodes, every repaint takes CPU from it. It blinks again after.
-        if self.is_mounted and value != self._busy:
+    @property
+    def switching(self) -> bool:
+        return self.control.state.phase is Phase.SWITCHING
+
+    @property
+    def editing(self) -> Optional[int]:
+        return self.control.state.editing
+
+    @property
+    def queue(self) -> list:
+        return self.control.queue
+
+    @property
+    def model_info(self) -> dict:
+        return self.control.models.info
+
+    def show_busy(self, busy: bool) -> None:
+        """The blinking cursor repaints the screen twice a second; while the engine decodes, every repaint takes
+        CPU from it. It blinks again after, and time between replies is not redraw time."""
+        if self.is_mounted and busy != self._busy:
             prompt = self.query_one(PromptInput)
-            if value:
+            if busy:
                 self._blink, prompt.cursor_blink = prompt.cursor_blink, False
             else:
                 prompt.cursor_blink = self._blink
-        if not value:
-            self.router.pacer.idle()  # time between replies is not redraw time
-        self._busy = value
+        if not busy:
+            self.router.pacer.idle()
+        self._busy = busy
 
     # --- layout --------------------------------------------------------------
 
@@ -133,11 +143,8 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
     def on_mount(self) -> None:
         self.query_one(PromptInput).focus()
         self._apply_width(self.app.size.width)
-        app = self.app
-        if app.store_problem:
-            self.call_later(self._show_store_problem, app.store_problem)
-        if app.recorder is not None:
-            app.recorder.new(app.options.system)
+        if self.app.store_problem:
+            self.call_later(self._show_store_problem, self.app.store_problem)
         self.call_later(self._open_saved_views)
 
     async def _open_saved_views(self) -> None:
@@ -161,18 +168,11 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
         self.set_class(narrow, "narrow")
         self.status.set_class(narrow, "with-summary")
 
+    def show_store_problem(self, problem: str) -> None:
+        self.call_later(self._show_store_problem, problem)
+
     async def _show_store_problem(self, problem: str) -> None:
         await self.transcript.add(Notice(f"{problem} This chat will not be saved.", "warning"))
-
-    def _save(self, action, *args) -> None:
-        """Write to the store; a failure is reported once and saving stops, the chat goes on."""
-        if self.app.recorder is None:
-            return
-        try:
-            action(*args)
-        except StoreError as exc:
-            self.app.recorder = None
-            self.call_later(self._show_store_problem, str(exc))
 
     # --- the views -------------------------------------------------------------
 
@@ -187,7 +187,7 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
             # Focus stays where it is (usually the prompt, so typing goes on).
             self.panels[view_id].display = on
         elif not await self.transcript.show_replies_as(spec.widget if on else None) and on:
-            self.score_saved_replies()
+            self.control.score_saved_replies()
         self.tell_engine()
         self.app.remember(views=[view_id for view_id, shown in self.open.items() if shown])
 
@@ -195,19 +195,16 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
         self.tell_engine()
 
     def tell_engine(self) -> None:
-        """What the open views need at each step, merged; the engine is told only what changed."""
-        needs = reduce(
-            or_,
-            (spec.needs(self.panels.get(view_id)) for view_id, spec in self.views.items() if self.open[view_id]),
-            Needs(),
-        )
+        """What the open views need at each step, merged: one value; the engine is told only when it changes."""
+        opened = (spec.needs(self.panels.get(view_id)) for view_id, spec in self.views.items() if self.open[view_id])
+        needs = reduce(or_, opened, StepNeeds())
         asked = StepNeeds(
             top_k=self.app.options.top_k_shown if needs.top_k else 0,
             attention_layer=needs.attention_layer,
             lens_layers=needs.lens_layers,
         )
         if asked != self._asked:
-            self.app.bridge.set_needs(asked)
+            self.app.engine.set_needs(asked)
             self._asked = asked
 
     def commands(self) -> Iterable[SystemCommand]:
@@ -245,25 +242,30 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
                 lambda view_id=spec.id: self.action_toggle_view(view_id),
             )
         yield SystemCommand("Token ids", "Show token ids in the Next token panel", self.action_toggle_ids)
-        yield self.thinking_command()
+        yield self.control.models.thinking_command()
         yield SystemCommand(
             "Model info",
             "Architecture, layers, heads, parameters, weights, backend, this run's settings",
             self.action_model_info,
         )
         yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard", self.action_copy_last_reply)
-        yield from self.branch_commands()
+        yield SystemCommand(
+            "Regenerate",
+            "Ctrl+R: a new reply to the focused reply's message (the last one by default), with the sampling now set",
+            self.action_regenerate,
+        )
+        yield SystemCommand(
+            "Edit message",
+            "E on a message: edit it in the box; sending makes a new branch from there (the last message by default)",
+            self.action_edit_message,
+        )
 
     def action_toggle_ids(self) -> None:
         self.panels["topk"].toggle_ids()
 
     def action_model_info(self) -> None:
-        self.app.push_screen(
-            ModelInfoScreen(
-                self.model_info or {"source": "still loading"},
-                settings_table(self.app.options, self.app.settings_file),
-            )
-        )
+        info = self.model_info or {"source": "still loading"}
+        self.app.push_screen(ModelInfoScreen(info, settings_table(self.app.options, self.app.settings_file)))
 
     # --- the user's side -----------------------------------------------------
 
@@ -273,21 +275,16 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
             self.notify("Type a message first: empty messages are not sent.", severity="warning")
             return
         if self.editing is not None:
-            self._send_edit(text)
+            await self.control.send_edit(text)
             return
         self.query_one(PromptInput).clear()
         welcome = self.transcript.welcome
         if welcome is not None:
             text = example_for(text) or text  # "1" and Enter picks the first example
             await welcome.remove()
-        waiting = self.busy or not self.ready
-        bubble = UserMessage(text, queued=waiting)
+        bubble = UserMessage(text, queued=not self.ready)
         await self.transcript.add(bubble)
-        if waiting:
-            self.queue.append((text, bubble))
-            self.status.set_queued(len(self.queue))
-        else:
-            self._send(text, bubble)
+        await self.control.submit(text, bubble)
 
     def earlier_messages(self) -> list[str]:
         """For ↑ in the prompt box: this conversation's messages, newest first, then older ones saved."""
@@ -311,33 +308,15 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
         text = prompt.text
         prompt.border_subtitle = f"{len(tok.encode_text(text))} tokens" if text else None
 
-    def _send(self, text: str, bubble: UserMessage) -> None:
-        bubble.mark_sent()
-        self.busy = True
-        self.app.bridge.send(text)
-
-    def _send_next_queued(self) -> None:
-        if self.queue and self.ready and not self.busy:
-            text, bubble = self.queue.pop(0)
-            self.status.set_queued(len(self.queue))
-            self._send(text, bubble)
-
     def action_cancel_reply(self) -> None:
-        if self.editing is not None:  # Esc leaves the edit first; a second Esc stops the reply
-            self.stop_editing(clear=True)
-        elif self.cancel_switch():
-            self.status.set_state("cancelling…")
-        elif self.busy:
-            self.app.bridge.cancel()
-            self.status.set_state("stopping…")
+        self.control.cancel()
 
     async def action_new_conversation(self, system: Optional[str] = None) -> None:
-        if self.busy:
-            self.app.bridge.cancel()
-        system = system if system is not None else self.app.options.system
-        self.app.bridge.reset(system)
-        if self.app.recorder is not None:
-            self.app.recorder.new(system)
+        await self.control.new_conversation(system)
+
+    async def open_saved(self, conversation_id: int) -> None:
+        """A saved conversation shown (every branch), its path read into the cache."""
+        await self.control.open_saved(conversation_id)
 
     def action_conversations(self) -> None:
         if self.app.recorder is None:
@@ -349,28 +328,14 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
                 return
             kind, conversation_id = result
             if kind == "new":
-                await self.action_new_conversation()
+                await self.control.new_conversation()
             elif kind == "open":
-                await self.open_saved(conversation_id)
+                await self.control.open_saved(conversation_id)
 
         self.app.push_screen(ConversationsScreen(self.app.recorder.store), chosen)
 
-    async def open_saved(self, conversation_id: int) -> None:
-        """Show a saved conversation and have the engine prefill its history into a fresh cache."""
-        if self.busy:
-            self.app.bridge.cancel()
-        self.stop_editing()
-        try:
-            saved = self.app.recorder.open(conversation_id)
-        except StoreError as exc:
-            self.notify(str(exc), severity="error")
-            return
-        await self.transcript.load(saved)
-        self.app.options = replace(self.app.options, system=saved.system)
-        self.busy = True  # until the cache is rebuilt
-        self.status.set_state("rebuilding the KV cache from the saved history…")
-        # The whole tree: every saved branch can be switched to, edited, regenerated or forked.
-        self.app.bridge.restore_tree(saved.system, saved.turns, saved.current)
+    def action_models(self) -> None:
+        self.control.models.pick()
 
     def action_copy_last_reply(self) -> None:
         reply = self.transcript.last_reply()
@@ -379,40 +344,49 @@ class ChatScreen(EngineView, ModelSwitching, Branching, Screen):
             return
         reply.action_copy()
 
-    # --- the engine's side (the views draw their own events) --------------------
+    # --- branches: the keys and the palette, on the message or reply in focus ----------------
 
-    @handles(ModelReady)
-    def model_ready(self, event: ModelReady) -> None:
-        info = self.model_info = event.info
-        self.app.sub_title = (
-            f"{info['architecture']} · {info['parameters'] / 1e6:.0f}M · {info['weight_dtype']} · {info['backend']}"
-        )
-        self.ready = True
-        self._send_next_queued()
+    async def action_regenerate(self) -> None:
+        """A new reply to the focused reply's message, or to the last message shown."""
+        # A reply, its tinted twin and a user message all know their turn.
+        turn_id = getattr(self.focused, "turn_id", None)
+        turn_id = turn_id if turn_id is not None else self.app.conversation.tree.current
+        if not turn_id:
+            self.notify("Nothing to regenerate yet: send a message first.")
+            return
+        await self.control.regenerate(turn_id)
 
-    # Saved from the engine's turn events, so a regenerate, an edit or a fork lands in the tree
-    # under the turn it follows; a message is saved when it reaches the engine.
-    @handles(TurnStarted)
-    def save_message(self, event: TurnStarted) -> None:
-        if self.app.recorder is not None:
-            self._save(self.app.recorder.turn_started, event)
+    def action_edit_message(self) -> None:
+        """Edit the focused message, or the last one shown."""
+        focused = self.focused if isinstance(self.focused, UserMessage) else None
+        shown = [m for m in self.transcript.query(UserMessage) if m.turn_id is not None]
+        target = focused or (shown[-1] if shown else None)
+        if target is None:
+            self.notify("Nothing to edit yet: send a message first.")
+            return
+        self.on_edit_picked(EditPicked(target))
 
-    @handles(TurnEnded)
-    def save_reply(self, event: TurnEnded) -> None:
-        if self.app.recorder is not None:
-            self._save(self.app.recorder.turn_ended, event)
+    def on_edit_picked(self, message: EditPicked) -> None:
+        """The message's text in the prompt box; sending it makes a new branch from the turn before it."""
+        target = message.message
+        if target.turn_id not in self.app.conversation.tree.turns:
+            self.notify("This message has not reached the model yet: it cannot be edited.", severity="warning")
+            return
+        number = list(self.transcript.query(UserMessage)).index(target) + 1
+        self.control.state.edit(target.turn_id)
+        self.query_one(PromptInput).start_editing(target.text, f"editing message {number} · Esc cancels")
 
-    @handles(HistoryRestored)
-    def saved_turns_numbered(self, event: HistoryRestored) -> None:
-        if self.app.recorder is not None:
-            self.app.recorder.restored(event)
+    def stop_editing(self, clear: bool = False) -> None:
+        if self.control.state.editing is None:
+            return
+        self.control.state.stop_editing()
+        prompt = self.query_one(PromptInput)
+        prompt.stop_editing()
+        if clear:
+            prompt.clear()
 
-    @handles(BranchSwitched)
-    def save_branch(self, event: BranchSwitched) -> None:
-        if self.app.recorder is not None:
-            self._save(self.app.recorder.branch_switched, event)
+    async def on_fork_picked(self, message: ForkPicked) -> None:
+        await self.control.fork(message.turn_id, message.at, message.token)
 
-    @handles(TurnEnded, TurnFailed, HistoryRestored, ConversationReset, BranchSwitched)
-    def engine_idle(self, _event: Event) -> None:
-        self.busy = False
-        self._send_next_queued()
+    def on_branch_picked(self, message: BranchPicked) -> None:
+        self.control.show_branch(message.turn_id, message.delta)

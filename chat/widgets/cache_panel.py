@@ -5,10 +5,10 @@ from rich.text import Text
 from model.cache.state import CacheState
 from model.distributed.info import ClusterInfo, cluster_from_dict
 from model.runtime.events import (
+    CacheHeld,
     ClusterStep,
     ConversationReset,
     Event,
-    HistoryRestored,
     ModelReady,
     PrefillProgress,
     TokenGenerated,
@@ -29,17 +29,18 @@ class CachePanel(Panel):
         self.flash = ""  # "evicted N tokens", shown for a moment after an eviction
         self.cluster: ClusterInfo | None = None  # with the model split over ranks: each rank's share of the cache
 
-    @handles(ModelReady)
-    def group_loaded(self, event: ModelReady) -> None:
-        data = event.info.get("cluster")
-        self.cluster = cluster_from_dict(data) if data else None
-
     @draws(ClusterStep)
     def group_step(self, event: ClusterStep) -> None:
         self.cluster = event.cluster
         self.refresh_body()
 
-    @handles(ModelReady, PrefillProgress, HistoryRestored, TurnEnded, ConversationReset)
+    @handles(ModelReady)
+    def loaded(self, event: ModelReady) -> None:
+        data = event.info.get("cluster")
+        self.cluster = cluster_from_dict(data) if data else None
+        self.show(event.cache)
+
+    @handles(PrefillProgress, CacheHeld, TurnEnded, ConversationReset)
     @draws(TokenGenerated)
     def cache_changed(self, event: Event) -> None:
         self.show(event.cache)

@@ -71,7 +71,7 @@ class ConfidenceText(Static, can_focus=True):
         self.steps = steps  # shared with the reply: it grows while the reply streams
         self.cursor = -1  # no step picked yet
         self.choice = 0  # the candidate of the cursor's top-k that Enter forks to
-        self.turn = None  # the engine's turn of this reply (None: it cannot be forked)
+        self.turn_id = None  # the turn of this reply (None: it cannot be forked)
         self.tinted = Text()
         self._rows = 0
 
@@ -101,11 +101,11 @@ class ConfidenceText(Static, can_focus=True):
     def action_fork(self) -> None:
         if not 0 <= self.cursor < len(self.steps) or not self.steps[self.cursor].top_k:
             return
-        if self.turn is None:
+        if self.turn_id is None:
             self.notify("This reply cannot be forked: it is still being written, or it comes from a saved chat.")
             return
         token = self.steps[self.cursor].top_k[self.choice].id
-        self.post_message(ForkPicked(self.turn, self.cursor, token))
+        self.post_message(ForkPicked(self.turn_id, self.cursor, token))
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
         step = event.style.meta.get("step") if event.style else None

@@ -50,10 +50,10 @@ class AssistantMessage(Markdown, can_focus=True):
     """
     BINDINGS = [("c", "copy", "Copy"), ("t", "tokens", "Tokens")]
 
-    def __init__(self, text: str = "", token_ids: tuple = (), turn: Optional[int] = None):
+    def __init__(self, text: str = "", token_ids: tuple = (), turn_id: Optional[int] = None):
         super().__init__(text, parser_factory=chat_markdown_parser)
         self.text = text
-        self.turn = turn  # the engine's turn this reply belongs to (None: from a saved chat)
+        self.turn_id = turn_id  # the turn this reply belongs to
         self.token_ids = token_ids  # the reply as sampled, once it has ended
         self.steps: list[SampledStep] = []  # each generated token with its probability and top-k (live replies only)
         self.twin = None  # a reply view drawn in its place (confidence colouring), while it is on
@@ -86,7 +86,7 @@ async def show_twin(reply: AssistantMessage, view: Optional[type], live: bool = 
     """Swap a reply for a view built from its steps, or back (`view` None; replies without recorded steps stay)."""
     if view is not None and reply.twin is None and (reply.steps or live):
         reply.twin = view(reply.steps)
-        reply.twin.turn = reply.turn
+        reply.twin.turn_id = reply.turn_id
         await reply.parent.mount(reply.twin, after=reply)
         reply.display = False
     elif view is None and reply.twin is not None:

@@ -5,9 +5,9 @@ from textual.widgets import Static
 
 from model.cache.state import CacheState
 from model.runtime.events import (
+    CacheHeld,
     ConversationReset,
     Event,
-    HistoryRestored,
     ModelFailed,
     ModelLoading,
     ModelReady,
@@ -54,7 +54,7 @@ class StatusLine(EngineView, Static):
     def failed(self, _event: ModelFailed) -> None:
         self.set_state("no model loaded: Ctrl+L picks one")
 
-    @handles(ModelReady, HistoryRestored, TurnFailed, ConversationReset)
+    @handles(ModelReady, CacheHeld, TurnFailed, ConversationReset)
     def ready(self, _event: Event) -> None:
         self.set_state("ready")
 
@@ -64,7 +64,7 @@ class StatusLine(EngineView, Static):
 
     @handles(PrefillProgress)
     def progress(self, event: PrefillProgress) -> None:
-        if event.turn == 0:  # rebuilding a saved conversation's cache
+        if event.turn_id == 0:  # the cache brought to another path, or a saved conversation's
             self.set_state(f"rebuilding the KV cache: {event.done}/{event.total} tokens")
 
     @handles(PrefillDone)

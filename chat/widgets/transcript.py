@@ -2,7 +2,8 @@
 
 The transcript is anchored to the bottom and lets go when the user scrolls up
 to read; scrolling back to the end re-attaches it. It shows one path of the
-conversation's tree (`branch_paths` keeps the tree and draws a path again).
+conversation's tree, which the conversation owns (`app.conversation`); it keeps
+only what it saw of each reply (`branch_paths.ReplySteps`).
 """
 
 from typing import Optional
@@ -11,11 +12,9 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
-from model.runtime.branches import ROOT, Turn
+from model.runtime.branches import TurnTree
+from model.runtime.conversation import TurnInProgress
 from model.runtime.events import (
-    BranchSwitched,
-    ConversationReset,
-    HistoryRestored,
     ModelFailed,
     ModelReady,
     ReplyScored,
@@ -26,8 +25,7 @@ from model.runtime.events import (
 )
 
 from ..engine_view import EngineView, draws, handles
-from ..saved_chat import SavedChat
-from .branch_paths import BranchPaths
+from .branch_paths import ReplySteps, draw_path, mark_branches
 from .confidence import SampledStep
 from .reply_message import AssistantMessage, show_twin
 from .thinking_fold import ThinkingFold
@@ -60,15 +58,18 @@ class Transcript(EngineView, VerticalScroll):
         self._pending_thought = ""
         self._thinking_tokens = 0
         self.model_info: dict = {}  # for the welcome
-        self.paths = BranchPaths()  # the conversation's turns as the engine reported them
-        self.saved: Optional[SavedChat] = None  # a saved chat being opened, until the engine numbers its turns
-        self.started_event: Optional[TurnStarted] = None  # the turn being written
+        self.seen = ReplySteps()  # what was shown of each reply
+        self.sent: Optional[TurnInProgress] = None  # the turn being written
 
     def compose(self):
         yield Welcome()
 
     def on_mount(self) -> None:
         self.anchor()
+
+    @property
+    def tree(self) -> TurnTree:
+        return self.app.conversation.tree
 
     @property
     def welcome(self) -> Optional[Welcome]:
@@ -91,46 +92,46 @@ class Transcript(EngineView, VerticalScroll):
             await show_twin(reply, view)
         return all(r.steps for r in replies)
 
-    async def load(self, saved: SavedChat) -> None:
-        """A saved conversation's path shown, in place of what was shown; renumbered once the engine has it."""
-        self.saved, self.started_event = saved, None
-        self.paths = BranchPaths.of_saved(saved)
-        await self.show_path(saved.current)
+    async def begin(self, turn: TurnInProgress, bubble: Optional[UserMessage] = None) -> None:
+        """A turn sent: the message the user typed takes its id, or (a branch) the path to where it branches is
+        drawn again with its message under it."""
+        self.sent = turn
+        if bubble is not None:
+            bubble.mark_sent(turn.turn_id)
+        else:
+            await self.show_path(turn.parent)
+            await self.add(UserMessage(turn.user, turn_id=turn.turn_id))
+
+    async def show_path(self, turn_id: int, forget: bool = False) -> None:
+        """The path from the root to `turn_id`, in place of what was shown; `forget`: another conversation's."""
+        self.reply = None
+        self._pending = ""
+        if forget:
+            self.seen = ReplySteps()
+        await draw_path(self, self.tree, turn_id, self.seen, self.reply_view)
 
     # --- engine events ----------------------------------------------------------
 
     @handles(ModelReady)
-    def model_ready(self, event: ModelReady) -> None:
+    async def model_ready(self, event: ModelReady) -> None:
         self.model_info = event.info
         if self.welcome is not None:
             self.welcome.set_model(event.info)
+        if event.info.get("blas_note"):  # matrix products run slower than this machine allows
+            await self.add(Notice(event.info["blas_note"], "warning"))
 
     @handles(ModelFailed)
     async def failed_to_load(self, event: ModelFailed) -> None:
         await self.add(Notice(event.message, "error"))
 
-    @handles(ModelReady)
-    async def loaded(self, event: ModelReady) -> None:
-        if event.info.get("blas_note"):  # matrix products run slower than this machine allows
-            await self.add(Notice(event.info["blas_note"], "warning"))
-
     @handles(TurnStarted)
     async def started(self, event: TurnStarted) -> None:
-        self.started_event = event
-        parent = self.paths.tree.current if event.parent is None else event.parent
-        if parent != self.paths.tree.current and self.paths.knows(parent):
-            # A regenerate, an edit or a fork: the path to where it branches, then its message.
-            await self.show_path(parent)
-            await self.add(UserMessage(event.user, turn=event.turn))
-        else:
-            bubble = next((m for m in self.query(UserMessage) if m.turn is None), None)
-            if bubble is not None:  # the message the user sent (queued ones follow it)
-                bubble.turn = event.turn
+        turn = self.sent if self.sent is not None and self.sent.turn_id == event.turn_id else None
         if event.note:
             await self.add(Notice(event.note, "warning"))
         self.fold, self._pending_thought, self._thinking_tokens = None, "", 0
-        self.reply = AssistantMessage(event.prefix_text, turn=event.turn)
-        self.reply.steps = self.paths.fork_start(event)
+        self.reply = AssistantMessage(event.prefix_text, turn_id=event.turn_id)
+        self.reply.steps = self.seen.fork_start(turn, event.prefix_text) if turn is not None else []
         await self.add(self.reply)
         if self.reply_view is not None:  # the twin shares the reply's step list, so it fills as the reply streams
             await show_twin(self.reply, self.reply_view, live=True)
@@ -179,18 +180,14 @@ class Transcript(EngineView, VerticalScroll):
 
     @handles(TurnEnded)
     async def ended(self, event: TurnEnded) -> None:
+        """The reply is done (the conversation has it on its tree by now: the screen takes this event first)."""
         await self.flush()
-        started, self.started_event = self.started_event, None
-        parent = None if started is None or started.parent is None else started.parent
-        if started is not None and started.turn == event.turn and self.paths.knows(parent):
-            parent = self.paths.tree.current if parent is None else parent
-            turn = Turn(
-                event.turn, parent, started.user, event.reply_ids, event.text, started.forked_at, started.token_forced
-            )
-            steps = self.reply.steps if self.reply is not None else []
-            thought = (event.thinking, event.stats.thinking_tokens)
-            self.paths.record(turn, steps, event.stats.stop_reason, thought)
-            self.paths.mark(self.query(UserMessage))
+        self.sent = None
+        if self.reply is not None:
+            self.seen.steps[event.turn_id] = self.reply.steps
+        if event.stats.thinking_tokens:
+            self.seen.thoughts[event.turn_id] = (event.thinking, event.stats.thinking_tokens)
+        mark_branches(self.tree, self.query(UserMessage))
         if self.fold is not None:
             self.fold.fold(event.stats.thinking_tokens)
         if self.reply is not None:
@@ -203,70 +200,37 @@ class Transcript(EngineView, VerticalScroll):
     @handles(TurnFailed)
     async def turn_failed(self, event: TurnFailed) -> None:
         await self.flush()
+        self.sent = None
         if self.reply is not None:
             await self.reply.finish(self.reply.text, "cancelled")
             self.reply = None
         await self.add(Notice(event.message, "error"))
 
-    @handles(BranchSwitched)
-    async def switched(self, event: BranchSwitched) -> None:
-        await self.show_path(event.turn)
-        if event.turn != ROOT or event.prompt_tokens:
-            await self.add(
-                Notice(
-                    f"Branch: {event.prompt_tokens} tokens prefilled, {event.reused_tokens} reused from the cache, "
-                    f"in {event.seconds:.1f} s."
-                )
-            )
-
-    async def show_path(self, turn: int) -> None:
-        """The path from the root to `turn`, in place of what was shown."""
-        self.reply = None
-        self._pending = ""
-        await self.paths.draw(self, turn, self.reply_view)
-
     def unscored(self) -> list[int]:
         """The turns of the replies shown without their steps (a saved chat's): they cannot be forked as they are."""
         return [
-            r.turn for r in self.query(AssistantMessage) if not r.steps and r.token_ids and self.paths.knows(r.turn)
+            r.turn_id
+            for r in self.query(AssistantMessage)
+            if not r.steps and r.token_ids and r.turn_id in self.tree.turns
         ]
 
     @handles(ReplyScored)
     async def scored(self, event: ReplyScored) -> None:
         steps = [SampledStep(*step) for step in event.steps]
-        self.paths.steps[event.turn] = steps
+        self.seen.steps[event.turn_id] = steps
         for reply in self.query(AssistantMessage):
-            if reply.turn == event.turn and not reply.steps:
+            if reply.turn_id == event.turn_id and not reply.steps:
                 reply.steps = steps
                 if self.reply_view is not None:
                     await show_twin(reply, self.reply_view)
-
-    @handles(HistoryRestored)
-    async def restored(self, event: HistoryRestored) -> None:
-        if self.saved is not None:  # its turns as the engine numbered them, so they can be branched from
-            self.paths, self.saved = BranchPaths.of_saved(self.saved, event.turn_offset), None
-            await self.show_path(self.paths.tree.current)
-        await self.add(
-            Notice(
-                f"Restored {event.messages} messages: {event.tokens} tokens prefilled "
-                f"in {event.seconds:.1f} s to rebuild the cache."
-            )
-        )
-
-    @handles(ConversationReset)
-    async def reset(self, event: ConversationReset) -> None:
-        notice = "New conversation: the KV cache is empty." + (
-            f" System prompt: {event.system}" if event.system else ""
-        )
-        await self.start_over(notice)
 
     async def start_over(self, notice: str, model_info: Optional[dict] = None) -> None:
         """An empty transcript with one notice and the welcome (for `model_info`, or the model in use)."""
         if model_info is not None:
             self.model_info = model_info
-        self.reply = self.fold = None
+        self.reply = self.fold = self.sent = None
         self._pending = self._pending_thought = ""
-        self.paths, self.saved, self.started_event = BranchPaths(), None, None
+        self.seen = ReplySteps()
         await self.remove_children()
         await self.add(Notice(notice))
         await self.add(Welcome(self.model_info))

@@ -37,11 +37,11 @@ class UserMessage(Static, can_focus=True):
         Binding("right", "branch(1)", "Next branch", show=False),
     ]
 
-    def __init__(self, text: str, queued: bool = False, turn: Optional[int] = None):
+    def __init__(self, text: str, queued: bool = False, turn_id: Optional[int] = None):
         # Plain text: what a user types is never read as markup.
         super().__init__(text, markup=False, classes="queued" if queued else "")
         self.text = text
-        self.turn = turn  # the engine's turn this message opened, once it reached the engine
+        self.turn_id = turn_id  # the turn this message opened, once it was sent
         self.branch: Optional[tuple[int, int]] = None  # (which, of how many) among its siblings, when it has some
         self.border_subtitle = "queued" if queued else None
 
@@ -59,8 +59,8 @@ class UserMessage(Static, can_focus=True):
         self.update(Text.assemble(self.text, "\n", arrows))
 
     def action_branch(self, delta: int) -> None:
-        if self.branch is not None and self.turn is not None:
-            self.post_message(BranchPicked(self.turn, delta))
+        if self.branch is not None and self.turn_id is not None:
+            self.post_message(BranchPicked(self.turn_id, delta))
 
     def action_edit(self) -> None:
         self.post_message(EditPicked(self))
@@ -70,7 +70,8 @@ class UserMessage(Static, can_focus=True):
         if delta is not None:
             self.action_branch(delta)
 
-    def mark_sent(self) -> None:
+    def mark_sent(self, turn_id: int) -> None:
+        self.turn_id = turn_id
         self.remove_class("queued")
         self.border_subtitle = None
 
