@@ -1,25 +1,58 @@
-"""Drive a chat session synchronously on the test's own thread (no engine thread is started).
+"""A conversation and an engine driven synchronously on the test's own thread (no engine thread is started).
 
-`SyncEngine` is a ChatEngine (model.runtime.chat_engine) whose calls run at once,
-so a test reads a turn's events as soon as `send` returns.
+`SyncChat` owns a `Conversation` (as the app and the headless commands do) and asks an
+`EngineCore`, whose requests run before the call returns, so a test reads a turn's
+events as soon as `send` returns, and a hook called with an event runs mid-turn.
 """
 
-from model.runtime.events import PrefillProgress, TokenGenerated, TurnEnded, TurnFailed, TurnStarted
-from model.runtime.session import ChatSession, EngineOptions
+from dataclasses import replace
+
+from model.errors import ModelError
+from model.runtime.conversation import Conversation
+from model.runtime.engine_core import EngineCore
+from model.runtime.events import (
+    CacheHeld,
+    ModelReady,
+    OptionsAdopted,
+    PrefillProgress,
+    TokenGenerated,
+    TurnEnded,
+    TurnFailed,
+    TurnStarted,
+)
+from model.runtime.settings import EngineOptions
 
 
-class SyncEngine:
+class SyncChat:
     def __init__(self, clock=None, **options):
         self.events = []
         self.on_token = None  # optional hook, called with each TokenGenerated
         self.on_prefill_chunk = None  # optional hook, called with each PrefillProgress
         self.on_event = None  # optional hook, called with every event
+        options = EngineOptions(**options)
+        self.conversation = Conversation(options)
         extra = {"clock": clock} if clock is not None else {}
-        self.session = ChatSession(EngineOptions(**options), self._emit, **extra)
-        self.session.load()
+        self.core = EngineCore(options, self._emit, **extra)
+        self._showing = None  # the turn a hold request shows, once the cache holds it
+        if not self.core.open():
+            raise ModelError(self.events[-1].message)
 
     def _emit(self, event):
         self.events.append(event)
+        if isinstance(event, OptionsAdopted):
+            self.conversation.adopt(event.options)
+            if event.cache_reset:
+                self.conversation.reset()
+        elif isinstance(event, ModelReady):  # the first model, or another: a new conversation on it
+            self.conversation.attach(self.core.text())
+            self.conversation.reset()
+        elif isinstance(event, TurnEnded):
+            self.conversation.ended(event)
+        elif isinstance(event, TurnFailed):
+            self.conversation.failed(event.turn_id)
+        elif isinstance(event, CacheHeld) and self._showing is not None:
+            self.conversation.show(self._showing)
+            self._showing = None
         if self.on_event:
             self.on_event(event)
         if isinstance(event, TokenGenerated) and self.on_token:
@@ -27,72 +60,88 @@ class SyncEngine:
         if isinstance(event, PrefillProgress) and self.on_prefill_chunk:
             self.on_prefill_chunk(event)
 
-    # --- the ChatEngine methods, each run at once --------------------------
+    def _refused(self, exc: ModelError) -> None:
+        """A request the conversation refuses before the engine is asked: reported as the engine reports a failure."""
+        self._emit(TurnFailed(turn_id=0, message=str(exc)))
 
-    def start(self):
-        return self  # loaded in __init__
+    # --- the conversation's requests, each answered at once ---------------------------
+
+    def _turn(self, plan, *args) -> None:
+        try:
+            turn = plan(*args)
+        except ModelError as exc:
+            self._refused(exc)
+            return
+        self.core.generate(self.conversation.request(turn))
 
     def send(self, text):
-        self.session.answer(text)
-
-    def cancel(self):
-        self.session.cancel()
-
-    def reset(self, system=None):
-        self.session.reset(system)
-
-    def restore(self, system, messages):
-        self.session.restore(system, messages)
-
-    def restore_tree(self, system, turns, current):
-        self.session.restore_tree(system, turns, current)
+        self._turn(self.conversation.follow, text)
 
     def edit(self, after, text):
-        self.session.edit(after, text)
+        self._turn(self.conversation.edit, after, text)
 
-    def regenerate(self, turn):
-        self.session.regenerate(turn)
+    def regenerate(self, turn_id):
+        self._turn(self.conversation.regenerate, turn_id)
 
-    def fork(self, turn, at, token):
-        self.session.fork(turn, at, token)
+    def fork(self, turn_id, at, token):
+        self._turn(self.conversation.fork, turn_id, at, token)
 
-    def switch_branch(self, turn):
-        self.session.switch_branch(turn)
+    def switch_branch(self, turn_id):
+        try:
+            request = self.conversation.hold_request(turn_id)
+        except ModelError as exc:
+            self._refused(exc)
+            return
+        self._showing = turn_id
+        self.core.hold(request)
 
-    def score(self, turn):
-        self.session.score(turn)
+    def restore(self, system, turns, current):
+        self.core.hold(self.conversation.restore(system, list(turns), current))
 
-    def switch_model(self, model):
-        self.session.switch_model(model)
+    def score(self, turn_id):
+        try:
+            request = self.conversation.score_request(turn_id)
+        except ModelError as exc:
+            self._refused(exc)
+            return
+        self.core.score(request)
 
-    def set_needs(self, needs):
-        self.session.needs = needs
-
-    def set_sampling(self, settings):
-        self.update(sampling=settings)
+    def reset(self, system=None):
+        self.conversation.reset(system)
+        self.core.reset()
 
     def update(self, **changes):
-        self.session.update(**changes)
+        self.core.update(replace(self.conversation.options, **changes))
+
+    def set_needs(self, needs):
+        self.core.set_needs(needs)
+
+    def cancel(self):
+        self.core.cancel()
+
+    def switch_model(self, model):
+        self.core.switch_model(model)
 
     def tokenizer(self):
-        return self.session.loaded.tokenizer
-
-    def shutdown(self, timeout=10.0):
-        self.session.unload()
+        return self.core.text().tokenizer
 
     # --- for the tests ------------------------------------------------------
 
     @property
-    def conversation(self):
-        return self.session.conversation
+    def service(self):
+        return self.core.service
 
     @property
     def cache(self):
-        return self.session.conversation.cache
+        return self.core.service.cache
 
     @property
     def model(self):
-        return self.session.loaded.model
+        return self.core.loaded.model
+
+    @property
+    def loaded(self):
+        return self.core.loaded
 
     def turn(self, text):
         """Run one turn; returns (TurnStarted, [TokenGenerated], TurnEnded)."""

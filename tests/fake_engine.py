@@ -1,9 +1,11 @@
 """An engine stand-in for UI tests: it replays a recorded real conversation's events.
 
-Every turn it plays (a message, an edit, a regenerate, a fork) is one of the recorded
-replies, renumbered and placed on a tree of turns as the engine places its own
-(`model.runtime.branches`): a fork keeps the forked reply's tokens before the cut,
-forces the chosen one, and plays a recorded reply after it.
+It is a `ChatEngine` (test_engine_protocol checks its signatures against the Protocol):
+every turn it is asked for (a message, an edit, a regenerate, a fork) plays the next
+recorded reply under the request's turn id, and a fork's reply starts with its forced
+tokens. It keeps no conversation: the app owns that, as with the real engine. Its text
+side (`ReplayText`) renders a conversation to stand-in ids, since nothing reads them but
+this fake; a test may lend it the real tokenizer for the views that show tokens.
 """
 
 import dataclasses
@@ -18,112 +20,135 @@ from model.errors import ModelError
 from model.internals.needs import StepNeeds
 from model.loading import hub
 from model.loading.loader import resolve_source
-from model.runtime.branches import Turn, TurnPlan, TurnTree
 from model.runtime.events import (
-    BranchSwitched,
+    CacheHeld,
     ConversationReset,
     DownloadProgress,
-    HistoryRestored,
     InsideStep,
     ModelFailed,
     ModelLoading,
+    OptionsAdopted,
+    OptionsRefused,
     ReplyScored,
     SwitchFailed,
     TokenGenerated,
     TopToken,
     TurnEnded,
-    TurnFailed,
     TurnStarted,
 )
+from model.runtime.requests import TurnRequest
 
 RECORDING = Path(__file__).parent / "data" / "recorded_events.json"
 
 
+class ReplayText:
+    """A recorded model's text side, as far as a replay needs: each message becomes one stand-in id per character."""
+
+    vocab_size = 49152  # the recorded model's (SmolLM2)
+    stop_ids = frozenset({2})  # <|im_end|>
+    markers = None
+    thinking_switch = "enable_thinking"  # what the recordings' templates have
+
+    def __init__(self, tokenizer=None):
+        self.tokenizer = tokenizer  # lent by a test for the views that show tokens; None otherwise
+
+    def render(self, messages, generation_prompt, thinking_on=None):
+        ids = []
+        for m in messages:
+            ids += [1, *(m.token_ids or (ord(c) % 1000 + 10 for c in m.content)), 2]
+        return ids + ([1] if generation_prompt else [])
+
+    def sink_length(self, system):
+        return 4
+
+    def readable(self, text):
+        return text
+
+    def opens_thinking(self, prompt_ids):
+        return False
+
+    def split_reply(self, reply_ids, inside=False):
+        return None
+
+
 class FakeEngine:
-    """A ChatEngine (model.runtime.chat_engine; test_engine_protocol checks it); each `send` replays the next
-    recorded turn."""
+    """A ChatEngine; each turn request replays the next recorded turn."""
 
     def __init__(self, options, emit, delay: float = 0.0, recording: Path = RECORDING, gate_at: int = 1, download=None):
         self.options, self.emit, self.delay = options, emit, delay
         self.download = download  # stands in for snapshot_download when a switch fetches a Hub id (None: the real one)
         self.load_events, self.turns = event_codec.load(recording)
-        self.sent: list[str] = []
-        self.updates: list[dict] = []
+        self.requests: list = []  # every request, in order: what the app asked for
+        self.updates: list = []  # the options each `update` asked for
         self.needs = StepNeeds(top_k=options.top_k_shown)
         self.needs_sent: list[StepNeeds] = []  # every set_needs, in order
+        self.refuse_cache = None  # a test sets it to a line: a new cache setting is then refused with it
         self._cancel = threading.Event()
         self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.turn_gate = threading.Event()  # cleared, it holds a turn before token `gate_at`
         self.turn_gate.set()
         self.gate_at = gate_at
-        self.tree = TurnTree()
-        self.steps: dict[int, list] = {}  # each turn's reply as TokenGenerated steps, for a fork's start
-        self.branch_requests: list[tuple] = []  # (method, args) as the UI asked
-        self.scores: list[int] = []  # the turns whose reply the UI asked to read again
-        self._turn = 0
-        self.views_tokenizer = None
+        self.played = 0  # recorded turns played so far
+        self.replies: list[list[tuple[int, str, tuple]]] = []  # each reply played: (id, text, top-k) per token
+        self.lent_tokenizer = None
+
+    # --- for the tests ----------------------------------------------------------------------
+
+    def skip_recording(self) -> None:
+        """Play the recording after the next one (the long reply, say) for the next turn."""
+        self.played += 1
+
+    @property
+    def turn_requests(self) -> list:
+        return [r for r in self.requests if isinstance(r, TurnRequest)]
+
+    # --- the ChatEngine methods ---------------------------------------------------------
 
     def start(self):
         self._thread.start()
         return self
 
-    def send(self, text):
-        self.sent.append(text)
-        self._requests.put(("send", text))
+    def text(self):
+        return ReplayText(self.lent_tokenizer)
 
-    def edit(self, after, text):
-        self._branch("edit", after, text)
+    def generate(self, request):
+        self.requests.append(request)
+        self._requests.put((self._replay, request))
 
-    def regenerate(self, turn):
-        self._branch("regenerate", turn)
+    def hold(self, request):
+        self.requests.append(request)
+        self._requests.put((self._hold, request))
 
-    def fork(self, turn, at, token):
-        self._branch("fork", turn, at, token)
+    def score(self, request):
+        self.requests.append(request)
+        self._requests.put((self._score, request))
 
-    def switch_branch(self, turn):
-        self._branch("switch_branch", turn)
-
-    def _branch(self, method, *args):
-        self.branch_requests.append((method, args))
-        self._requests.put(("branch", (method, args)))
+    def reset(self):
+        self._requests.put((self._reset, None))
 
     def cancel(self):
         self._cancel.set()
-
-    def reset(self, system=None):
-        self._requests.put(("reset", system))
-
-    def restore(self, system, messages):
-        self.restored = (system, list(messages))
-        self._requests.put(("restore", len(messages)))
-
-    def restore_tree(self, system, turns, current):
-        self.restored = (system, list(turns), current)
-        self._requests.put(("restore_tree", (list(turns), current)))
-
-    def switch_model(self, model):
-        self._requests.put(("switch", model))
-
-    def score(self, turn):
-        self.scores.append(turn)
-        self._requests.put(("score", turn))
 
     def set_needs(self, needs):
         self.needs = needs
         self.needs_sent.append(needs)
 
-    def set_sampling(self, settings):
-        self.update(sampling=settings)
+    def update(self, options):
+        self.updates.append(options)
+        self._requests.put((self._update, options))
 
-    def update(self, **changes):
-        self.updates.append(changes)
-
-    def tokenizer(self):
-        return self.views_tokenizer  # a replay has no model; a test may lend it the real tokenizer
+    def switch_model(self, model):
+        self._requests.put((self._switch, model))
 
     def shutdown(self, timeout=1.0):
-        self._requests.put(("stop", None))
+        self._requests.put((None, None))
+
+    # --- on the fake's thread --------------------------------------------------------------
+
+    @property
+    def cache(self):
+        return self.load_events[-1].cache
 
     def _run(self):
         if self.options.model is None:
@@ -132,24 +157,10 @@ class FakeEngine:
         else:  # --model at start: resolved (and fetched) as a switch is, failing as the engine's load does
             self._switch(self.options.model, failed=ModelFailed)
         while True:
-            kind, arg = self._requests.get()
-            if kind == "stop":
+            call, arg = self._requests.get()
+            if call is None:
                 return
-            if kind == "restore":
-                self.emit(HistoryRestored(arg, 123, 0.5, self.load_events[-1].cache))
-            if kind == "restore_tree":
-                self._restore_tree(*arg)
-            if kind == "reset":
-                self.emit(ConversationReset(self.load_events[-1].cache, arg))
-            if kind == "send":
-                self._turn += 1
-                self._replay(TurnPlan(self.tree.current, arg))
-            if kind == "branch":
-                self._run_branch(*arg)
-            if kind == "switch":
-                self._switch(arg)
-            if kind == "score":
-                self._score(arg)
+            call(arg)
 
     def _switch(self, source, failed=SwitchFailed):
         """As the engine does up to the weights: the source is resolved for real (a path, the Hub cache, a
@@ -158,110 +169,80 @@ class FakeEngine:
 
         def fetch_hub(repo_id):
             def report(t):
-                self.emit(DownloadProgress(t.repo_id, t.done_bytes, t.total_bytes, t.bytes_per_s))
+                self.emit(
+                    DownloadProgress(
+                        repo_id=t.repo_id, done_bytes=t.done_bytes, total_bytes=t.total_bytes, bytes_per_s=t.bytes_per_s
+                    )
+                )
 
             return hub.fetch(repo_id, report, self._cancel.is_set, download=self.download)
 
         try:
-            path = resolve_source(source, lambda m: self.emit(ModelLoading(m)), fetch_hub)
+            path = resolve_source(source, lambda m: self.emit(ModelLoading(message=m)), fetch_hub)
         except ModelError as exc:
-            self.emit(SwitchFailed(str(exc), source) if failed is SwitchFailed else ModelFailed(str(exc)))
+            self.emit(
+                SwitchFailed(message=str(exc), model=source)
+                if failed is SwitchFailed
+                else ModelFailed(message=str(exc))
+            )
             return
         ready = self.load_events[-1]
         self.options = dataclasses.replace(self.options, model=source)
+        self.emit(OptionsAdopted(options=self.options, cache=self.cache))
         self.emit(
             dataclasses.replace(ready, info={**ready.info, "source": source or ready.info["source"], "path": str(path)})
         )
 
-    def _recording(self):
-        """The recorded turn to play next: sends pick by count (tests skip one by adding to `sent`), branches next."""
-        return self.turns[(len(self.sent) - 1 + len(self.branch_requests)) % len(self.turns)]
-
-    def _run_branch(self, method, args):
-        if method == "switch_branch":
-            self._switch_branch(*args)
+    def _update(self, options):
+        """As the engine does: options adopted and reported; a new cache setting empties the cache (or is refused)."""
+        reset = options.cache != self.options.cache
+        if reset and self.refuse_cache:
+            self.emit(OptionsRefused(message=self.refuse_cache, options=self.options))
             return
-        self._turn += 1
-        try:
-            plan = getattr(self.tree, method)(*args)
-        except ModelError as exc:
-            self.emit(TurnFailed(self._turn, str(exc)))
-            return
-        self._replay(plan, forked=args[0] if method == "fork" else None)
+        self.options = dataclasses.replace(options, model=self.options.model)
+        self.emit(OptionsAdopted(options=self.options, cache=self.cache, cache_reset=reset))
 
-    def _restore_tree(self, turns, current):
-        """As the engine does: a tree of the saved turns, numbered after the turns this engine has run."""
-        offset, self.tree = self._turn, TurnTree()
-        self.tree.graft(turns, current, offset)
-        self._turn += len(turns)
-        path = tuple(self.tree.path())
-        self.emit(HistoryRestored(2 * len(path), 123, 0.5, self.load_events[-1].cache, offset, path))
+    def _reset(self, _):
+        self.emit(ConversationReset(cache=self.cache))
 
-    def _score(self, turn):
+    def _hold(self, request):
+        # As if nothing were cached: every id is read again.
+        self.emit(
+            CacheHeld(
+                prompt_tokens=len(request.ids), reused_tokens=0, rolled_back_tokens=0, rebuilt=False, seconds=0.25,
+                cache=self.cache,
+            )
+        )  # fmt: skip
+
+    def _score(self, request):
         """A saved reply has no recording: each token stands for itself (`<id>`), its runner-up the next id."""
-        steps = self.steps.get(turn)
-        if steps is None:
-            cache = self.load_events[-1].cache
-            steps = [
-                TokenGenerated(
-                    turn,
-                    i,
-                    t,
-                    f"<{t}>",
-                    0.75,
-                    (TopToken(t, f"<{t}>", 0.75), TopToken(t + 1, f"<{t + 1}>", 0.25)),
-                    0.0,
-                    0.0,
-                    cache,
-                )
-                for i, t in enumerate(self.tree.get(turn).reply_ids)
-            ]
-            self.steps[turn] = steps  # so it can be forked
-        self.emit(ReplyScored(turn, tuple((s.token_id, s.text, s.prob, s.top_k) for s in steps)))
+        steps = tuple(
+            (
+                t,
+                f"<{t}>",
+                0.75,
+                (TopToken(id=t, text=f"<{t}>", prob=0.75), TopToken(id=t + 1, text=f"<{t + 1}>", prob=0.25)),
+            )
+            for t in request.reply
+        )
+        self.emit(ReplyScored(turn_id=request.turn_id, steps=steps))
 
-    def _switch_branch(self, turn):
-        try:
-            path = self.tree.path(turn)
-        except ModelError as exc:
-            self.emit(TurnFailed(self._turn, str(exc)))
-            return
-        self.tree.current = turn
-        # As if nothing were cached: every token of the path is read again.
-        tokens = sum(len(self.tree.turns[n].reply_ids) for n in path)
-        self.emit(BranchSwitched(turn, tuple(path), tokens, 0, 0.25, self.load_events[-1].cache))
-
-    def _kept_steps(self, plan, forked):
-        """A fork's start as steps: the forked reply's steps before the cut, then the forced token's."""
-        if forked is None:
-            return []
-        steps = self.steps[forked]
-        at = steps[plan.forked_at]
-        forced = next((t for t in at.top_k if t.id == plan.token_forced), None)
-        text = forced.text if forced is not None else f"<{plan.token_forced}>"
-        prob = forced.prob if forced is not None else 0.0
-        return steps[: plan.forked_at] + [dataclasses.replace(at, token_id=plan.token_forced, text=text, prob=prob)]
-
-    def _replay(self, plan, forked=None):
+    def _replay(self, request):
+        """The next recorded turn, as the request's turn: after a fork's forced start, its index counts on from it."""
         self._cancel.clear()
-        turn, events, start = self._turn, self._recording(), len(plan.reply_prefix)
-        steps = self._kept_steps(plan, forked)
-        prefix_text = "".join(s.text for s in steps)
-        text = prefix_text
+        events = self.turns[self.played % len(self.turns)]
+        self.played += 1
+        turn_id, start = request.turn_id, len(request.reply_prefix)
+        kept = self._fork_start(request.reply_prefix)
+        text = "".join(piece for _, piece, _ in kept)
+        generated = []
         for event in events:
-            if hasattr(event, "turn"):
-                event = dataclasses.replace(event, turn=turn)
+            if hasattr(event, "turn_id"):
+                event = dataclasses.replace(event, turn_id=turn_id)
             if hasattr(event, "index"):
                 event = dataclasses.replace(event, index=event.index + start)
             if isinstance(event, TurnStarted):
-                event = dataclasses.replace(
-                    event,
-                    user=plan.user,
-                    parent=plan.parent,
-                    reply_prefix=plan.reply_prefix,
-                    prefix_text=prefix_text,
-                    forked_at=plan.forked_at,
-                    token_forced=plan.token_forced,
-                )
+                event = dataclasses.replace(event, prefix_text=text)
             if isinstance(event, InsideStep):
                 # As the engine does: only what the open views ask for.
                 event = self._watched(event)
@@ -271,32 +252,44 @@ class FakeEngine:
                 if event.index - start == self.gate_at:
                     self.turn_gate.wait(30)
                 if self._cancel.is_set():
-                    stats = dataclasses.replace(events[-1].stats, stop_reason="cancelled", generated_tokens=event.index)
-                    self.emit(self._ended(plan, TurnEnded(turn, text, (), stats, event.cache), steps, text))
+                    stats = dataclasses.replace(
+                        events[-1].stats, stop_reason="cancelled", generated_tokens=len(generated)
+                    )
+                    self.emit(self._ended(request, events[-1], generated, text, stats))
                     return
                 if not event.thinking:  # as the engine's text: the answer alone
                     text += event.text
-                steps.append(event)
+                generated.append(event)
                 time.sleep(self.delay)
             if isinstance(event, TurnEnded):
-                event = self._ended(plan, event, steps, text)
+                event = self._ended(request, event, generated, text, event.stats)
+                self.replies.append(kept + [(e.token_id, e.text, e.top_k) for e in generated])
             self.emit(event)
 
-    def _ended(self, plan, event, steps, text):
-        """The turn joins the tree; its end event carries the whole reply and its path, as the engine's does."""
-        stops = set(event.token_ids) - set(event.reply_ids)  # recorded: every id, then the reply without the stop
-        reply_ids = tuple(s.token_id for s in steps if s.token_id not in stops)
-        turn = event.turn
-        if any(s.thinking for s in steps):
+    def _fork_start(self, prefix):
+        """A fork's forced start as the engine detokenizes it: the kept tokens' texts (from the reply they were
+        played in), then the forced token's (from that step's top-k; `<id>` if it was not among them)."""
+        if not prefix:
+            return []
+        kept, forced = prefix[:-1], prefix[-1]
+        reply = next((r for r in self.replies if tuple(t for t, _, _ in r[: len(kept)]) == kept), [])
+        at_top = reply[len(kept)][2] if len(reply) > len(kept) else ()
+        piece = next((t.text for t in at_top if t.id == forced), f"<{forced}>")
+        return list(reply[: len(kept)]) + [(forced, piece, at_top)]
+
+    def _ended(self, request, recorded, generated, text, stats):
+        """The turn's end as the engine reports it: the whole reply, a fork's forced start first."""
+        stops = set(recorded.token_ids) - set(recorded.reply_ids)  # recorded: every id, then the reply without the stop
+        whole = request.reply_prefix + tuple(s.token_id for s in generated)
+        if any(s.thinking for s in generated):
             text = text.lstrip("\n")  # the blank line after </think> separates; it is not the answer
-        self.tree.add(Turn(turn, plan.parent, plan.user, reply_ids, text, plan.forked_at, plan.token_forced))
-        self.steps[turn] = steps
         return dataclasses.replace(
-            event,
+            recorded,
+            turn_id=request.turn_id,
             text=text,
-            token_ids=plan.reply_prefix + event.token_ids,
-            reply_ids=reply_ids,
-            path=tuple(self.tree.path(turn)),
+            token_ids=whole,
+            reply_ids=tuple(t for t in whole if t not in stops),
+            stats=stats,
         )
 
     def _watched(self, event):

@@ -7,7 +7,7 @@ and one long enough to show several timed steps. Writes tests/data/cluster_event
 from pathlib import Path
 
 import event_codec
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 import model  # noqa: F401
 from model.cache.settings import CacheSettings
@@ -21,7 +21,7 @@ USERS = ["What is the capital of France?", "Write a short story about a dragon w
 def main() -> None:
     group = LocalGroup(2, None, "auto")
     try:
-        run = SyncEngine(max_tokens=48, cache=CacheSettings(max_kv_size=256), shard=group.shard)
+        run = SyncChat(max_tokens=48, cache=CacheSettings(max_kv_size=256), shard=group.shard)
         load = [e for e in run.events if isinstance(e, ModelReady)]
         assert load[-1].info["cluster"]["ranks"] == 2
         turns = []

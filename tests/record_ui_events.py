@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import event_codec
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 import model  # noqa: F401
 from model.cache.settings import CacheSettings
@@ -15,7 +15,7 @@ USERS = ["What is the capital of France?", "Write a long story about a dragon wh
 
 
 def main() -> None:
-    run = SyncEngine(max_tokens=160, cache=CacheSettings(max_kv_size=160))
+    run = SyncChat(max_tokens=160, cache=CacheSettings(max_kv_size=160))
     # Watched steps for the attention and lens views (the fake engine drops them while those are closed).
     run.set_needs(StepNeeds(top_k=10, attention_layer=15, lens_layers=(), interval_s=1.0))
     load = [e for e in run.events if isinstance(e, ModelReady)]

@@ -22,12 +22,12 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 from chat.recorder import ConversationRecorder
 from chat.store import Store
 from model.loading.chat_template import Message, encode_conversation
-from model.runtime.events import BranchSwitched
+from model.runtime.events import CacheHeld
 
 FIRST, SECOND = "Say hi.", "Write a very long story about a lighthouse keeper and the sea."
 # What a terminal sends for these keys (no kitty keyboard protocol under this pty).
@@ -188,11 +188,11 @@ def test_app_killed_mid_fork_keeps_every_branch(tmp_path, tiny_chat_model):
         (0, tuple(saved[3].token_ids)),
         (0, ()),
     ]
-    assert chat.current == 3 and chat.cancelled == {1, 2}
-    run = SyncEngine(model=tiny_chat_model, layout="float32", max_tokens=4)
-    run.restore_tree(chat.system, chat.turns, chat.current)
+    assert chat.current == 3 and {t.turn_id for t in chat.turns if t.cancelled} == {1, 2}
+    run = SyncChat(model=tiny_chat_model, layout="float32", max_tokens=4)
+    run.restore(chat.system, chat.turns, chat.current)
     run.switch_branch(1)
-    assert isinstance(run.events[-1], BranchSwitched) and run.events[-1].path == (1,)
-    loaded, first = run.session.loaded, chat.turns[0]
+    assert isinstance(run.events[-1], CacheHeld) and run.conversation.tree.path() == [1]
+    loaded, first = run.loaded, chat.turns[0]
     path = [Message("user", FIRST), Message("assistant", first.reply_text, first.reply_ids)]
-    assert run.conversation.history == encode_conversation(loaded.template, loaded.tokenizer, path, False)[0]
+    assert run.service.history == encode_conversation(loaded.template, loaded.tokenizer, path, False)[0]

@@ -23,8 +23,9 @@ from types import SimpleNamespace
 import pytest
 from test_app_killed import read_rows, wait_until
 
+from model.runtime.engine_core import EngineCore
 from model.runtime.events import SwitchFailed
-from model.runtime.session import ChatSession, EngineOptions
+from model.runtime.settings import EngineOptions
 from tests.cli_helpers import glasschat
 from tests.test_tensor_parallel import UNEVEN, followers_alive
 from tests.tiny_models import write_chat_folder
@@ -135,7 +136,7 @@ def test_a_follower_killed_under_the_app_closes_it_with_one_line(tiny, tmp_path)
 def test_a_model_switch_is_refused_while_split():
     """Every rank loaded the model at start; the followers cannot load another, so the engine refuses in one line."""
     events = []
-    session = ChatSession(EngineOptions(), events.append)
+    session = EngineCore(EngineOptions(), events.append)
     session.loaded = SimpleNamespace(group=SimpleNamespace(size=2))  # a model split over 2 ranks, as far as asked
     session.switch_model("other.gguf")
     [failed] = events

@@ -1,7 +1,7 @@
 """Bad input a user can give: a clear message, nothing lost, no traceback (issue list in the README)."""
 
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ui_helpers import fake_app, wait_for
@@ -57,28 +57,28 @@ def test_very_long_inputs_round_trip(tok_and_template, piece, repeats):
     assert tok.decode(tok.encode_text(text), skip_special=False) == text
 
 
-def test_empty_message_is_refused_by_the_engine():
-    run = SyncEngine(max_tokens=4)
+def test_empty_message_is_refused_before_it_reaches_the_engine():
+    run = SyncChat(max_tokens=4)
     run.send("   \n ")
     assert isinstance(run.events[-1], TurnFailed) and "Type a message first" in run.events[-1].message
     assert run.conversation.messages == [] and run.cache.length == 0
 
 
 def test_escape_during_prefill_keeps_the_conversation_consistent():
-    run = SyncEngine(max_tokens=8)
+    run = SyncChat(max_tokens=8)
     run.update(prefill_chunk=16)
     # Esc pressed while the prompt is being read: the cancel lands after the first chunk.
     run.on_prefill_chunk = lambda event: run.cancel()
     started, tokens, ended = run.turn("Tell me about the sea. " * 6)
     run.on_prefill_chunk = None
     assert ended.stats.stop_reason == "cancelled" and tokens == []
-    assert run.cache.length == len(run.conversation.history) > 0
+    assert run.cache.length == len(run.service.history) > 0
     _, _, after = run.turn("Hello again.")
     assert after.text.strip()
 
 
 def test_twenty_thousand_characters_are_read_and_answered():
-    run = SyncEngine(max_tokens=12, cache=CacheSettings(max_kv_size=512))
+    run = SyncChat(max_tokens=12, cache=CacheSettings(max_kv_size=512))
     message = ("The quick brown fox jumps over the lazy dog. " * 445)[:20000] + " Summarise that in one line."
     started, _, ended = run.turn(message)
     assert started.prompt_tokens > 512 and "larger --max-kv-size" in started.note
@@ -91,7 +91,7 @@ async def test_resize_during_a_reply():
     app, holder = fake_app(delay=0.01)
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
-        holder["engine"].sent.append("skip")
+        holder["engine"].skip_recording()
         app.query_one(PromptInput).insert("Tell me a story.")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.query(AssistantMessage) and len(app.query_one(AssistantMessage).text) > 50)
@@ -114,7 +114,7 @@ async def test_quitting_mid_reply_keeps_the_saved_message(tmp_path):
     app.recorder = ConversationRecorder(store, "fake", {})
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
-        holder["engine"].sent.append("skip")
+        holder["engine"].skip_recording()
         app.query_one(PromptInput).insert("Tell me a story.")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.query(AssistantMessage) and app.chat.busy)
@@ -141,12 +141,15 @@ async def test_opening_a_saved_conversation_rebuilds_it(tmp_path):
         await wait_for(pilot, lambda: app.chat.ready)
         await app.chat.open_saved(cid)
         await wait_for(pilot, lambda: not app.chat.busy)
-        system, turns, current = holder["engine"].restored
+        tree = app.conversation.tree
+        turns = [tree.turns[n] for n in sorted(tree.turns)]
         assert [(t.user, t.reply_ids) for t in turns] == [
             ("What is the capital of France?", (42, 30)),
             ("And Italy?", (77,)),
         ]
-        assert current == 2 and turns[1].parent == 1
+        assert tree.current == 2 and turns[1].parent == 1 and turns[1].cancelled
+        [hold] = holder["engine"].requests  # the cache asked to hold the path shown, as rendered
+        assert list(hold.ids) == app.conversation.path_ids(2)
         assert [b.text for b in app.query(UserMessage)] == ["What is the capital of France?", "And Italy?"]
         assert app.query(AssistantMessage).last().has_class("cancelled")
         assert "Restored 4 messages" in str(app.query("Notice").last().render())

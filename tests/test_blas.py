@@ -289,8 +289,8 @@ async def test_the_app_says_it_once_at_start_and_model_info_shows_it():
     from chat.app import GlasschatApp
     from chat.screens.model_info import info_table
     from chat.widgets.transcript import Notice
-    from model.runtime.engine import EngineOptions
     from model.runtime.events import ModelReady
+    from model.runtime.settings import EngineOptions
 
     def slow_blas_engine(options, emit):
         engine = FakeEngine(options, emit)

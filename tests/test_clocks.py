@@ -8,9 +8,9 @@ expected number below is worked out by hand from the fake timestamps.
 """
 
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
-from model.runtime.events import HistoryRestored, PrefillDone, PrefillProgress, TokenGenerated, TurnStarted
+from model.runtime.events import CacheHeld, PrefillDone, PrefillProgress, TokenGenerated, TurnStarted
 from model.runtime.stats import TurnClock
 
 
@@ -70,7 +70,7 @@ def test_turn_clock_with_one_token_or_none():
 def timed_turn():
     """One real turn on the default model, its clock moved only by the events it emits."""
     clock = FakeClock()
-    run = SyncEngine(clock=clock, max_tokens=11, prefill_chunk=8)
+    run = SyncChat(clock=clock, max_tokens=11, prefill_chunk=8)
     start = clock.t
 
     def move(event):
@@ -116,10 +116,13 @@ def test_engine_decode_rate_and_live_rate(timed_turn):
 
 def test_restoring_a_conversation_times_its_prefill(timed_turn):
     run, _, _ = timed_turn
-    messages = list(run.conversation.messages)
+    tree = run.conversation.tree
+    turns, current = list(tree.turns.values()), tree.current
+    run.reset()  # an empty cache: the whole saved path is read again
     first = len(run.events)
-    run.restore(None, messages)
+    run.restore(None, turns, current)
     events = run.events[first:]
     chunks = sum(isinstance(e, PrefillProgress) for e in events)
-    [restored] = [e for e in events if isinstance(e, HistoryRestored)]
+    [restored] = [e for e in events if isinstance(e, CacheHeld)]
     assert chunks >= 2 and restored.seconds == pytest.approx(0.5 * chunks)
+    assert restored.prompt_tokens == len(run.service.history) and restored.reused_tokens == 0

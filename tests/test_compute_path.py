@@ -14,7 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 from cli_helpers import assert_one_line_error, glasschat
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 from model import compute_path
 from model.kernels import qmv
@@ -83,13 +83,13 @@ def test_the_gpu_path_runs_only_what_a_gpu_runs(code_path, quantized_chat_model)
     """The `code_path` fixture makes every CPU-only route fail on the gpu path (tests/code_paths.py)."""
     with pytest.raises(AssertionError, match="CPU-only route"):
         fast_math.exp(mx.array([0.0]))
-    run = SyncEngine(model=quantized_chat_model, max_tokens=6)
-    info = run.session.loaded.info()
+    run = SyncChat(model=quantized_chat_model, max_tokens=6)
+    info = run.loaded.info()
     assert info["compute_path"] == "gpu" and info["weight_layout"] == "quantized"
     assert info["matvec"] == "MLX quantized_matmul"
-    layer = run.session.loaded.model.model.layers[0].mlp.down_proj
+    layer = run.loaded.model.model.layers[0].mlp.down_proj
     assert layer.scales.dtype == mx.float16  # kept as stored: the CPU's float32 copy is its own rule
-    assert speculate.pays_off(run.session.loaded.model)  # prompt lookup is on by default on a GPU
+    assert speculate.pays_off(run.loaded.model)  # prompt lookup is on by default on a GPU
     run.send("one two three four one two three four")
     ended = [e for e in run.events if isinstance(e, TurnEnded)]
     assert len(ended) == 1 and ended[0].stats.generated_tokens == 6
@@ -101,8 +101,8 @@ def test_the_cpu_path_takes_its_own_routes(code_path, quantized_chat_model, monk
     calls = []
     matvec = qmv.matvec
     monkeypatch.setattr(qmv, "matvec", lambda x, layer: calls.append(1) or matvec(x, layer))
-    run = SyncEngine(model=quantized_chat_model, max_tokens=4)
-    info = run.session.loaded.info()
+    run = SyncChat(model=quantized_chat_model, max_tokens=4)
+    info = run.loaded.info()
     assert info["compute_path"] == "cpu"
     run.send("Hello there.")
     assert [e for e in run.events if isinstance(e, TokenGenerated)]

@@ -4,7 +4,7 @@ import json
 
 import mlx.core as mx
 from cli_helpers import assert_one_line_error, glasschat
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 from model.cache.kv_cache import KVCache
 from model.cache.settings import CacheSettings
@@ -14,27 +14,29 @@ SYSTEM = "You are a terse assistant. Answer in one short sentence."
 
 
 def cached_vs_fresh_logits(run, user_text):
-    """Logits for the next turn from the live cache, and from a fresh prefill of the same history."""
-    conv = run.conversation
-    prompt = conv.prompt_for(user_text)
-    history = list(conv.history)
-    cached = prefill(run.model, conv.cache, prompt.ids)
-    fresh_cache = KVCache(run.model.config, conv.cache.capacity, run.model.rope.shift)
-    fresh = prefill(run.model, fresh_cache, history + prompt.ids)
-    return prompt, cached, fresh
+    """Logits for the next turn from the live cache, and from a fresh prefill of the same history;
+    and how the cache moved to the turn's prompt (what it reused, what it must read)."""
+    service = run.service
+    history = list(service.history)
+    move = service.move(run.conversation.follow(user_text).ids, run.conversation.sink)
+    cached = prefill(run.model, service.cache, move.to_feed)
+    fresh_cache = KVCache(run.model.config, service.cache.capacity, run.model.rope.shift)
+    fresh = prefill(run.model, fresh_cache, history + move.to_feed)
+    return move, cached, fresh
 
 
 def test_turn_three_reuses_the_cache_and_matches_a_fresh_prefill():
     # float32 pinned: with the CPU's default 4-bit weights, decode steps round their inputs to int16
     # (the SIMD kernel) while a prefill runs a float GEMM, ~5e-3 apart in logits; this checks the cache.
-    run = SyncEngine(max_tokens=20, system=SYSTEM, layout="float32")
+    run = SyncChat(max_tokens=20, system=SYSTEM, layout="float32")
     started1, _, ended1 = run.turn("What is the capital of France?")
     started2, _, _ = run.turn("And of Italy?")
     assert started2.reused_tokens == ended1.cache.tokens > started1.prompt_tokens
     assert started2.prompt_tokens <= 16  # only the new message and its markup
-    prompt, cached, fresh = cached_vs_fresh_logits(run, "And of Spain?")
+    history = len(run.service.history)
+    move, cached, fresh = cached_vs_fresh_logits(run, "And of Spain?")
     assert run.cache.evicted_total == 0
-    assert prompt.reused == len(run.conversation.history)
+    assert move.reused == history and not move.rolled_back
     assert mx.abs(cached - fresh).max().item() < 1e-3
     assert mx.argmax(cached).item() == mx.argmax(fresh).item()
 
@@ -42,7 +44,7 @@ def test_turn_three_reuses_the_cache_and_matches_a_fresh_prefill():
 def test_cancelled_turn_then_new_turn_matches_a_fresh_session():
     # float32 pinned: with the CPU's default 4-bit weights, decode steps round their inputs to int16
     # (the SIMD kernel) while a prefill runs a float GEMM, ~5e-3 apart in logits; this checks the cache.
-    run = SyncEngine(max_tokens=200, layout="float32")
+    run = SyncChat(max_tokens=200, layout="float32")
     shown = []
 
     def cancel_after_six(event):
@@ -58,20 +60,20 @@ def test_cancelled_turn_then_new_turn_matches_a_fresh_session():
     # The partial reply is kept as the user saw it, and the cache holds exactly it.
     reply = run.conversation.messages[-1]
     assert reply.role == "assistant" and list(reply.token_ids) == [t.token_id for t in tokens]
-    assert run.cache.length == len(run.conversation.history)
-    prompt, cached, fresh = cached_vs_fresh_logits(run, "Stop. What is 2+2?")
+    assert run.cache.length == len(run.service.history)
+    move, cached, fresh = cached_vs_fresh_logits(run, "Stop. What is 2+2?")
     # The next turn first closes the cancelled reply with the template's end-of-turn markup.
     tok = run.tokenizer()
-    assert prompt.ids[1] == tok.token_id("<|im_end|>")
+    assert move.to_feed[1] == tok.token_id("<|im_end|>")
     assert mx.abs(cached - fresh).max().item() < 1e-3
 
 
 def test_sixty_turns_in_a_small_cache():
     capacity = 256
-    run = SyncEngine(max_tokens=24, system=SYSTEM, cache=CacheSettings(max_kv_size=capacity))
+    run = SyncChat(max_tokens=24, system=SYSTEM, cache=CacheSettings(max_kv_size=capacity))
     sink = run.cache.keep
     assert sink > 4  # the system prompt, not just 4 tokens
-    system_ids = run.conversation.history[:sink]
+    system_ids = run.service.history[:sink]
     first_turn_sink_keys = None
     bytes_after_eviction = set()
     topics = ["the sea", "a cat", "bread", "the moon", "rain", "a train", "music", "snow", "a garden", "chess"]
@@ -83,19 +85,19 @@ def test_sixty_turns_in_a_small_cache():
         assert state.position < run.model.config.max_position_embeddings
         assert all(t.cache.tokens <= capacity for t in tokens)
         if first_turn_sink_keys is None:
-            system_ids = run.conversation.history[:sink]
+            system_ids = run.service.history[:sink]
             first_turn_sink_keys = mx.array(run.cache.layers[0].keys[..., :sink, :])
         if state.evicted_total:
             bytes_after_eviction.add(state.bytes)
     assert run.cache.evicted_total > 5 * capacity
     assert len(bytes_after_eviction) == 1  # flat after the first eviction
     assert bytes_after_eviction == {run.cache.state().bytes_full}
-    assert run.conversation.held_ids()[:sink] == system_ids
+    assert run.service.held_ids()[:sink] == system_ids
     assert mx.array_equal(run.cache.layers[0].keys[..., :sink, :], first_turn_sink_keys)
 
 
 def test_message_longer_than_the_cache_is_rotated_and_answered():
-    run = SyncEngine(max_tokens=16, cache=CacheSettings(max_kv_size=128))
+    run = SyncChat(max_tokens=16, cache=CacheSettings(max_kv_size=128))
     long_message = "Here is some filler text about nothing in particular. " * 40 + "Now say hi."
     started, tokens, ended = run.turn(long_message)
     assert started.prompt_tokens > run.cache.capacity
@@ -106,14 +108,14 @@ def test_message_longer_than_the_cache_is_rotated_and_answered():
 
 
 def test_quantized_cache_matches_float_and_stays_flat(golden_greedy):
-    q8 = SyncEngine(max_tokens=8, cache=CacheSettings(kv_bits=8))
+    q8 = SyncChat(max_tokens=8, cache=CacheSettings(kv_bits=8))
     for case in golden_greedy:
         q8.reset(None)
         _, _, ended = q8.turn(case["user"])
         assert list(ended.token_ids) == case["greedy_ids"][:8], case["user"]
     assert q8.cache.state().dtype.startswith("q8")
 
-    rotating = SyncEngine(max_tokens=24, cache=CacheSettings(kv_bits=8, max_kv_size=128))
+    rotating = SyncChat(max_tokens=24, cache=CacheSettings(kv_bits=8, max_kv_size=128))
     sizes = set()
     for n in range(8):
         _, _, ended = rotating.turn(f"Tell me about the number {n}.")

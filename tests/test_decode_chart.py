@@ -22,7 +22,7 @@ async def test_decode_chart_is_empty_until_the_first_token():
         engine.turn_gate.clear()  # hold the turn before its second token
         app.query_one(PromptInput).insert("What is the capital of France?")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(engine.sent) == 1 and app.chat.busy)
+        await wait_for(pilot, lambda: len(engine.turn_requests) == 1 and app.chat.busy)
         await pilot.pause(0.3)
         assert not BARS & set(text_of(chart)), text_of(chart)  # still no rate to draw
 

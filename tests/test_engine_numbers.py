@@ -6,8 +6,8 @@ import math
 import pytest
 from cli_helpers import glasschat
 
-from model.runtime.engine import EngineOptions
 from model.runtime.headless import HeadlessSession
+from model.runtime.settings import EngineOptions
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,11 @@ def test_decode_numbers(first_turn):
 
 def test_cache_numbers_match_the_arrays(first_turn):
     session, r = first_turn
-    cache = session.engine.session.conversation.cache
+    service = session.engine.core.service
+    cache = service.cache
     state = r.ended.cache
     assert state.bytes == sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-    assert state.tokens == cache.length == len(session.engine.session.conversation.history)
+    assert state.tokens == cache.length == len(service.history)
     assert state.bytes_full == state.capacity * cache.bytes_per_token()
 
 

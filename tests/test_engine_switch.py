@@ -1,7 +1,7 @@
 """The engine loads another model while it runs: a new conversation on it, the old model kept if the new one fails."""
 
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from hub_cache import SteppedDownload
 from tiny_models import write_chat_folder
 
@@ -18,13 +18,13 @@ def folders(tmp_path_factory):
     return root / "a", root / "b"
 
 
-def reply(engine: SyncEngine, text: str) -> tuple[int, ...]:
+def reply(engine: SyncChat, text: str) -> tuple[int, ...]:
     return engine.turn(text)[2].token_ids
 
 
 def test_a_switch_starts_a_new_conversation_on_the_new_model(folders):
     a, b = folders
-    engine = SyncEngine(model=str(a), max_tokens=MAX_TOKENS)
+    engine = SyncChat(model=str(a), max_tokens=MAX_TOKENS)
     reply(engine, "Hello!")
     assert engine.cache.length > 0
 
@@ -33,10 +33,10 @@ def test_a_switch_starts_a_new_conversation_on_the_new_model(folders):
     ready = [e for e in engine.events[start:] if isinstance(e, ModelReady)]
     assert [e.info["source"] for e in ready] == [str(b)]
     assert ready[0].info["architecture"] == "qwen2" and ready[0].cache.tokens == 0
-    assert engine.session.options.model == str(b)
+    assert engine.core.options.model == engine.conversation.options.model == str(b)
 
     # The same reply a fresh engine on b gives: nothing of a's conversation or cache is left.
-    fresh = SyncEngine(model=str(b), max_tokens=MAX_TOKENS)
+    fresh = SyncChat(model=str(b), max_tokens=MAX_TOKENS)
     assert reply(engine, "Hello!") == reply(fresh, "Hello!")
     started = engine.turn("How are you?")[0]
     assert started.reused_tokens == fresh.turn("How are you?")[0].reused_tokens
@@ -44,7 +44,7 @@ def test_a_switch_starts_a_new_conversation_on_the_new_model(folders):
 
 def test_a_model_that_cannot_load_leaves_the_one_in_use(folders, tmp_path):
     a, _ = folders
-    engine = SyncEngine(model=str(a), max_tokens=MAX_TOKENS)
+    engine = SyncChat(model=str(a), max_tokens=MAX_TOKENS)
     first = reply(engine, "Hello!")
     start = len(engine.events)
     engine.switch_model(str(tmp_path / "nothing-here"))
@@ -62,7 +62,7 @@ def contents(folder):
     return {f.name: f.read_bytes() for f in folder.iterdir()}
 
 
-def hooked(engine: SyncEngine, hook) -> None:
+def hooked(engine: SyncChat, hook) -> None:
     engine.on_event = hook
 
 
@@ -73,7 +73,7 @@ def test_a_hub_download_reports_bytes_and_stops_when_cancelled(folders, tmp_path
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    engine = SyncEngine(model=str(a), max_tokens=MAX_TOKENS)
+    engine = SyncChat(model=str(a), max_tokens=MAX_TOKENS)
 
     download = SteppedDownload(cache, "org/tiny", contents(b))
     monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
@@ -111,5 +111,5 @@ def test_a_hub_download_reports_bytes_and_stops_when_cancelled(folders, tmp_path
     assert failed.message == "Download of org/other cancelled." and failed.model == "org/other"
     assert download.stopped.wait(30)
     assert max(e.done_bytes for e in engine.events[start:] if isinstance(e, DownloadProgress)) < 4000
-    assert engine.session.options.model == "org/tiny"
+    assert engine.core.options.model == engine.conversation.options.model == "org/tiny"
     engine.turn("Hello!")  # still answers, on the model it had

@@ -14,7 +14,7 @@ import mlx.core as mx
 import pytest
 from cli_helpers import assert_one_line_error, glasschat
 from tiny_models import write_chat_folder
-from ui_helpers import fake_app, wait_for
+from ui_helpers import asked, fake_app, wait_for
 
 from chat.recorder import ConversationRecorder
 from chat.store import Store
@@ -168,7 +168,7 @@ async def test_database_failing_mid_session_the_chat_runs_unsaved(tmp_path):
         assert len(problems) == 1 and "locked" in problems[0]
         assert [m.text for m in app.query(UserMessage)] == ["First question.", "Second question.", "Third question."]
         assert all(m.text for m in app.query(AssistantMessage)) and len(app.query(AssistantMessage)) == 3
-        assert app.chat.busy is False and holder["engine"].sent[-1] == "Third question."
+        assert app.chat.busy is False and asked(app)[-1] == "Third question."
     store = Store(path)
     [conversation] = store.conversations()
     saved = store.messages(conversation.id)

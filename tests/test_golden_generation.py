@@ -73,14 +73,14 @@ def test_teacher_forced_logprobs_quantized(code_path, golden_greedy):
 # On the gpu path MLX's CPU quantized_matmul on float16 runs ~3 tok/s here: one prompt, 8 tokens.
 @pytest.mark.parametrize("code_path, cases, tokens", [("cpu", 4, 16), ("gpu", 1, 8)], indirect=["code_path"])
 def test_greedy_tokens_through_the_engine(code_path, cases, tokens, golden_greedy):
-    from model.runtime.engine import EngineOptions
     from model.runtime.headless import HeadlessSession
+    from model.runtime.settings import EngineOptions
 
     session = HeadlessSession(EngineOptions(max_tokens=tokens))
     try:
         assert session.ready.info["compute_path"] == code_path
         for case in golden_greedy[:cases]:
-            session.engine.reset()
+            session.reset()
             result = session.turn(case["user"])
             assert result.started.prompt_tokens == len(case["prompt_ids"])
             assert list(result.ended.token_ids) == case["greedy_ids"][:tokens], case["user"]

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from cli_helpers import glasschat
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation
@@ -82,10 +82,10 @@ def test_logit_lens_last_layer_is_the_models_distribution(default_model):
 
 
 def test_grid_counts_equal_the_cache_counters():
-    run = SyncEngine(max_tokens=24, cache=CacheSettings(max_kv_size=96))
+    run = SyncChat(max_tokens=24, cache=CacheSettings(max_kv_size=96))
     for q in ["Name a planet.", "Name an ocean.", "Name a river.", "Name a mountain.", "Name a city."]:
         run.turn(q)
-    cache, history = run.cache, run.conversation.history
+    cache, history = run.cache, run.service.history
     assert cache.evicted_total > 0
     grid = cache_grid(len(history), cache, new_tokens=1)
     assert grid.count("sink") == cache.keep

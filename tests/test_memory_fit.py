@@ -12,7 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 from code_paths import running_path
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 from model import compute_path
 from model.cache.kv_factory import make_cache
@@ -96,7 +96,7 @@ def test_a_cpu_with_little_memory_refuses_in_the_engine_with_one_line(monkeypatc
     monkeypatch.setattr(memory_fit, "machine_memory", lambda: 100_000_000)
     never_read(monkeypatch)
     with pytest.raises(ModelError, match=r"needs \d+\.\d GB, this machine has 0\.1 GB"):
-        SyncEngine()  # the engine's own load: what `glasschat` and the app show is this line
+        SyncChat()  # the engine's own load: what `glasschat` and the app show is this line
 
 
 def test_a_model_that_just_fits_loads_and_one_byte_less_does_not(monkeypatch):
@@ -178,10 +178,10 @@ def test_the_gpu_path_reports_mlx_s_allocator(tiny_chat_model):
     """Model info and the KV cache panel's state carry MLX's active and peak bytes on the gpu path only."""
     for path in ("cpu", "gpu"):
         with running_path(path):
-            run = SyncEngine(model=tiny_chat_model, max_tokens=2)
+            run = SyncChat(model=tiny_chat_model, max_tokens=2)
             run.send("Hello.")
             state = run.events[-1].cache
-            info = run.session.loaded.info()
+            info = run.loaded.info()
             if path == "gpu":
                 assert 0 < state.mlx_active <= state.mlx_peak and info["mlx_active_bytes"] > 0
             else:

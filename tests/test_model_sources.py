@@ -9,8 +9,8 @@ import mlx.core as mx
 import pytest
 from gguf_export import export_folder
 
-from model.runtime.engine import EngineOptions
 from model.runtime.headless import HeadlessSession
+from model.runtime.settings import EngineOptions
 
 MAX_TOKENS = 16
 
@@ -20,7 +20,7 @@ def greedy(model_source, users):
     try:
         out = []
         for user in users:
-            session.engine.reset()
+            session.reset()
             out.append(list(session.turn(user).ended.token_ids))
         return out, session.ready.info
     finally:

@@ -10,7 +10,7 @@ import time
 import mlx.core as mx
 import pytest
 from cli_helpers import glasschat
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 
 from chat.recorder import ConversationRecorder
 from chat.store import Store
@@ -81,10 +81,10 @@ def test_sigkill_mid_reply_loses_no_completed_turn(tmp_path):
     assert msgs[-1].role == "user"  # the interrupted reply is absent, never half-written
 
     # Reopening that conversation goes on from there.
-    run = SyncEngine(max_tokens=8)
+    run = SyncChat(max_tokens=8)
     recorder = ConversationRecorder(store, "default", {})
     saved = recorder.open(c.id)
-    run.restore_tree(saved.system, saved.turns, saved.current)
+    run.restore(saved.system, saved.turns, saved.current)
     _, _, ended = run.turn("Are you still there?")
     assert ended.text.strip()
 
@@ -92,17 +92,17 @@ def test_sigkill_mid_reply_loses_no_completed_turn(tmp_path):
 def test_restored_cache_matches_the_live_one():
     # float32 pinned: with the CPU's default 4-bit weights, decode steps round their inputs to int16
     # (the SIMD kernel) while a prefill runs a float GEMM, ~5e-3 apart in logits; this checks the cache.
-    live = SyncEngine(max_tokens=16, layout="float32")
+    live = SyncChat(max_tokens=16, layout="float32")
     live.turn("What is the capital of France?")
     live.turn("And of Spain?")
-    restored = SyncEngine(max_tokens=16, layout="float32")
-    restored.restore(None, list(live.conversation.messages))
+    restored = SyncChat(max_tokens=16, layout="float32")
+    tree = live.conversation.tree
+    restored.restore(None, list(tree.turns.values()), tree.current)
     outcomes = []
     for run in (live, restored):
-        prompt = run.conversation.prompt_for("And of Italy?")
-        outcomes.append(
-            (list(run.conversation.history) + prompt.ids, prefill(run.model, run.conversation.cache, prompt.ids))
-        )
+        history = list(run.service.history)
+        move = run.service.move(run.conversation.follow("And of Italy?").ids, run.conversation.sink)
+        outcomes.append((history[: move.reused] + move.to_feed, prefill(run.model, run.cache, move.to_feed)))
     (live_ids, live_logits), (restored_ids, restored_logits) = outcomes
     assert live_ids == restored_ids  # the same token history either way
     assert mx.abs(live_logits - restored_logits).max().item() < 1e-3

@@ -8,10 +8,10 @@ replay the recorded conversation with some tokens marked as guessed.
 import dataclasses
 
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from rich.style import Style
 from test_ui_views import long_turn
-from ui_helpers import fake_app, text_of
+from ui_helpers import fake_app, text_of, wait_for
 
 from chat import settings_forms
 from chat.launch import read_settings
@@ -29,7 +29,7 @@ QUOTE = (
 
 def test_engine_events_mark_guessed_tokens_and_the_reply_is_unchanged():
     # On by choice: auto leaves it off with the CPU's default 4-bit weights (speculate.pays_off).
-    run = SyncEngine(max_tokens=40, lookup=LookupSettings(enabled=True))
+    run = SyncChat(max_tokens=40, lookup=LookupSettings(enabled=True))
     on = [run.turn(QUOTE), run.turn("Again, please.")]
     run.reset()
     run.update(lookup=LookupSettings(enabled=False))
@@ -46,7 +46,7 @@ def test_engine_events_mark_guessed_tokens_and_the_reply_is_unchanged():
     assert counts[-1] == DraftCounts(ended.stats.drafted_tokens, ended.stats.accepted_tokens)
     # The second turn reused the cache the first left: its history is what the cache holds.
     assert on[1][0].reused_tokens == off[1][0].reused_tokens > 0
-    assert len(run.conversation.held_ids()) == run.cache.length
+    assert len(run.service.held_ids()) == run.cache.length
 
 
 def guessed(events):
@@ -111,6 +111,6 @@ async def test_the_palette_switch_reaches_the_engine_and_the_settings_file(tmp_p
         assert app.options.lookup.enabled is None  # auto
         for enabled, saved in ((True, "on"), (False, "off"), (None, "auto")):
             settings_forms.toggle_lookup(app)
-            await pilot.pause(0.05)
-            assert holder["engine"].updates[-1] == {"lookup": LookupSettings(enabled=enabled)}
+            await wait_for(pilot, lambda enabled=enabled: app.options.lookup.enabled is enabled)
+            assert holder["engine"].updates[-1].lookup == LookupSettings(enabled=enabled)
             assert read_settings().settings.prompt_lookup == saved

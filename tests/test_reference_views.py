@@ -11,7 +11,7 @@ named position must be the one numpy computes for the named token there.
 
 import numpy as np
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from numpy_reference import Reference, read_gguf, rms_norm, rope, softmax
 
 from model.cache.settings import CacheSettings
@@ -29,7 +29,7 @@ def gguf(default_gguf_path):
 @pytest.fixture(scope="module")
 def run():
     """One engine for the module: a 64-token cache, the attention (layer 5) and lens views open."""
-    run = SyncEngine(max_tokens=8, cache=CacheSettings(max_kv_size=64))
+    run = SyncChat(max_tokens=8, cache=CacheSettings(max_kv_size=64))
     run.set_needs(StepNeeds(top_k=10, attention_layer=5, lens_layers=(), interval_s=0.0))
     return run
 
@@ -38,7 +38,7 @@ def test_lens_of_every_layer_is_norm_and_head_of_a_from_scratch_forward(run, ggu
     _, tokens, _ = run.turn("What is the capital of France?")
     assert run.cache.evicted_total == 0
     inside = [e for e in run.events if isinstance(e, InsideStep)]
-    fed = run.conversation.history  # the prompt and every reply token but the last
+    fed = run.service.history  # the prompt and every reply token but the last
     prompt_len = len(fed) - (len(tokens) - 1)
     weights, spec = gguf
     ref = Reference(weights, spec, capacity=len(fed), keep=0)
@@ -80,7 +80,7 @@ def test_most_attended_names_after_evictions(run, gguf):
         cache = run.cache
         if cache.length not in (positions, positions + 1):
             return  # the token fed ahead evicted: the positions have moved since this step
-        ids = set(run.conversation.history) | {e.token_id for e in run.events if isinstance(e, TokenGenerated)}
+        ids = set(run.service.history) | {e.token_id for e in run.events if isinstance(e, TokenGenerated)}
         by_piece = {tok.piece(i): i for i in ids}
         held, _ = cache.layers[0].stored(positions)
         held = np.array(held[0])  # (kv_heads, positions, head_dim)

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from tiny_models import build_tiny_model
 
 from model.cache.kv_cache import KVCache
@@ -86,7 +86,7 @@ def test_tiny_model_quantized_cache_attention_after_wrapping():
 def wrapped_default():
     # float32 pinned: with the CPU's default 4-bit weights, decode steps round their inputs to int16
     # (the SIMD kernel) while a prefill runs a float GEMM, ~5e-3 apart in logits; this checks the cache.
-    run = SyncEngine(max_tokens=24, cache=CacheSettings(max_kv_size=96), layout="float32")
+    run = SyncChat(max_tokens=24, cache=CacheSettings(max_kv_size=96), layout="float32")
     questions = [
         "Name a planet.",
         "What is water made of?",
@@ -107,5 +107,5 @@ def wrapped_default():
 def test_default_model_attention_is_exact_after_wrapping(wrapped_default):
     run = wrapped_default
     assert run.cache.evicted_total > 2 * run.cache.capacity
-    check_layer0_keys_at_design_positions(run.model, run.cache, run.conversation.held_ids(), 1e-5)
+    check_layer0_keys_at_design_positions(run.model, run.cache, run.service.held_ids(), 1e-5)
     check_next_step_attention(run.model, run.cache, 504, 1e-4)

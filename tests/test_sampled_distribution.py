@@ -30,7 +30,7 @@ from dataclasses import replace
 import mlx.core as mx
 import numpy as np
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from ui_helpers import fake_app, text_of, wait_for
 
 from chat.widgets.transcript import AssistantMessage
@@ -95,8 +95,8 @@ def peaked_tiny_model(tmp_path_factory, default_gguf_path):
 
 @pytest.fixture(scope="module")
 def engine(module_code_path, peaked_tiny_model):
-    engine = SyncEngine(max_tokens=8, model=None if module_code_path == "cpu" else peaked_tiny_model)
-    assert engine.session.loaded.info()["compute_path"] == module_code_path
+    engine = SyncChat(max_tokens=8, model=None if module_code_path == "cpu" else peaked_tiny_model)
+    assert engine.loaded.info()["compute_path"] == module_code_path
     return engine
 
 
@@ -108,7 +108,7 @@ def test_shown_distribution_is_the_one_numpy_computes_from_the_raw_logits(engine
     start = len(engine.events)
     engine.turn(PROMPT)
     steps = [e for e in engine.events[start:] if isinstance(e, TokenGenerated)]
-    prompt = engine.conversation.history[: len(engine.conversation.history) - (len(steps) - 1)]
+    prompt = engine.service.history[: len(engine.service.history) - (len(steps) - 1)]
     sequence = prompt + [s.token_id for s in steps]
     # One fresh forward pass gives the logits that predicted every reply token.
     logits = np.array(engine.model(mx.array([sequence[:-1]]))[0, len(prompt) - 1 :].astype(mx.float32))
@@ -167,7 +167,7 @@ def test_greedy_shows_the_temperature_1_distribution(engine):
     start = len(engine.events)
     engine.turn(PROMPT)
     steps = [e for e in engine.events[start:] if isinstance(e, TokenGenerated)]
-    prompt = engine.conversation.history[: len(engine.conversation.history) - (len(steps) - 1)]
+    prompt = engine.service.history[: len(engine.service.history) - (len(steps) - 1)]
     sequence = prompt + [s.token_id for s in steps]
     logits = np.array(engine.model(mx.array([sequence[:-1]]))[0, len(prompt) - 1 :].astype(mx.float32), np.float64)
     for i, step in enumerate(steps):

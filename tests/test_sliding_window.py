@@ -32,7 +32,7 @@ from model.cache.settings import CacheSettings
 from model.loading.loader import load_model
 from model.network.attention import plain
 from model.network.probe import Probe
-from model.runtime.conversation import Conversation
+from model.runtime.cache_service import CacheService
 from model.runtime.generate import prefill
 
 WINDOW = 8
@@ -249,18 +249,15 @@ def test_a_branch_further_back_than_the_window_holds_is_read_again(code_path, ge
     """Moving the conversation to another branch rolls the cache back when every layer still holds what
     the next query needs, and reads the branch again from the sink when a windowed layer dropped it."""
     loaded, reference = gemma3
-    cache = make_cache(loaded.model, CacheSettings(max_kv_size=256))
-    cache.window_slack = 8
-    conversation = Conversation(loaded.template, loaded.tokenizer, cache, CacheSettings(max_kv_size=256))
+    service = CacheService(loaded, CacheSettings(max_kv_size=256), prefill_chunk=8)
+    service.cache.window_slack = 8
     rng = np.random.default_rng(1)
     history = rng.integers(0, loaded.config.vocab_size, 60).tolist()
-    prefill(loaded.model, cache, history, chunk_size=8)
-    conversation.fed(history)
+    service.hold(history, sink=4)
     for back, rebuilt in ((3, False), (40, True)):
-        target = conversation.history[: len(conversation.history) - back] + [11, 12, 13]
-        prompt = conversation.move_to(target)
-        assert prompt.rebuilt is rebuilt
-        assert prompt.reused + len(prompt.ids) == len(target)
-        logits = prefill(loaded.model, cache, prompt.ids, chunk_size=8)
-        conversation.fed(prompt.ids)
+        target = service.history[: len(service.history) - back] + [11, 12, 13]
+        move = service.move(target, sink=4)
+        assert move.rebuilt is rebuilt
+        assert move.reused + len(move.to_feed) == len(target)
+        logits = service.prefill(move.to_feed)
         assert mx.abs(logits - from_scratch(reference, target)).max().item() < TOLERANCE

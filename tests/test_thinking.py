@@ -3,7 +3,7 @@ when the template drops earlier thinking. The reference prompt is transformers' 
 
 import mlx.core as mx
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from tiny_models import ANSWER, CHATML, QWEN3_STYLE, THOUGHT, write_thinking_folder
 
 from model.cache.kv_factory import make_cache
@@ -11,6 +11,7 @@ from model.cache.settings import CacheSettings
 from model.loading.chat_template import Message, encode_conversation, with_thinking
 from model.loading.loader import load_model
 from model.runtime import thinking
+from model.runtime.branches import ROOT, Turn
 from model.runtime.generate import prefill
 
 MAX_TOKENS = 12
@@ -76,8 +77,8 @@ def test_the_template_keeps_or_drops_thinking_as_for_real_text(folder, hf_tokeni
 
 
 def test_the_cache_rolls_back_to_the_reply_and_keeps_the_rest(folder, hf_tokenizer):
-    engine = SyncEngine(model=str(folder), max_tokens=MAX_TOKENS)
-    tok = engine.session.loaded.tokenizer
+    engine = SyncChat(model=str(folder), max_tokens=MAX_TOKENS)
+    tok = engine.loaded.tokenizer
     started, tokens, ended = engine.turn("Hello!")
     # The scripted reply: <think> Hmm </think>, a blank line, OK, end of turn.
     assert [t.thinking for t in tokens] == [True, True, True, False, False, False]
@@ -101,11 +102,11 @@ def test_the_cache_rolls_back_to_the_reply_and_keeps_the_rest(folder, hf_tokeniz
     assert started.prompt_tokens == len(full) - first_prompt
     answer_and_message = tok.encode_text(ANSWER) + tok.encode_markup("<|im_end|>\n<|im_start|>user\n")
     assert full[first_prompt:][: len(answer_and_message)] == answer_and_message
-    assert engine.conversation.history[: len(full)] == full
+    assert engine.service.history[: len(full)] == full
     assert ended.stats.reused_tokens == first_prompt and ended.stats.rolled_back_tokens == 5
 
     # Nothing stale is left: the cache equals one filled from scratch with what it holds.
-    held = engine.conversation.history
+    held = engine.service.history
     fresh = make_cache(engine.model, CacheSettings())
     mx.eval(prefill(engine.model, fresh, held, 64))
     assert engine.cache.length == fresh.length == len(held)
@@ -115,18 +116,18 @@ def test_the_cache_rolls_back_to_the_reply_and_keeps_the_rest(folder, hf_tokeniz
 
 
 def test_thinking_off_through_the_template(folder, hf_tokenizer):
-    engine = SyncEngine(model=str(folder), max_tokens=MAX_TOKENS, thinking=False)
+    engine = SyncChat(model=str(folder), max_tokens=MAX_TOKENS, thinking=False)
     started, tokens, ended = engine.turn("Hello!")
     assert ended.text == ANSWER and ended.thinking == "" and ended.stats.thinking_tokens == 0
     assert not any(t.thinking for t in tokens)
     real = [{"role": "user", "content": "Hello!"}]
-    assert engine.conversation.history[: started.prompt_tokens] == reference_ids(hf_tokenizer, real, False)
+    assert engine.service.history[: started.prompt_tokens] == reference_ids(hf_tokenizer, real, False)
 
     # The prompt's empty <think></think> is not part of the reply: rolled back, the reply prefilled plain.
     started, _, _ = engine.turn("How are you?")
     assert started.rolled_back_tokens == 5  # <think> \n\n </think> \n\n OK
     real += [{"role": "assistant", "content": ANSWER}, {"role": "user", "content": "How are you?"}]
-    assert engine.conversation.history[: started.reused_tokens + started.prompt_tokens] == reference_ids(
+    assert engine.service.history[: started.reused_tokens + started.prompt_tokens] == reference_ids(
         hf_tokenizer, real, False
     )
 
@@ -136,23 +137,24 @@ def test_thinking_off_through_the_template(folder, hf_tokenizer):
 
 def test_without_enable_thinking_the_message_carries_no_think(tmp_path):
     write_thinking_folder(tmp_path / "chatml", template=CHATML)
-    engine = SyncEngine(model=str(tmp_path / "chatml"), max_tokens=MAX_TOKENS, thinking=False)
+    engine = SyncChat(model=str(tmp_path / "chatml"), max_tokens=MAX_TOKENS, thinking=False)
     assert engine.events[-1].info["thinking"] == "/no_think"
-    started, _, _ = engine.turn("Hello!")
-    assert started.user == "Hello! /no_think"
+    engine.turn("Hello!")
+    assert engine.conversation.tree.get(1).user == "Hello! /no_think"
     assert engine.conversation.messages[0].content == "Hello! /no_think"
 
 
 def test_a_restored_reply_keeps_its_thinking_apart(folder):
-    engine = SyncEngine(model=str(folder), max_tokens=MAX_TOKENS)
+    engine = SyncChat(model=str(folder), max_tokens=MAX_TOKENS)
     _, _, ended = engine.turn("Hello!")
-    live = list(engine.conversation.history)  # the prompt and the reply as sampled: <think>Hmm</think>, no newlines
-    saved = [Message("user", "Hello!"), Message("assistant", ended.text, ended.reply_ids)]
-    other = SyncEngine(model=str(folder), max_tokens=MAX_TOKENS)
-    other.restore(None, saved)
+    live = list(engine.service.history)  # the prompt and the reply as sampled: <think>Hmm</think>, no newlines
+    # As a saved chat comes back: the reply's text and ids only; its thinking is split from the ids again.
+    saved = Turn(turn_id=1, parent=ROOT, user="Hello!", reply_ids=ended.reply_ids, reply_text=ended.text)
+    other = SyncChat(model=str(folder), max_tokens=MAX_TOKENS)
+    other.restore(None, [saved], 1)
     assert other.conversation.messages[1].thought.text == THOUGHT
     # The template keeps the last reply's thinking: it is prefilled as it was sampled, not as re-encoded text.
-    assert other.conversation.history[: len(live)] == live
+    assert other.service.history[: len(live)] == live
     # The restored cache is the live one: the next turn rolls back and reuses exactly as it did.
     live, restored = engine.turn("How are you?")[0], other.turn("How are you?")[0]
     assert (restored.reused_tokens, restored.prompt_tokens) == (live.reused_tokens, live.prompt_tokens)

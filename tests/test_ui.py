@@ -1,7 +1,7 @@
 """The Textual app driven with Pilot over a fake engine that replays a recorded real conversation."""
 
 import pytest
-from ui_helpers import fake_app, text_of, wait_for
+from ui_helpers import asked, fake_app, text_of, wait_for
 
 from chat.formatting import human_bytes, rate, seconds, visible_token
 from chat.widgets.cache_panel import CachePanel
@@ -66,7 +66,7 @@ async def test_escape_cancels_and_keeps_the_partial_reply():
     app, holder = fake_app(delay=0.05)
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
-        holder["engine"].sent.append("skip")  # replay the long recorded turn
+        holder["engine"].skip_recording()  # replay the long recorded turn
         await send(pilot, "Tell me a story.")
         await wait_for(pilot, lambda: len(app.query_one(AssistantMessage).text) > 20)
         await pilot.press("escape")
@@ -84,7 +84,7 @@ async def test_typing_during_a_reply_works_and_queues():
     async with app.run_test(size=(140, 45)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
         engine = holder["engine"]
-        engine.sent.append("skip")
+        engine.skip_recording()
         engine.turn_gate.clear()  # the reply pauses after its first token
         await send(pilot, "Tell me a story.")
         await wait_for(pilot, lambda: app.chat.busy and app.query(AssistantMessage))
@@ -93,9 +93,9 @@ async def test_typing_during_a_reply_works_and_queues():
         await pilot.press("enter")
         bubbles = app.query(UserMessage)
         assert len(bubbles) == 2 and bubbles.last().has_class("queued")
-        assert engine.sent[-1] == "Tell me a story."  # not sent while the reply runs
+        assert asked(app) == ["Tell me a story."]  # not sent while the reply runs
         engine.turn_gate.set()
-        await wait_for(pilot, lambda: holder["engine"].sent[-1] == "and then?", timeout=30)
+        await wait_for(pilot, lambda: asked(app)[-1] == "and then?", timeout=30)
         assert not bubbles.last().has_class("queued")
 
 
@@ -105,7 +105,7 @@ async def test_view_stops_following_when_scrolled_up():
     async with app.run_test(size=(64, 16)) as pilot:
         await wait_for(pilot, lambda: app.chat.ready)
         engine = holder["engine"]
-        engine.sent.append("skip")
+        engine.skip_recording()
         engine.gate_at, _ = 100, engine.turn_gate.clear()  # stream 100 tokens, then hold
         await send(pilot, "Tell me a story.")
         transcript = app.query_one(Transcript)
@@ -134,7 +134,7 @@ async def test_empty_message_is_not_sent():
         await wait_for(pilot, lambda: app.chat.ready)
         await send(pilot, "   ")
         await pilot.pause(0.1)
-        assert holder["engine"].sent == [] and not app.query(UserMessage)
+        assert holder["engine"].requests == [] and not app.query(UserMessage)
 
 
 @pytest.mark.asyncio

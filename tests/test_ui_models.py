@@ -8,7 +8,7 @@ import gguf
 import pytest
 from hub_cache import COMMIT, SteppedDownload, tiny_gguf, write_cached_repo
 from textual.widgets import DataTable, Input, Label
-from ui_helpers import fake_app, screen_text, wait_for
+from ui_helpers import asked, fake_app, screen_text, wait_for
 
 from chat.formatting import human_bytes
 from chat.launch import read_settings
@@ -114,7 +114,7 @@ async def test_ctrl_m_opens_it_where_the_terminal_tells_it_from_enter(hub_cache)
         # Enter (a carriage return, which is Ctrl+M in most terminals) sends the message.
         await send(pilot, "Hello")
         await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
-        assert holder["engine"].sent == ["Hello"] and app.screen is app.chat
+        assert asked(app) == ["Hello"] and app.screen is app.chat
         # A terminal with the kitty keyboard protocol sends Ctrl+M as its own key.
         await open_models(pilot, "ctrl+m")
         await pilot.press("escape")

@@ -6,8 +6,9 @@ from ui_helpers import text_of, wait_for
 from chat.app import GlasschatApp
 from chat.formatting import human_bytes, rate, seconds
 from chat.widgets.transcript import AssistantMessage
-from model.runtime.engine import Engine, EngineOptions
+from model.runtime.engine import Engine
 from model.runtime.events import PrefillDone, TokenGenerated, TurnEnded
+from model.runtime.settings import EngineOptions
 
 
 @pytest.mark.asyncio

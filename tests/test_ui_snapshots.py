@@ -32,7 +32,7 @@ def test_cache_grid_view(snap_compare):
         await pilot.press("f6")
         pilot.app.query_one("#prompt").insert("Tell me a story.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not pilot.app.chat.busy and len(holder["engine"].sent) == 2)
+        await wait_for(pilot, lambda: not pilot.app.chat.busy and len(holder["engine"].turn_requests) == 2)
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(140, 50), run_before=two_turns)
@@ -43,8 +43,8 @@ async def long_reply_with(pilot, keys: list[str], focus_after: str = ""):
     app = pilot.app
     app.query_one("#prompt").cursor_blink = False
     await wait_for(pilot, lambda: app.chat.ready)
-    engine = app.bridge.engine
-    engine.sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
+    engine = app.engine
+    engine.skip_recording()  # the long reply
     for key in keys:
         if key.startswith("#"):  # focus a widget, as Tab or a click would
             app.query_one(key).focus()
@@ -53,7 +53,7 @@ async def long_reply_with(pilot, keys: list[str], focus_after: str = ""):
     app.query_one("#prompt").focus()
     app.query_one("#prompt").insert("Tell me a story.")
     await pilot.press("enter")
-    await wait_for(pilot, lambda: len(engine.sent) == 2 and not app.chat.busy)
+    await wait_for(pilot, lambda: len(engine.turn_requests) == 1 and not app.chat.busy)
     if focus_after:
         app.query_one(focus_after).focus()
         await pilot.press("right", "right", "right")
@@ -96,7 +96,7 @@ async def fork_picked(pilot, enter: bool):
     await pilot.press("right", "right", "right", "down")
     if enter:
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.chat.busy and 2 in app.bridge.engine.tree.turns)
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in app.conversation.tree.turns)
         app.query_one(ConfidenceText).focus()  # the forked reply, its cursor on the forced token
         await pilot.press("right", "right", "right")
     await pilot.pause(0.2)

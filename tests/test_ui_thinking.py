@@ -2,7 +2,7 @@
 
 import event_codec
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from tiny_models import ANSWER, THOUGHT, write_thinking_folder
 from ui_helpers import fake_app, screen_text, text_of, wait_for
 
@@ -21,7 +21,7 @@ from model.runtime.events import ModelReady
 def recording(tmp_path_factory):
     root = tmp_path_factory.mktemp("thinker")
     write_thinking_folder(root / "model")
-    engine = SyncEngine(model=str(root / "model"), max_tokens=12)
+    engine = SyncChat(model=str(root / "model"), max_tokens=12)
     load = [e for e in engine.events if isinstance(e, ModelReady)]
     start = len(engine.events)
     engine.turn("Hello!")
@@ -73,11 +73,11 @@ async def test_a_branch_drawn_again_keeps_its_thinking_folded(recording):
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
         await pilot.press("ctrl+r")  # a second reply to the same message (the same recording plays)
-        engine = holder["engine"]
-        await wait_for(pilot, lambda: not app.chat.busy and 2 in engine.tree.turns)
+        tree = app.conversation.tree
+        await wait_for(pilot, lambda: not app.chat.busy and 2 in tree.turns)
         app.query_one(UserMessage).focus()
         await pilot.press("left")  # back to the first reply: the path is drawn again from the tree
-        await wait_for(pilot, lambda: not app.chat.busy and engine.tree.current == 1)
+        await wait_for(pilot, lambda: not app.chat.busy and tree.current == 1)
         await pilot.pause(0.1)
         [fold] = app.query(ThinkingFold)
         assert fold.collapsed and fold.title == "Thought for 3 tokens" and fold.text.strip("\n") == THOUGHT
@@ -96,7 +96,8 @@ async def test_the_palette_turns_thinking_off_for_the_next_message_and_the_next_
         [command] = [c for c in app.chat.commands() if c.title.startswith("Thinking")]
         assert command.title == "Thinking: turn off" and "enable_thinking" in command.help
         command.callback()
-        assert holder["engine"].updates[-1] == {"thinking": False} and app.options.thinking is False
+        assert holder["engine"].updates[-1].thinking is False  # asked of the engine; taken once it reports it
+        await wait_for(pilot, lambda: app.options.thinking is False)
         [command] = [c for c in app.chat.commands() if c.title.startswith("Thinking")]
         assert command.title == "Thinking: turn on"
     # Saved: the next start of the app does not think either; a flag still wins for one run.

@@ -25,7 +25,7 @@ async def long_turn(pilot, holder):
     """Play the recorded long reply (the second recorded turn)."""
     app = pilot.app
     await wait_for(pilot, lambda: app.chat.ready)
-    holder["engine"].sent.append("(skip the short turn)")  # the fake replays turn len(sent) - 1
+    holder["engine"].skip_recording()  # the long reply
     await send(pilot, STORY)
     await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
     await pilot.pause(0.1)  # the last draw's layout pass
@@ -57,7 +57,7 @@ async def test_attention_panel_shows_the_events_numbers_and_picks_layers():
         last = [e for e in events if isinstance(e, InsideStep)][-1]
         panel = app.query_one(AttentionPanel)
         # the lens view is closed; the fake numbers the turns it plays itself (the recording's turn 2 plays as 1)
-        assert panel.step == dataclasses.replace(last, lens=(), lens_layers=(), turn=panel.step.turn)
+        assert panel.step == dataclasses.replace(last, lens=(), lens_layers=(), turn_id=panel.step.turn_id)
         text = text_of(panel)
         assert f"token #{last.index + 1} · {len(last.attention[0])} positions" in text
         for a in last.most_attended[:5]:

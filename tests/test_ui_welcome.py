@@ -1,7 +1,7 @@
 """The first screen: the model, three examples to pick by key or click, and where to look next."""
 
 import pytest
-from ui_helpers import fake_app, screen_text, wait_for
+from ui_helpers import asked, fake_app, screen_text, wait_for
 
 from chat.widgets.prompt_input import PromptInput
 from chat.widgets.transcript import AssistantMessage, UserMessage
@@ -31,14 +31,14 @@ async def test_welcome_names_the_model_and_an_example_is_picked_by_its_number():
 
         await pilot.press("2", "enter")
         await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
-        assert holder["engine"].sent == [EXAMPLES[1]]
+        assert asked(app) == [EXAMPLES[1]]
         assert app.query_one(UserMessage).text == EXAMPLES[1]
         assert not app.query(Welcome)  # gone with the first message
 
         # A digit is a digit once the conversation has begun.
         await pilot.press("2", "enter")
         await wait_for(pilot, lambda: not app.chat.busy and len(app.query(AssistantMessage)) == 2)
-        assert holder["engine"].sent[-1] == "2"
+        assert asked(app)[-1] == "2"
 
         await pilot.press("ctrl+n")  # a new conversation: the welcome is back
         await wait_for(pilot, lambda: app.query(Welcome) and not app.query(AssistantMessage))
@@ -51,5 +51,5 @@ async def test_an_example_is_picked_by_a_click():
         await ready(pilot)
         await pilot.click(list(app.query(Example))[0])
         await wait_for(pilot, lambda: not app.chat.busy and app.query(AssistantMessage))
-        assert holder["engine"].sent == [EXAMPLES[0]]
+        assert asked(app) == [EXAMPLES[0]]
         assert not app.query(Welcome)

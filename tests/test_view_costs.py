@@ -8,7 +8,7 @@ then through the app with the real engine, where hiding the panel is a key press
 """
 
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from ui_helpers import wait_for
 
 import model.internals.watch as watch_module
@@ -17,9 +17,9 @@ from chat.app import GlasschatApp
 from model.internals.needs import StepNeeds
 from model.network.probe import Probe
 from model.network.transformer import Transformer
-from model.runtime.engine import Engine, EngineOptions
+from model.runtime.engine import Engine
 from model.runtime.events import InsideStep, TokenGenerated, TurnEnded
-from model.runtime.settings import LookupSettings
+from model.runtime.settings import EngineOptions, LookupSettings
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def counts(monkeypatch):
 
 
 def test_engine_with_nothing_open_does_no_extra_work(counts):
-    run = SyncEngine(max_tokens=6, top_k_shown=0)  # what the app asks for with the top-k panel hidden
+    run = SyncChat(max_tokens=6, top_k_shown=0)  # what the app asks for with the top-k panel hidden
     _, tokens, _ = run.turn("What is the capital of France?")
     assert len(tokens) >= 4 and all(t.top_k == () for t in tokens)
     assert counts == {"top_k": 0, "probes": 0, "probed_passes": 0}

@@ -9,7 +9,7 @@ Watching must not change what the model writes.
 import mlx.core as mx
 import numpy as np
 import pytest
-from engine_harness import SyncEngine
+from engine_harness import SyncChat
 from tiny_models import build_tiny_model
 
 from model.internals.needs import StepNeeds
@@ -23,11 +23,11 @@ LAYER = 7
 
 @pytest.fixture(scope="module")
 def watched():
-    run = SyncEngine(max_tokens=12, layout="float32")
+    run = SyncChat(max_tokens=12, layout="float32")
     run.set_needs(StepNeeds(top_k=10, attention_layer=LAYER, lens_layers=(), interval_s=0.0))
     started, tokens, ended = run.turn(QUESTION)
     inside = [e for e in run.events if isinstance(e, InsideStep)]
-    fed = run.conversation.history  # every token fed, the reply included
+    fed = run.service.history  # every token fed, the reply included
     return run, tokens, ended, inside, fed
 
 
@@ -40,7 +40,7 @@ def test_every_step_after_the_first_is_watched_when_asked(watched):
 def test_attention_rows_sum_to_one_and_cover_the_cache(watched):
     run, tokens, _, inside, _ = watched
     n_heads = run.model.config.num_attention_heads
-    prompt_len = len(run.conversation.history) - (len(tokens) - 1)
+    prompt_len = len(run.service.history) - (len(tokens) - 1)
     for e in inside:
         assert e.layer == LAYER and len(e.attention) == n_heads
         assert np.allclose(e.attention_mean, np.mean(np.array(e.attention), axis=0), atol=1e-6)
@@ -89,7 +89,7 @@ def test_lens_last_layer_is_the_models_own_distribution(watched, default_model):
 
 def test_watching_does_not_change_the_reply(watched):
     _, tokens, ended, _, _ = watched
-    plain = SyncEngine(max_tokens=12, layout="float32")
+    plain = SyncChat(max_tokens=12, layout="float32")
     _, plain_tokens, plain_ended = plain.turn(QUESTION)
     assert plain_ended.token_ids == ended.token_ids
     assert np.allclose([t.prob for t in plain_tokens], [t.prob for t in tokens], atol=1e-5)
@@ -107,12 +107,13 @@ def test_watcher_waits_its_interval():
     model = build_tiny_model("llama3")
     cache = fresh_cache_of(model)
     clock = [0.0]
-    watcher = StepWatcher(model, cache, lambda: StepNeeds(lens_layers=(), interval_s=0.2), now=lambda: clock[0])
+    watcher = StepWatcher(model, cache, now=lambda: clock[0])
+    needs = StepNeeds(lens_layers=(), interval_s=0.2)
     seen = []
     mx.eval(model(mx.array([[1, 2, 3]]), cache))
     for t in (0.0, 0.1, 0.19, 0.2, 0.3, 0.45):
         clock[0] = t
-        _, extras = watcher.forward(mx.array([[4]]))
+        _, extras = watcher.forward(mx.array([[4]]), needs)
         seen.append(extras is not None)
     assert seen == [True, False, False, True, False, True]
 
@@ -130,8 +131,8 @@ def test_lens_of_chosen_layers_matches_the_full_lens(default_model):
     for layers in ((), (0, 10, 20)):
         cache = fresh_cache(default_model, 64)
         mx.eval(model(mx.array([ids[:-1]]), cache))
-        watcher = StepWatcher(model, cache, lambda layers=layers: StepNeeds(lens_layers=layers, interval_s=0.0))
-        logits, extras = watcher.forward(mx.array([ids[-1:]]))
+        watcher = StepWatcher(model, cache)
+        logits, extras = watcher.forward(mx.array([ids[-1:]]), StepNeeds(lens_layers=layers, interval_s=0.0))
         mx.eval(logits, *[v for v in extras.values() if isinstance(v, mx.array)])
         results[layers] = (logits, read_inside(extras))
     full, part = results[()][1], results[(0, 10, 20)][1]

@@ -6,7 +6,7 @@ from fake_engine import FakeEngine
 from textual.geometry import Region
 
 from chat.app import GlasschatApp
-from model.runtime.engine import EngineOptions
+from model.runtime.settings import EngineOptions
 
 
 def fake_app(
@@ -19,11 +19,20 @@ def fake_app(
 
     def factory(opts, emit):
         holder["engine"] = FakeEngine(opts, emit, delay=delay, download=download, gate_at=gate_at, **replayed)
-        holder["engine"].views_tokenizer = tokenizer
+        holder["engine"].lent_tokenizer = tokenizer
         return holder["engine"]
 
     app = GlasschatApp(EngineOptions(**options), engine_factory=factory, recorder=recorder, settings_file=settings_file)
     return app, holder
+
+
+def asked(app) -> list[str]:
+    """Every message the app has asked the engine to answer (a branch's included), oldest first."""
+    conversation = app.conversation
+    turns = dict(conversation.tree.turns)
+    if conversation.pending is not None:
+        turns[conversation.pending.turn_id] = conversation.pending
+    return [turns[n].user for n in sorted(turns)]
 
 
 async def wait_for(pilot, condition, timeout=20.0):
