@@ -7,7 +7,7 @@ Move the cursor with ←/→ (or hover with the mouse) to see that step's top-k
 again: the candidates the token was drawn from, as the Next token panel
 showed them at the time. ↑/↓ picks one of them and Enter (or a click on it)
 forks the reply there: cut before that token, the pick forced, generation
-going on from it (the engine's `fork`).
+going on from it (the conversation's `fork`).
 """
 
 from dataclasses import dataclass
