@@ -192,8 +192,8 @@ async def test_a_download_shows_its_progress_and_esc_cancels_it(hub_cache, tmp_p
         await open_models(pilot)
         await load_by_field(pilot, "org/new")
         download.allow(2)
-        await wait_for(pilot, lambda: app.options.model == "org/new" and app.chat.ready)
-        assert not bar.display
+        # The options are adopted before ModelReady reaches the bar: wait for both.
+        await wait_for(pilot, lambda: app.options.model == "org/new" and app.chat.ready and not bar.display)
 
 
 @pytest.mark.asyncio

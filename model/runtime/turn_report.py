@@ -83,6 +83,11 @@ class TurnReport:
     def report(self, step: GenerationStep) -> None:
         """Emit one generated token (and what a watched step saw)."""
         service, turn_id = self.service, self.request.turn_id
+        if step.finish_reason == "cancelled":
+            # Decoded after the user cancelled (the service notices on the next step): not shown.
+            # The cache keeps what was shown; the next turn's ids share it up to there.
+            self.stop_reason = "cancelled"
+            return
         tok = service.loaded.tokenizer
         self.clock.token_ready()
         if not self.generated:
