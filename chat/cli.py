@@ -15,6 +15,7 @@ from model import compute_path
 from model.errors import ModelError
 
 from . import options
+from .api.server import serve_command
 from .commands import (
     bench_command,
     export_command,
@@ -49,6 +50,7 @@ COMMANDS = [
     Command("history", "list saved conversations", history_command),
     Command("export", "print a saved conversation as Markdown", export_command, (("conversation", {"type": int}),)),
     Command("bench", "measure prefill and decode against mlx-lm and llama.cpp", bench_command),
+    Command("serve", "answer OpenAI-style chat requests over HTTP (/v1/chat/completions)", serve_command),
 ]
 
 

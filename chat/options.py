@@ -17,8 +17,9 @@ from model.loading.weights import LAYOUTS
 from model.runtime.settings import EngineOptions, LookupSettings, SamplingSettings
 
 APP = "app"  # no subcommand: the Textual app
-LOADS = frozenset({APP, "run", "replay", "inspect", "tokenize", "bench"})  # commands that load a model
-CHATS = frozenset({APP, "run", "replay"})  # commands that generate replies
+SERVE = frozenset({"serve"})  # the OpenAI-compatible server (chat/api)
+LOADS = frozenset({APP, "run", "replay", "inspect", "tokenize", "bench", "serve"})  # commands that load a model
+CHATS = frozenset({APP, "run", "replay", "serve"})  # commands that generate replies (serve: a request may override)
 INSPECTS = CHATS | {"inspect"}  # commands that build a prompt for a whole model
 BENCH = frozenset({"bench"})
 GENERATION = "model and generation (mlx-lm names)"
@@ -112,7 +113,7 @@ OPTIONS: list[Option] = [
     Option("--show-top", CHATS | BENCH, 10, "next-token candidates computed per step", kwargs={"type": int}),
     Option(
         "--db",
-        frozenset({APP, "replay", "history", "export"}),
+        frozenset({APP, "replay", "history", "export", "serve"}),
         help="conversation database (default: glasschat.db in the XDG data directory)",
         group="output",
     ),
@@ -133,6 +134,37 @@ OPTIONS: list[Option] = [
         {"type": int},
     ),
     Option("--out", frozenset({"export"}), None, "write to this file instead of stdout", "output"),
+    Option(
+        "--host",
+        SERVE,
+        "127.0.0.1",
+        "address to listen on (loopback by default; 0.0.0.0 lets other machines in, with a warning)",
+        "server",
+    ),
+    Option("--port", SERVE, 8080, "port to listen on (0: any free port, printed at start)", "server", {"type": int}),
+    Option(
+        "--api-key",
+        SERVE,
+        None,
+        "require the header Authorization: Bearer KEY (default: $GLASSCHAT_API_KEY, else none)",
+        "server",
+    ),
+    Option(
+        "--queue",
+        SERVE,
+        8,
+        "requests that may wait behind the one being answered; more get 429",
+        "server",
+        {"type": int},
+    ),
+    Option(
+        "--no-save",
+        SERVE,
+        False,
+        "do not save requests in the conversation store",
+        "server",
+        {"action": "store_true"},
+    ),
     Option("--layouts", BENCH, "float32,quantized", "our weight layouts to measure", "bench"),
     Option("--mlx-lm", BENCH, "quantized,float32", "mlx-lm weight layouts to measure ('' skips)", "bench"),
     Option("--sizes", BENCH, "64,512,2048", "prompt lengths for prefill", "bench"),
