@@ -49,6 +49,11 @@ SAMPLES = {
     "--lookup-tokens": (["50"], 50),
     "--lookup-rounds": (["1"], 1),
     "--lookup-only": ([], True),
+    "--host": (["0.0.0.0"], "0.0.0.0"),
+    "--port": (["9000"], 9000),
+    "--api-key": (["sesame"], "sesame"),
+    "--queue": (["2"], 2),
+    "--no-save": ([], True),
 }
 
 # Where each generation option lands in the engine's options.
@@ -75,7 +80,7 @@ ENGINE_FIELDS = {
 GROUP_FLAGS = {"--ranks", "--hostfile", "--pipeline"}
 
 POSITIONALS = {APP: [], "run": ["hi"], "tokenize": ["hi"], "replay": ["messages.json"], "inspect": ["hi"]}
-POSITIONALS.update({"history": [], "export": ["3"], "bench": []})
+POSITIONALS.update({"history": [], "export": ["3"], "bench": [], "serve": []})
 ALL_COMMANDS = [APP, *(c.name for c in COMMANDS)]
 
 
