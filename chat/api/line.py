@@ -112,6 +112,11 @@ class RequestLine:
         self._queue.put(ticket)
         return ticket
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting now, not yet started."""
+        return self._queued
+
     def close(self, timeout: float = 10.0) -> None:
         self._queue.put(_CLOSE)
         self._thread.join(timeout)
