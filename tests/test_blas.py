@@ -189,7 +189,8 @@ def test_the_blas_in_use_is_reported_with_its_version_and_core():
 
 
 # Every way in that a process starts from: each must set up the BLAS before anything imports mlx.
-ENTRY_POINTS = ["chat.cli", "bench.run", "bench.ranks", "bench.scaling", "bench.lookup", "model.distributed.follower"]
+ENTRY_POINTS = ["chat.cli", "bench.run", "bench.ranks", "bench.scaling", "bench.lookup", "bench.serve_latency"]
+ENTRY_POINTS += ["model.distributed.follower"]
 
 
 @linux
