@@ -125,8 +125,9 @@ class RequestLine:
         while (ticket := self._queue.get()) is not _CLOSE:
             with self._lock:
                 self._queued -= 1
-            if ticket.cancelled.is_set():
-                continue  # its client left while it waited
+            if ticket.cancelled.is_set():  # its client left while it waited: never answered
+                ticket.post(Failed(error=ApiError(status=499, message="The client went away.", type="client_closed")))
+                continue
             try:
                 outcome = self._run(ticket)
             except RequestRefused as exc:
