@@ -180,18 +180,26 @@ BAD_BODIES = [
 ]
 
 
-@pytest.mark.parametrize("body,param,code", BAD_BODIES, ids=[b[0][:40].decode() for b in BAD_BODIES])
-def test_a_malformed_body_is_a_400_in_openais_shape_and_the_server_goes_on(body, param, code):
+@pytest.fixture(scope="module")
+def one_server():
+    """One server for the many malformed bodies: (its URL, its fake)."""
     backend = FakeBackend()
     with serving(backend) as (url, _):
-        status, answer = post(url, body)
-        after = client(url).chat.completions.create(model=MODEL_ID, messages=HELLO)
+        yield url, backend
+
+
+@pytest.mark.parametrize("body,param,code", BAD_BODIES, ids=[b[0][:40].decode() for b in BAD_BODIES])
+def test_a_malformed_body_is_a_400_in_openais_shape_and_the_server_goes_on(one_server, body, param, code):
+    url, backend = one_server
+    asked = len(backend.asked)
+    status, answer = post(url, body)
+    after = client(url).chat.completions.create(model=MODEL_ID, messages=HELLO)
     assert status == 400, answer
     error = answer["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
     assert (error["param"], error["code"]) == (param, code) and error["message"]
     assert after.choices[0].message.content == ECHO
-    assert backend.asked == [HELLO[0]["content"]]  # the bad request never reached the model
+    assert backend.asked[asked:] == [HELLO[0]["content"]]  # the bad request never reached the model
 
 
 def test_the_openai_client_sees_a_400_as_bad_request_and_a_refusal_too():
