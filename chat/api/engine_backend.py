@@ -11,32 +11,24 @@ whose history holds replies the engine never wrote (or another system prompt) st
 the conversation over from that history (`restore`): nothing cached is reused then.
 
 `cached_tokens` is the turn's reused tokens (less any history restored for this very
-request); `prompt_tokens - cached_tokens` is what this request prefilled.
+request); `prompt_tokens - cached_tokens` is what this request prefilled. The turn's
+events are read as a reply by `turn_events`.
 """
 
-import math
-import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from model.errors import ModelError
 from model.loading.chat_template import Message
 from model.runtime.branches import ROOT
 from model.runtime.chat_engine import EngineFactory
 from model.runtime.engine import Engine, EngineOptions
 from model.runtime.events import (
     ConversationReset,
-    Event,
     HistoryRestored,
-    ModelFailed,
-    PrefillDone,
-    TokenGenerated,
     TurnEnded,
-    TurnFailed,
-    TurnStarted,
 )
 from model.runtime.model_source import stop_ids
 from model.runtime.needs import StepNeeds
@@ -44,17 +36,13 @@ from model.runtime.needs import StepNeeds
 from ..headless import HeadlessSession
 from .backend import (
     ApiMessage,
-    PromptRead,
-    ReplyEnd,
     ReplyItem,
     ReplySettings,
-    ReplyStep,
     RequestRefused,
     ServedRequest,
-    TopLogprob,
 )
+from .turn_events import TurnEvents
 
-POLL_S = 0.05  # how often a wait for the engine looks at the cancel flag (the engine stops within a step)
 SYSTEM_ROLES = ("system", "developer")
 
 
@@ -86,7 +74,7 @@ class EngineBackend:
         self.session = HeadlessSession(options, factory=factory)  # loads the model; ModelError if it cannot
         self.engine = self.session.engine
         self.tokenizer = self.engine.tokenizer()
-        self.stop_ids = stop_ids(self.tokenizer)
+        self.reader = TurnEvents(self.engine, self.session.events, self.tokenizer, stop_ids(self.tokenizer))
         self.info = self.session.ready.info
         # Turns served in the engine's conversation: number -> (parent, user text as sent, reply as generated).
         self.turns: dict[int, tuple[int, str, str]] = {}
@@ -111,7 +99,11 @@ class EngineBackend:
         if matched < len(pairs):
             after, restored = self._restore(system, pairs)
         self.engine.edit(after, last)
-        yield from self._reply(last, cancel, restored)
+
+        def served(ended: TurnEnded) -> None:
+            self.turns[ended.turn] = (ended.path[-2] if len(ended.path) > 1 else ROOT, last, ended.text)
+
+        yield from self.reader.reply(cancel, restored, served)
 
     def _apply(self, settings: ReplySettings) -> bool:
         """The request's sampling, length and top-k, where they differ from what the engine has; whether a seed
@@ -137,7 +129,7 @@ class EngineBackend:
 
     def _reset(self, system: Optional[str]) -> None:
         self.engine.reset(system)
-        self._until(ConversationReset)
+        self.reader.until(ConversationReset)
         self.system, self.turns = system, {}
 
     def _follow(self, pairs: list[tuple[str, str]]) -> tuple[int, int]:
@@ -154,79 +146,9 @@ class EngineBackend:
         """Start over on the request's history: (the turn it ends at, tokens prefilled to restore it)."""
         messages = [m for user, reply in pairs for m in (Message("user", user), Message("assistant", reply))]
         self.engine.restore(system, messages)
-        restored = self._until(HistoryRestored)
+        restored = self.reader.until(HistoryRestored)
         self.system, self.turns = system, {}
         first = restored.turn_offset + 1
         for i, (user, reply) in enumerate(pairs):
             self.turns[first + i] = (ROOT if i == 0 else first + i - 1, user, reply)
         return first + len(pairs) - 1, restored.tokens
-
-    def _reply(self, user: str, cancel: threading.Event, restored: int) -> Iterator[ReplyItem]:
-        started: Optional[TurnStarted] = None
-        prompt_sent = False
-        while True:
-            event = self._next(cancel)
-            if isinstance(event, TurnStarted):
-                started = event
-            elif isinstance(event, PrefillDone) and started is not None:
-                prompt_sent = True
-                yield _prompt_read(started, restored)
-            elif isinstance(event, TokenGenerated) and event.token_id not in self.stop_ids:
-                yield self._step(event)
-            elif isinstance(event, TurnEnded):
-                if started is not None and not prompt_sent:
-                    yield _prompt_read(started, restored)  # cancelled before its first token
-                self.turns[event.turn] = (event.path[-2] if len(event.path) > 1 else ROOT, user, event.text)
-                stats = event.stats
-                yield ReplyEnd(
-                    finish_reason=stats.stop_reason,
-                    completion_tokens=stats.generated_tokens,
-                    reply_ids=event.reply_ids,
-                    stats=stats.as_dict(),
-                    cache=event.cache.as_dict(),
-                )
-                return
-            elif isinstance(event, TurnFailed):
-                raise RequestRefused(event.message)
-
-    def _step(self, event: TokenGenerated) -> ReplyStep:
-        token = self._entry(event.token_id, event.prob)
-        top = tuple(self._entry(t.id, t.prob) for t in event.top_k)
-        text = "" if event.thinking else event.text  # a thinking model's thoughts are not the answer
-        return ReplyStep(token_id=event.token_id, text=text, logprob=token.logprob, token=token, top=top)
-
-    def _entry(self, token_id: int, prob: float) -> TopLogprob:
-        logprob = math.log(prob) if prob > 0 else -math.inf
-        return TopLogprob(
-            token=self.tokenizer.piece(token_id), logprob=logprob, bytes=tuple(self.tokenizer.token_bytes(token_id))
-        )
-
-    # --- the event stream -------------------------------------------------------------
-
-    def _next(self, cancel: Optional[threading.Event] = None) -> Event:
-        """The engine's next event; while `cancel` is set, the engine is told to stop (it does at its next step).
-
-        Told again at every poll: a cancel that reached the engine before the turn began was cleared by it."""
-        while True:
-            if cancel is not None and cancel.is_set():
-                self.engine.cancel()
-            try:
-                event = self.session.events.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            if isinstance(event, ModelFailed):
-                raise ModelError(event.message)
-            return event
-
-    def _until(self, kind: type) -> Event:
-        while not isinstance(event := self._next(), kind):
-            if isinstance(event, TurnFailed):
-                raise RequestRefused(event.message)
-        return event
-
-
-def _prompt_read(started: TurnStarted, restored: int) -> PromptRead:
-    return PromptRead(
-        prompt_tokens=started.prompt_tokens + started.reused_tokens,
-        cached_tokens=max(0, started.reused_tokens - restored),
-    )
