@@ -75,6 +75,7 @@ class ReplyEnd:
     finish_reason: str  # "stop" (an end token), "length" or "cancelled"
     completion_tokens: int  # every token sampled, an end token included (as the Decode panel counts them)
     reply_ids: tuple[int, ...] = ()  # the reply without its end token, as the conversation store keeps it
+    text: str = ""  # the reply's answer, as the client is sent it (a thinking model's thinking apart)
     stats: dict = field(default_factory=dict)  # the turn's numbers, for the store (TurnStats.as_dict)
     cache: dict = field(default_factory=dict)  # the cache after it (CacheState.as_dict)
 

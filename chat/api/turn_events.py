@@ -1,15 +1,15 @@
 """One turn of the engine read as a reply: its events (TurnStarted .. TurnEnded) become PromptRead, ReplyStep, ReplyEnd.
 
-This part does not depend on how a request reaches the engine (today a turn on its tree,
-later a list of ids for its cache service): whatever starts a turn, its events are read
-here, the engine is told to stop while the request's cancel flag is set, and the numbers
-are the engine's own (`TurnStarted.reused_tokens` is what the cache already held).
+Whatever sent the turn (a request's ids to the cache service), its events are read here,
+the engine is told to stop while the request's cancel flag is set, and the numbers are the
+engine's own: `TurnStarted.reused_tokens` is what the cache already held (the service's
+`CacheMove`), `prompt_tokens` what it prefilled.
 """
 
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Optional
 
 from model.errors import ModelError
@@ -23,33 +23,36 @@ POLL_S = 0.05  # how often a wait for the engine looks at the cancel flag (the e
 
 
 class TurnEvents:
-    def __init__(self, engine: ChatEngine, events: queue.Queue, tokenizer: TextTokenizer, stop_ids: set[int]):
-        self.engine, self.events, self.tokenizer, self.stop_ids = engine, events, tokenizer, stop_ids
+    def __init__(self, engine: ChatEngine, events: queue.Queue, tokenizer: TextTokenizer):
+        self.engine, self.events, self.tokenizer = engine, events, tokenizer
 
     def reply(
-        self, cancel: threading.Event, restored: int, on_end: Callable[[TurnEnded], None] = lambda _: None
+        self, turn_id: int, cancel: threading.Event, top_logprobs: int, stop_ids: frozenset[int]
     ) -> Iterator[ReplyItem]:
-        """The turn just asked for, as reply items; `restored`: tokens this request prefilled before its turn."""
+        """Turn `turn_id`, just asked for, as reply items, each step with its `top_logprobs` most likely tokens
+        (the engine may compute more rows, for a view that shows them); a token of `stop_ids` ends it unsent."""
         started: Optional[TurnStarted] = None
         prompt_sent = False
         while True:
             event = self.next(cancel)
+            if getattr(event, "turn_id", turn_id) != turn_id:
+                continue  # another turn's (none here; the app's own, in the app)
             if isinstance(event, TurnStarted):
                 started = event
             elif isinstance(event, PrefillDone) and started is not None:
                 prompt_sent = True
-                yield _prompt_read(started, restored)
-            elif isinstance(event, TokenGenerated) and event.token_id not in self.stop_ids:
-                yield self._step(event)
+                yield _prompt_read(started)
+            elif isinstance(event, TokenGenerated) and event.token_id not in stop_ids:
+                yield self._step(event, top_logprobs)
             elif isinstance(event, TurnEnded):
                 if started is not None and not prompt_sent:
-                    yield _prompt_read(started, restored)  # cancelled before its first token
-                on_end(event)
+                    yield _prompt_read(started)  # cancelled before its first token
                 stats = event.stats
                 yield ReplyEnd(
                     finish_reason=stats.stop_reason,
                     completion_tokens=stats.generated_tokens,
                     reply_ids=event.reply_ids,
+                    text=event.text,
                     stats=stats.as_dict(),
                     cache=event.cache.as_dict(),
                 )
@@ -57,9 +60,9 @@ class TurnEvents:
             elif isinstance(event, TurnFailed):
                 raise RequestRefused(event.message)
 
-    def _step(self, event: TokenGenerated) -> ReplyStep:
+    def _step(self, event: TokenGenerated, rows: int) -> ReplyStep:
         token = self._entry(event.token_id, event.prob)
-        top = tuple(self._entry(t.id, t.prob) for t in event.top_k)
+        top = tuple(self._entry(t.id, t.prob) for t in event.top_k[:rows])
         text = "" if event.thinking else event.text  # a thinking model's thoughts are not the answer
         return ReplyStep(token_id=event.token_id, text=text, logprob=token.logprob, token=token, top=top)
 
@@ -92,8 +95,5 @@ class TurnEvents:
         return event
 
 
-def _prompt_read(started: TurnStarted, restored: int) -> PromptRead:
-    return PromptRead(
-        prompt_tokens=started.prompt_tokens + started.reused_tokens,
-        cached_tokens=max(0, started.reused_tokens - restored),
-    )
+def _prompt_read(started: TurnStarted) -> PromptRead:
+    return PromptRead(prompt_tokens=started.prompt_tokens + started.reused_tokens, cached_tokens=started.reused_tokens)
