@@ -7,7 +7,7 @@ see `chat/engine_view.py`); the chat screen's control asks and answers.
 """
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Optional
 
@@ -50,6 +50,8 @@ class GlasschatApp(App):
         self.recorder = recorder
         self.engine: ChatEngine = engine_factory(options, self._emit)
         self.views = list(view_table.VIEWS)  # read when the app is made, so a test can extend the table
+        self.server = None  # an AppServer (chat/api/app_server.py) with --serve: started once the app runs
+        self.taps: list[Callable[[Event], None]] = []  # also told every engine event, on the engine thread (--serve)
 
     @property
     def recorder(self) -> Optional[ConversationRecorder]:
@@ -74,6 +76,8 @@ class GlasschatApp(App):
     def _emit(self, event: Event) -> None:
         # On the engine thread: post_message is thread-safe, so the UI thread never waits on MLX.
         self.post_message(EngineEvent(event))
+        for tap in list(self.taps):  # the server's worker, reading its request's turn (chat/api/app_backend.py)
+            tap(event)
 
     @property
     def chat(self) -> ChatScreen:
@@ -87,6 +91,9 @@ class GlasschatApp(App):
         self.sub_title = "loading the model…"
         self.conversation.reset()
         self.engine.start()
+        if self.server is not None:
+            self.server.start()
+            self.title = f"glasschat · serving {self.server.url}"
         if self.settings_file is not None and self.settings_file.settings.theme:
             self.theme = self.settings_file.settings.theme
         self.theme_changed_signal.subscribe(self, lambda theme: self.remember(theme=theme.name))
@@ -106,6 +113,8 @@ class GlasschatApp(App):
         self.chat.show_store_problem(problem)
 
     def on_unmount(self) -> None:
+        if self.server is not None:
+            self.server.stop()
         self.engine.shutdown(timeout=5.0)
 
     async def on_engine_event(self, message: EngineEvent) -> None:

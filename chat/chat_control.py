@@ -10,7 +10,7 @@ confidence view can draw it and fork it.
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Optional
+from typing import Optional, Union
 
 from model.errors import ModelError
 from model.runtime.branches import ROOT
@@ -27,6 +27,8 @@ from model.runtime.events import (
     TurnFailed,
 )
 
+from . import served_turn
+from .api.app_backend import ServedTurn
 from .chat_state import ChatState, Move, Phase
 from .engine_view import EngineView, handles
 from .model_control import ModelControl
@@ -42,7 +44,8 @@ class ChatControl(EngineView):
         self.screen = screen
         self.app = screen.app
         self.state = ChatState()
-        self.queue: list[tuple[str, UserMessage]] = []  # messages typed while the engine was busy, oldest first
+        # Messages typed while the engine was busy, and requests to the app's server (--serve), oldest first.
+        self.queue: list[Union[tuple[str, UserMessage], ServedTurn]] = []
         self.scored: set[int] = set()  # saved replies asked to be read again (each once)
         self.models = ModelControl(self)
 
@@ -71,6 +74,14 @@ class ChatControl(EngineView):
             self.queue.append((text, bubble))
             self.screen.status.set_queued(len(self.queue))
 
+    async def serve(self, served: ServedTurn) -> None:
+        """A request to the app's server (from its worker, through call_from_thread): waits where typed messages do."""
+        if self.state.ready and not self.queue:
+            await served_turn.start(self, served)
+        else:
+            self.queue.append(served)
+            self.screen.status.set_queued(len(self.queue))
+
     async def _send(self, text: str, bubble: UserMessage) -> None:
         await self._ask(lambda: self.conversation.follow(text), bubble)
 
@@ -94,9 +105,14 @@ class ChatControl(EngineView):
         if action is not None:
             await action()
         elif self.queue and self.state.ready:
-            text, bubble = self.queue.pop(0)
+            entry = self.queue.pop(0)
             self.screen.status.set_queued(len(self.queue))
-            await self._send(text, bubble)
+            if isinstance(entry, ServedTurn):
+                await served_turn.start(self, entry)
+                if self.state.ready:  # withdrawn or refused: nothing was sent
+                    await self.drain()
+            else:
+                await self._send(*entry)
 
     async def _when_idle(self, action: Callable[[], Awaitable[None]]) -> None:
         """Run now if the engine is free; else stop the reply (it is kept and saved) and run once it has ended."""

@@ -5,6 +5,9 @@ import os
 import sys
 from dataclasses import asdict, replace
 from functools import partial
+from pathlib import Path
+
+from model.errors import ModelError
 
 from .commands import _group
 from .options import engine_options
@@ -52,10 +55,28 @@ def _run_app(app_class, args: argparse.Namespace, options, group) -> int:
     app = app_class(
         options, recorder=recorder, store_problem=problem, settings_file=getattr(args, "settings_file", None)
     )
+    if getattr(args, "serve", False):
+        app.server = _server(app, args, options)
     if group is not None:
         group.on_lost = partial(_close_on_loss, app)
     app.run()
     return app.return_code or 0
+
+
+def _server(app, args: argparse.Namespace, options):
+    """The server for --serve, its port taken now: a busy one is one line before the app starts."""
+    from .api.app_server import AppServer
+    from .api.server import host_warning, listen
+
+    if args.queue < 0:
+        raise ModelError(f"--queue {args.queue}: give 0 or more requests that may wait.")
+    api_key = args.api_key or os.environ.get("GLASSCHAT_API_KEY") or None
+    sock = listen(args.host, args.port)
+    warning = host_warning(args.host, api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    model_id = Path(options.model).name if options.model else "default"
+    return AppServer(app, sock, model_id, api_key, args.queue)
 
 
 def _close_on_loss(app, line: str) -> None:

@@ -96,10 +96,11 @@ class ModelControl:
             saved = " The previous conversation is saved (Ctrl+O)." if app.recorder is not None else ""
             await self.control.transcript.start_over(f"Now chatting with {info['source']}.{saved}", info)
             carried = []
-            for text, _old in self.control.queue:
-                bubble = UserMessage(text, queued=True)
-                await self.control.transcript.add(bubble)
-                carried.append((text, bubble))
+            for entry in self.control.queue:
+                if isinstance(entry, tuple):  # a typed message is drawn again; a served request is drawn when sent
+                    entry = (entry[0], UserMessage(entry[0], queued=True))
+                    await self.control.transcript.add(entry[1])
+                carried.append(entry)
             self.control.queue = carried
         if app.settings_file is not None and app.options.model is not None:  # the default is always listed
             app.remember(recent=remembered(app.settings_file.settings.recent or (), app.options.model))

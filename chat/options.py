@@ -18,6 +18,7 @@ from model.runtime.settings import EngineOptions, LookupSettings, SamplingSettin
 
 APP = "app"  # no subcommand: the Textual app
 SERVE = frozenset({"serve"})  # the OpenAI-compatible server (chat/api)
+SERVES = SERVE | {APP}  # the server's address and line: `glasschat serve`, or the app with --serve
 LOADS = frozenset({APP, "run", "replay", "inspect", "tokenize", "bench", "serve"})  # commands that load a model
 CHATS = frozenset({APP, "run", "replay", "serve"})  # commands that generate replies (serve: a request may override)
 INSPECTS = CHATS | {"inspect"}  # commands that build a prompt for a whole model
@@ -136,22 +137,30 @@ OPTIONS: list[Option] = [
     Option("--out", frozenset({"export"}), None, "write to this file instead of stdout", "output"),
     Option(
         "--host",
-        SERVE,
+        SERVES,
         "127.0.0.1",
         "address to listen on (loopback by default; 0.0.0.0 lets other machines in, with a warning)",
         "server",
     ),
-    Option("--port", SERVE, 8080, "port to listen on (0: any free port, printed at start)", "server", {"type": int}),
+    Option(
+        "--serve",
+        frozenset({APP}),
+        False,
+        "also answer OpenAI-style chat requests (as `glasschat serve`), each shown here as a conversation of its own",
+        "server",
+        {"action": "store_true"},
+    ),
+    Option("--port", SERVES, 8080, "port to listen on (0: any free port, printed at start)", "server", {"type": int}),
     Option(
         "--api-key",
-        SERVE,
+        SERVES,
         None,
         "require the header Authorization: Bearer KEY (default: $GLASSCHAT_API_KEY, else none)",
         "server",
     ),
     Option(
         "--queue",
-        SERVE,
+        SERVES,
         8,
         "requests that may wait behind the one being answered; more get 429",
         "server",

@@ -86,6 +86,23 @@ class ConversationRecorder:
 
         self._write(save)
 
+    def served(self, title: str, client: Optional[str], turns: list[Turn]) -> None:
+        """A conversation that came whole (a request to the app's server): created marked as served, its earlier
+        exchanges saved as they were sent (their replies without numbers: this app did not time them)."""
+
+        def save() -> None:
+            settings = {**self.settings, "served": {"client": client}}
+            self.conversation_id = self.store.new_conversation(self.model, self.system, settings, title=title)
+            parent = None
+            for turn in turns:
+                user_id = self.store.add_message(self.conversation_id, "user", turn.user, parent=parent)
+                parent = self.store.add_message(
+                    self.conversation_id, "assistant", turn.reply_text, list(turn.reply_ids), parent=user_id
+                )
+                self.reply_of[turn.turn_id] = parent
+
+        self._write(save)
+
     def path_shown(self, turn_id: int) -> None:
         """The path shown changed: the store remembers its last message, so opening the chat shows it again."""
         if self.conversation_id is not None and turn_id in self.reply_of:

@@ -54,6 +54,7 @@ SAMPLES = {
     "--api-key": (["sesame"], "sesame"),
     "--queue": (["2"], 2),
     "--no-save": ([], True),
+    "--serve": ([], True),
 }
 
 # Where each generation option lands in the engine's options.

@@ -59,6 +59,42 @@ def split_messages(
     return system, rest
 
 
+def decode_settings(options: EngineOptions, settings: ReplySettings) -> DecodeSettings:
+    """A request's sampling, length and top-k over the server's own (`options`: its command line, or the app's)."""
+    chosen = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "top_k": settings.top_k,
+        "min_p": settings.min_p,
+        "repetition_penalty": settings.repetition_penalty,
+        "seed": settings.seed,
+    }
+    sampling = replace(options.sampling, **{k: v for k, v in chosen.items() if v is not None})
+    return replace(
+        options.decode(),
+        sampling=sampling,
+        max_tokens=settings.max_tokens or options.max_tokens,
+        top_logprobs=settings.top_logprobs or 0,  # the top-k costs time per token: computed only when asked for
+    )
+
+
+class ReplyMemory:
+    """The replies generated lately, by their text: the ids each was sampled as."""
+
+    def __init__(self, kept: int = REPLIES_KEPT):
+        self.kept = kept
+        self.by_text: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+    def remember(self, text: str, reply_ids: tuple[int, ...]) -> None:
+        self.by_text[text] = reply_ids
+        self.by_text.move_to_end(text)
+        while len(self.by_text) > self.kept:
+            self.by_text.popitem(last=False)
+
+    def ids(self, text: str) -> Optional[tuple[int, ...]]:
+        return self.by_text.get(text)
+
+
 class EngineBackend:
     """Implements `backend.ServeBackend` on the engine (its own thread owns MLX; this one renders and reads events)."""
 
@@ -69,7 +105,7 @@ class EngineBackend:
         self.text = self.engine.text()
         self.reader = TurnEvents(self.engine, self.session.events, self.text.tokenizer)
         self.info = self.session.ready.info
-        self.replies: OrderedDict[str, tuple[int, ...]] = OrderedDict()  # reply text -> ids as sampled
+        self.replies = ReplyMemory()
         self.sinks: dict[Optional[str], int] = {}  # system prompt -> its length in tokens
         self.turn_id = 0
 
@@ -83,7 +119,7 @@ class EngineBackend:
 
     def answer(self, request: ServedRequest, cancel: threading.Event) -> Iterator[ReplyItem]:
         system, messages = split_messages(request.messages, self.options.system)
-        decode = self.decode_settings(request.settings)
+        decode = decode_settings(self.options, request.settings)
         self._seed(decode.sampling)
         ids = self.text.render(self._messages(system, messages), True, self.options.thinking)
         self.turn_id += 1
@@ -99,26 +135,8 @@ class EngineBackend:
         )
         for item in self.reader.reply(self.turn_id, cancel, decode.top_logprobs, stops):
             if isinstance(item, ReplyEnd) and item.reply_ids:
-                self._remember(item.text, item.reply_ids)
+                self.replies.remember(item.text, item.reply_ids)
             yield item
-
-    def decode_settings(self, settings: ReplySettings) -> DecodeSettings:
-        """The request's sampling, length and top-k over the server's own (its command line)."""
-        chosen = {
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "top_k": settings.top_k,
-            "min_p": settings.min_p,
-            "repetition_penalty": settings.repetition_penalty,
-            "seed": settings.seed,
-        }
-        sampling = replace(self.options.sampling, **{k: v for k, v in chosen.items() if v is not None})
-        return replace(
-            self.options.decode(),
-            sampling=sampling,
-            max_tokens=settings.max_tokens or self.options.max_tokens,
-            top_logprobs=settings.top_logprobs or 0,  # the top-k costs time per token: computed only when asked for
-        )
 
     def _seed(self, sampling: SamplingSettings) -> None:
         """A seeded sampled request draws from that seed's first key: only the engine's reset makes one (it empties
@@ -135,7 +153,7 @@ class EngineBackend:
         rendered = [Message("system", system)] if system else []
         for m in messages:
             if m.role == "assistant":
-                rendered.append(Message("assistant", m.content, token_ids=self.replies.get(m.content)))
+                rendered.append(Message("assistant", m.content, token_ids=self.replies.ids(m.content)))
             else:  # a thinking model asked not to think is told in every user message, as the app's turns are
                 user = (
                     m.content + thinking.SOFT_OFF
@@ -149,9 +167,3 @@ class EngineBackend:
         if system not in self.sinks:
             self.sinks[system] = self.text.sink_length(system)
         return self.sinks[system]
-
-    def _remember(self, text: str, reply_ids: tuple[int, ...]) -> None:
-        self.replies[text] = reply_ids
-        self.replies.move_to_end(text)
-        while len(self.replies) > REPLIES_KEPT:
-            self.replies.popitem(last=False)
