@@ -28,6 +28,18 @@ def test_a_port_in_use_is_one_line_said_before_the_model_loads():
     assert_one_line_error(proc, f"Port {port}", "in use", "--port")
 
 
+def test_the_app_with_serve_takes_the_servers_options_and_says_a_busy_port_before_it_starts(tmp_path):
+    args = parse_args(["--serve", "--port", "9000", "--queue", "2"])
+    assert (args.serve, args.host, args.port, args.queue) == (True, "127.0.0.1", 9000, 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = glasschat("--serve", "--port", str(port), "--db", str(tmp_path / "g.db"), timeout=60)
+    assert_one_line_error(proc, f"Port {port}", "in use", "--port")
+    assert "\x1b[" not in proc.stdout  # said before the app drew anything
+
+
 @pytest.mark.parametrize(
     "flags,phrase",
     [(["--port", "70000"], "--port 70000"), (["--queue", "-1"], "--queue -1"), (["--port", "x"], "--port")],
