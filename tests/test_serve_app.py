@@ -113,3 +113,22 @@ async def test_a_request_waits_behind_a_typed_message_in_the_same_queue(tiny_cha
         assert ended[1].text == reply.choices[0].message.content
         assert shown(app)[0] == ("user", FIRST)  # the request's own conversation, in place of the typed one
         assert reply.usage.completion_tokens == ended[1].stats.generated_tokens <= 4
+
+
+@pytest.mark.asyncio
+async def test_a_request_waiting_when_the_app_closes_is_refused_and_never_drawn(tiny_chat_model, tmp_path):
+    gate = threading.Event()
+    app, seen = serving_app(tiny_chat_model, tmp_path / "g.db", max_tokens=8, gate=gate)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready, timeout=60)
+        await send(pilot, "A typed message.")
+        await wait_for(pilot, lambda: any(isinstance(e, TokenGenerated) for e in seen))
+        request = asyncio.ensure_future(ask(app, [{"role": "user", "content": FIRST}]))
+        await wait_for(pilot, lambda: len(app.chat.queue) == 1)
+        app.server.backend.close()  # what closing the app does first
+        with pytest.raises(openai.BadRequestError, match="closing"):
+            await asyncio.wait_for(request, 10)
+        gate.set()
+        await wait_for(pilot, lambda: not app.chat.busy and not app.chat.queue)
+        assert [e.turn_id for e in seen if isinstance(e, TurnEnded)] == [1]  # the withdrawn request never ran
+        assert shown(app)[0] == ("user", "A typed message.")

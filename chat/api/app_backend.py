@@ -21,6 +21,8 @@ from .backend import ReplyEnd, ReplyItem, RequestRefused, ServedRequest
 from .engine_backend import ReplyMemory, decode_settings, split_messages
 from .turn_events import POLL_S, TurnEvents
 
+CLOSING = "The app is closing: this request was not answered."
+
 
 @dataclass(eq=False, kw_only=True)
 class ServedTurn:
@@ -55,12 +57,18 @@ class AppBackend:
     def __init__(self, app, model_id: str):
         self.app, self._model_id = app, model_id
         self.replies = ReplyMemory()
+        self.closed = threading.Event()  # the app is closing: no request is taken, the one under way is stopped
+        self.answering: Optional[threading.Event] = None  # the cancel flag of the request under way
 
     def model_id(self) -> str:
         return self._model_id
 
     def close(self) -> None:
-        pass  # the app owns the engine
+        """The app is closing (it owns the engine): a request waiting for its turn is refused, one under way stopped
+        within a step, so the app's exit never waits on a client."""
+        self.closed.set()
+        if self.answering is not None:
+            self.answering.set()
 
     def answer(self, request: ServedRequest, cancel: threading.Event) -> Iterator[ReplyItem]:
         options = self.app.options
@@ -73,6 +81,9 @@ class AppBackend:
             user=messages[-1].content,
             decode=decode_settings(options, request.settings),
         )
+        if self.closed.is_set():
+            raise RequestRefused(CLOSING)
+        self.answering = cancel
         events: queue.Queue = queue.Queue()
         self.app.taps.append(events.put)  # before the turn is sent, so none of its events is missed
         try:
@@ -87,6 +98,7 @@ class AppBackend:
                 yield item
         finally:
             self.app.taps.remove(events.put)
+            self.answering = None
 
     def _sent(self, served: ServedTurn, cancel: threading.Event) -> int:
         """The turn id once the UI has sent it; a client that leaves first withdraws it (never drawn)."""
@@ -95,7 +107,9 @@ class AppBackend:
                 with served.lock:
                     if not served.sent.done():
                         served.withdrawn = True
-                        raise RequestRefused("The client went away before its turn.")
+                        raise RequestRefused(
+                            CLOSING if self.closed.is_set() else "The client went away before its turn."
+                        )
                 # Sent (or refused) meanwhile: a sent turn is stopped as any reply is.
             try:
                 return served.sent.result(timeout=POLL_S)  # a plan the conversation refused raises its RequestRefused

@@ -44,6 +44,7 @@ class AppServer:
         self.thread.start()
 
     def stop(self) -> None:
+        self.backend.close()  # before the engine shuts down: a reply under way ends, a waiting request is refused
         self.server.should_exit = True
         self.thread.join(STOP_S)
         self.line.close(STOP_S)
