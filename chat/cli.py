@@ -19,12 +19,12 @@ from .api.server import serve_command
 from .commands import (
     bench_command,
     export_command,
-    history_command,
     inspect_command,
     replay_command,
     run_command,
     tokenize_command,
 )
+from .history_command import history_command
 from .launch import launch_app, read_settings
 from .store import StoreError
 
@@ -47,7 +47,7 @@ COMMANDS = [
         inspect_command,
         (("prompt", {}),),
     ),
-    Command("history", "list saved conversations", history_command),
+    Command("history", "list saved conversations, or search every message (--search WORDS)", history_command),
     Command("export", "print a saved conversation as Markdown", export_command, (("conversation", {"type": int}),)),
     Command("bench", "measure prefill and decode against mlx-lm and llama.cpp", bench_command),
     Command("serve", "answer OpenAI-style chat requests over HTTP (/v1/chat/completions)", serve_command),

@@ -1,4 +1,4 @@
-"""The headless subcommands: `run`, `tokenize`, `replay`, `inspect`, `history`, `export` and `bench`.
+"""The headless subcommands: `run`, `tokenize`, `replay`, `inspect`, `export` and `bench` (`history`: its own module).
 
 Each takes the parsed options (see `chat/options.py`) and returns the exit status.
 """
@@ -19,6 +19,7 @@ from .export import conversation_json, conversation_markdown
 from .options import engine_options
 from .recorder import ConversationRecorder
 from .replay_entries import ReplayEntry, parse_entries, plan
+from .search_index import print_progress
 from .store import Store, default_db_path
 
 
@@ -194,7 +195,7 @@ def replay_command(args: argparse.Namespace) -> int:
     recorder = None
     if args.db:
         settings = {"sampling": asdict(options.sampling), "cache": asdict(options.cache)}
-        recorder = ConversationRecorder(Store(args.db), args.model or "default", settings)
+        recorder = ConversationRecorder(Store(args.db, progress=print_progress), args.model or "default", settings)
     session, group = _session(args, options, saver=recorder)
     _blas_note(session.ready.info)
     numbers: dict[int, int] = {0: 0}  # entry number -> the conversation's turn id (0: the system prompt)
@@ -226,15 +227,8 @@ def replay_command(args: argparse.Namespace) -> int:
         _close(session, group)
 
 
-def history_command(args: argparse.Namespace) -> int:
-    store = Store(args.db or default_db_path())
-    for c in store.conversations():
-        print(f"{c.id:>5}  {c.messages:>4} messages  {c.title}")
-    return 0
-
-
 def export_command(args: argparse.Namespace) -> int:
-    store = Store(args.db or default_db_path())
+    store = Store(args.db or default_db_path(), progress=print_progress)
     if args.json:
         text = json.dumps(conversation_json(store, args.conversation), ensure_ascii=False, indent=1) + "\n"
     else:

@@ -12,6 +12,7 @@ from model.errors import ModelError
 from .commands import _group
 from .options import engine_options
 from .recorder import ConversationRecorder
+from .search_index import print_progress
 from .store import Store, StoreError, default_db_path
 from .user_settings import SettingsFile, load
 
@@ -44,7 +45,7 @@ def launch_app(args: argparse.Namespace) -> int:
 def _run_app(app_class, args: argparse.Namespace, options, group) -> int:
     recorder, problem = None, ""
     try:
-        store = Store(args.db or default_db_path())
+        store = Store(args.db or default_db_path(), progress=print_progress)
         recorder = ConversationRecorder(
             store,
             args.model or "default",

@@ -120,9 +120,9 @@ OPTIONS: list[Option] = [
     ),
     Option(
         "--json",
-        frozenset({"run", "tokenize", "replay", "inspect", "bench", "export"}),
+        frozenset({"run", "tokenize", "replay", "inspect", "bench", "export", "history"}),
         False,
-        "print JSON instead of text (replay: one object per turn, per line)",
+        "print JSON instead of text (replay: one object per turn, per line; history: per conversation or hit)",
         "output",
         {"action": "store_true"},
     ),
@@ -133,6 +133,14 @@ OPTIONS: list[Option] = [
         "also give this layer's attention head by head",
         "output",
         {"type": int},
+    ),
+    Option(
+        "--search",
+        frozenset({"history"}),
+        None,
+        "the messages of every saved conversation that hold all these words, best first",
+        "output",
+        {"nargs": "+", "metavar": "WORD"},
     ),
     Option("--out", frozenset({"export"}), None, "write to this file instead of stdout", "output"),
     Option(

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from . import search_index
+from .search_index import Progress, SearchHit
+
 SCHEMA_VERSION = 3
 
 # Each migration takes the database from version i to i + 1.
@@ -107,7 +110,8 @@ def default_db_path() -> Path:
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, progress: Optional[Progress] = None):
+        """`progress` hears how far the search index has got, when an existing database gets one built."""
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +126,7 @@ class Store:
             if mode.lower() != "wal":
                 raise StoreError(f"{self.path} can't use write-ahead logging ({mode}); put it on a local disk.")
             self._migrate()
+            self.searchable = search_index.ensure_index(self.db, self.transaction, progress)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
 
@@ -325,6 +330,28 @@ class Store:
             out.append(by_id[leaf])
             leaf = by_id[leaf].parent_id
         return out[::-1]
+
+    def search(self, words: str, limit: int = 50) -> list[SearchHit]:
+        """Messages of every conversation that hold all of `words` (as typed: never read as query syntax), best first."""
+        if not self.searchable:
+            raise StoreError("This Python's SQLite has no FTS5, so saved conversations cannot be searched.")
+        try:
+            return search_index.search(self.db, words, limit)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def path_through(self, conversation_id: int, message_id: int) -> Optional[int]:
+        """The last message of a path that shows `message_id`: the path shown if it has it, else the newest
+        branch below it (what ←/→ would land on)."""
+        if any(m.id == message_id for m in self.path_to(conversation_id)):
+            return self.current_message(conversation_id)
+        children: dict[Optional[int], list[int]] = {}
+        for m in self.messages(conversation_id):  # in the order written: the last child is the newest
+            children.setdefault(m.parent_id, []).append(m.id)
+        leaf = message_id
+        while children.get(leaf):
+            leaf = children[leaf][-1]
+        return leaf
 
     def user_messages(self, exclude_conversation: Optional[int] = None, limit: int = 500) -> list[str]:
         """What the user typed, newest first, outside one conversation (↑ in the prompt box)."""
