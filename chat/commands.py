@@ -280,11 +280,14 @@ def inspect_command(args: argparse.Namespace) -> int:
 
 def bench_command(args: argparse.Namespace) -> int:
     """Speed against the peers, (`--ui`) decode through the app against the engine alone, (`--ranks N`,
-    `--hostfile`) one process against N ranks, or (`--scaling`) memory and a 1B-shaped model."""
+    `--hostfile`) one process against N ranks, (`--scaling`) memory and a 1B-shaped model, or (`--history`)
+    search of saved conversations."""
     if args.ui:
         from .ui_bench import run  # the Textual app: imported only when measured
     elif args.ranks > 1 or args.hostfile:
         from bench.ranks import run  # 1 process against N ranks, tensor and pipeline: a section of its own
+    elif args.history:
+        from bench.history_search import run  # full-text search of saved conversations: no model
     elif args.scaling:
         from bench.scaling import run  # memory by layout, and a 1B-shaped model: each in a fresh process
     else:

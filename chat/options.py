@@ -213,6 +213,14 @@ OPTIONS: list[Option] = [
         "bench",
         {"action": "store_true"},
     ),
+    Option(
+        "--history",
+        BENCH,
+        False,
+        "instead: full-text search of saved conversations on a database of 10,000 messages (bench.history_search)",
+        "bench",
+        {"action": "store_true"},
+    ),
     Option("--lookup-tokens", BENCH, 200, "prompt lookup: longest reply timed (0 skips)", "bench", {"type": int}),
     Option("--lookup-rounds", BENCH, 3, "prompt lookup: interleaved rounds (medians)", "bench", {"type": int}),
     Option(

@@ -229,3 +229,18 @@ def test_history_search_on_the_command_line(tmp_path):
     none = glasschat("history", "--db", str(db), "--search", "zebra")
     assert none.returncode == 1 and none.stdout == "" and "no saved message" in none.stderr
     assert_one_line_error(glasschat("history", "--db", str(db), "--search", "*"), "no word to look for")
+
+
+def test_the_bench_database_and_its_report(tmp_path, monkeypatch):
+    """`glasschat bench --history` on a small database: its counts are those a scan of the text gives (no timing)."""
+    from bench import history_search
+
+    monkeypatch.setattr(history_search, "MESSAGES", 400)
+    report = history_search.measure(tmp_path, repeats=1, log=lambda line: None)
+    db = sqlite3.connect(tmp_path / "history.db")
+    texts = [row[0].split() for row in db.execute("SELECT content FROM messages WHERE conversation_id <= 20")]
+    by_query = {s["query"]: s for s in report["searches"]}
+    rare = by_query["rare word"]
+    assert rare["hits"] == min(50, sum(rare["words"] in words for words in texts))
+    assert by_query["in no message"]["hits"] == 0 and by_query["common word"]["hits"] == 50
+    assert report["messages"] == 400 and report["slowest_search_s"] > 0
