@@ -31,6 +31,7 @@ from . import served_turn
 from .api.app_backend import ServedTurn
 from .chat_state import ChatState, Move, Phase
 from .engine_view import EngineView, handles
+from .found_message import FoundMessage, highlight
 from .model_control import ModelControl
 from .store import StoreError
 from .widgets.transcript import Notice, Transcript
@@ -188,8 +189,9 @@ class ChatControl(EngineView):
 
         await self._when_idle(start)
 
-    async def open_saved(self, conversation_id: int) -> None:
-        """A saved conversation shown, its whole tree, and the cache brought to its path."""
+    async def open_saved(self, conversation_id: int, found: Optional[FoundMessage] = None) -> None:
+        """A saved conversation shown, its whole tree, and the cache brought to its path (`found`: a search
+        hit on that path, marked and scrolled to once drawn)."""
 
         async def reopen() -> None:
             self.screen.stop_editing()
@@ -201,6 +203,8 @@ class ChatControl(EngineView):
             request = self.conversation.restore(saved.system, saved.turns, saved.current)
             self.scored = set()
             await self.transcript.show_path(saved.current, forget=True)
+            if found is not None:
+                highlight(self.transcript, found)
             self.screen.status.set_state("rebuilding the KV cache from the saved history…")
             self._move(Move("reopen", saved.current), request)
 

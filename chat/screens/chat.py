@@ -21,7 +21,7 @@ from textual.widgets import Footer, Header, TextArea
 
 from model.internals.needs import StepNeeds
 
-from .. import settings_forms
+from .. import found_message, settings_forms
 from ..chat_control import ChatControl
 from ..chat_state import Phase
 from ..messages import BranchPicked, EditPicked, ForkPicked, NeedsChanged, PromptSubmitted
@@ -326,11 +326,13 @@ class ChatScreen(Screen):
         async def chosen(result: Optional[tuple[str, int]]) -> None:
             if result is None:
                 return
-            kind, conversation_id = result
+            kind, value = result
             if kind == "new":
                 await self.control.new_conversation()
             elif kind == "open":
-                await self.control.open_saved(conversation_id)
+                await self.control.open_saved(value)
+            elif kind == "found":
+                await found_message.open_found(self, *value)
 
         self.app.push_screen(ConversationsScreen(self.app.recorder.store), chosen)
 

@@ -47,6 +47,7 @@ class Notice(Static):
 class Transcript(EngineView, VerticalScroll):
     DEFAULT_CSS = """
     Transcript { height: 1fr; padding: 0 1; scrollbar-size-vertical: 1; }
+    Transcript .found { background: $warning 25%; border-left: thick $warning; }
     """
 
     def __init__(self, **kwargs):
