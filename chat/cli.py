@@ -26,6 +26,7 @@ from .commands import (
 )
 from .history_command import history_command
 from .launch import launch_app, read_settings
+from .presets import unknown
 from .store import StoreError
 
 
@@ -78,7 +79,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """The command and its options, defaults filled in; exits with one line on a mistake.
 
     The app takes its defaults from the settings file (a flag still wins); the headless
-    commands ignore the file, so a script prints the same on every machine.
+    commands ignore the file, so a script prints the same on every machine, unless it
+    names a preset there (`--preset NAME`), whose settings then beat the file's.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,7 +88,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.command == options.APP:
         args.settings_file = read_settings()
         defaults = args.settings_file.settings.flag_defaults()
+    if getattr(args, "preset", None) is not None and args.command in options.CHATS:
+        defaults.update(_preset(args, parser))
     return options.complete(args, parser, defaults)
+
+
+def _preset(args: argparse.Namespace, parser: Parser) -> dict:
+    """The settings of the preset named by --preset; one line and exit 2 if the file has none by that name."""
+    settings_file = getattr(args, "settings_file", None) or read_settings()
+    preset = settings_file.presets.get(args.preset)
+    if preset is None:
+        parser.exit(2, f"glasschat: {unknown(args.preset, settings_file.presets, settings_file.path)}\n")
+    if args.command != options.APP:  # the app shows the file's problems in the chat
+        for problem in settings_file.problems:
+            if f"presets.{args.preset}." in problem:
+                print(f"glasschat: {problem}", file=sys.stderr)
+    return dict(preset.values)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

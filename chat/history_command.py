@@ -19,7 +19,7 @@ from .store import Store, default_db_path
 def history_command(args: argparse.Namespace) -> int:
     store = Store(args.db or default_db_path(), progress=print_progress)
     if args.search:
-        return _search(store, " ".join(args.search), args.json)
+        return _search(store, args.search, args.json)
     for c in store.conversations():
         if args.json:
             _line({"id": c.id, "title": c.title, "messages": c.messages, "updated": _iso(c.updated), "model": c.model})

@@ -58,6 +58,11 @@ OPTIONS: list[Option] = [
         kwargs={"choices": LAYOUTS},
     ),
     Option("--system", INSPECTS, help="system prompt (default: the model template's own)"),
+    Option(
+        "--preset",
+        CHATS,
+        help="a preset from the settings file, [presets.NAME]: its system prompt and sampling (a flag still wins)",
+    ),
     Option("--temp", CHATS, 0.0, "temperature; 0 is greedy", kwargs={"type": float}),
     Option("--top-k", CHATS, 0, "sample from the k most likely tokens (0: all)", kwargs={"type": int}),
     Option("--top-p", CHATS, 1.0, "nucleus sampling mass", kwargs={"type": float}),
@@ -138,9 +143,9 @@ OPTIONS: list[Option] = [
         "--search",
         frozenset({"history"}),
         None,
-        "the messages of every saved conversation that hold all these words, best first",
+        "the messages of every saved conversation that hold all these words, best first (quote several)",
         "output",
-        {"nargs": "+", "metavar": "WORD"},
+        {"metavar": "WORDS"},
     ),
     Option("--out", frozenset({"export"}), None, "write to this file instead of stdout", "output"),
     Option(

@@ -27,15 +27,18 @@ def _remembered(options: EngineOptions) -> dict[str, dict]:
         "lookup": {"prompt_lookup": CHOICE[options.lookup.enabled]},
         "thinking": {"thinking": CHOICE[options.thinking]},
         "system": {"system": options.system},
+        # Set only by a preset (chat/preset_forms.py): each on its own, so a form never writes them.
+        "repetition_penalty": {"repetition_penalty": s.repetition_penalty},
+        "max_tokens": {"max_tokens": options.max_tokens},
     }
 
 
 def changes_to_remember(old: EngineOptions, new: EngineOptions) -> dict:
     """What the settings file should remember of a change the engine adopted: every field of a form that changed
     (the form set them all)."""
-    values = {}
-    for option, fields in _remembered(new).items():
-        if getattr(new, option) != getattr(old, option):
+    values, before = {}, _remembered(old)
+    for group, fields in _remembered(new).items():
+        if fields != before[group]:
             values.update(fields)
     return values
 

@@ -2,7 +2,7 @@
 
 It holds what a user sets in the app: sampling, reply length, cache size and
 sink, KV bits, prompt lookup, thinking, the system prompt, the open panels and views, and the
-theme; and the models opened before, for the Models screen.
+theme; the models opened before, for the Models screen; and presets (`chat/presets.py`).
 Only what was set is written, so a default that changes in a later version
 still reaches everyone who never touched it.
 
@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 import tomli_w
+
+from . import presets as preset_table
+from .presets import Preset
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,16 +116,20 @@ class SettingsFile:
     settings: UserSettings = field(default_factory=UserSettings)
     problems: list[str] = field(default_factory=list)
     writable: bool = True  # False when the file could not be read: it is not overwritten
+    presets: dict[str, Preset] = field(default_factory=dict)  # [presets.NAME], in the file's order
 
     def save(self, settings: UserSettings) -> Optional[str]:
-        """Write the settings; returns one line if it could not be written."""
+        """Write the settings (and the presets); returns one line if it could not be written."""
         self.settings = settings
         if not self.writable:
             return f"Settings not saved: fix or remove {self.path} first."
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(HEADER + tomli_w.dumps(to_toml(settings)), encoding="utf-8")
+            tables = to_toml(settings)
+            if self.presets:
+                tables["presets"] = preset_table.to_toml(self.presets)
+            tmp.write_text(HEADER + tomli_w.dumps(tables), encoding="utf-8")
             tmp.replace(self.path)  # whole or not at all: a crash never leaves half a file
         except OSError as exc:
             return f"Settings not saved to {self.path}: {exc.strerror or exc}."
@@ -153,8 +160,16 @@ def load(path: Optional[Path] = None, views: Collection[str] = (), themes: Colle
         return SettingsFile(
             path, problems=[f"{path} is not valid TOML ({exc}); using the default settings."], writable=False
         )
+    presets, preset_problems = preset_table.from_toml(data.pop("presets", {}), preset_rules())
     values, problems = from_toml(data, views, themes)
-    return SettingsFile(path, UserSettings(**values), [f"{path}: {p}" for p in problems])
+    lines = [f"{path}: {p}" for p in problems + preset_problems]
+    return SettingsFile(path, UserSettings(**values), lines, presets=presets)
+
+
+def preset_rules() -> dict:
+    """A preset's settings are checked as the same settings are outside one."""
+    by_name = {f.name: f for f in fields(UserSettings)}
+    return {key: (by_name[key].metadata["check"], by_name[key].metadata["wants"]) for key in preset_table.KEYS}
 
 
 def from_toml(data: dict, views: Collection[str] = (), themes: Collection[str] = ()) -> tuple[dict, list[str]]:

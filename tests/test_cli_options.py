@@ -55,6 +55,9 @@ SAMPLES = {
     "--queue": (["2"], 2),
     "--no-save": ([], True),
     "--serve": ([], True),
+    "--history": ([], True),
+    "--search": (["sea otters"], "sea otters"),
+    "--preset": (["terse"], "terse"),
 }
 
 # Where each generation option lands in the engine's options.
@@ -79,10 +82,20 @@ ENGINE_FIELDS = {
 
 # Options that make the group of ranks the model is split over (chat/commands.py), not an engine field.
 GROUP_FLAGS = {"--ranks", "--hostfile", "--pipeline"}
+# Options that name settings kept in the settings file (tests/test_presets.py follows them to the engine).
+FILE_FLAGS = {"--preset"}
 
 POSITIONALS = {APP: [], "run": ["hi"], "tokenize": ["hi"], "replay": ["messages.json"], "inspect": ["hi"]}
 POSITIONALS.update({"history": [], "export": ["3"], "bench": [], "serve": []})
 ALL_COMMANDS = [APP, *(c.name for c in COMMANDS)]
+
+
+@pytest.fixture(autouse=True)
+def a_preset(tmp_path, monkeypatch):
+    """A settings file with the preset the samples name (its settings are not an option's: none are checked here)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "glasschat").mkdir()
+    (tmp_path / "glasschat" / "settings.toml").write_text("[presets.terse]\nmax_tokens = 64\n")
 
 
 def argv(command: str, before: list[str] = (), after: list[str] = ()) -> list[str]:
@@ -93,7 +106,7 @@ def argv(command: str, before: list[str] = (), after: list[str] = ()) -> list[st
 def test_every_option_and_command_is_covered():
     assert set(SAMPLES) == {o.flag for o in OPTIONS}
     assert set(POSITIONALS) == set(ALL_COMMANDS)
-    assert set(ENGINE_FIELDS) >= {o.flag for o in OPTIONS if o.commands >= options.CHATS} - GROUP_FLAGS
+    assert set(ENGINE_FIELDS) >= {o.flag for o in OPTIONS if o.commands >= options.CHATS} - GROUP_FLAGS - FILE_FLAGS
     for option in OPTIONS:
         assert SAMPLES[option.flag][1] != option.default, option.flag  # a sample that proves something
 

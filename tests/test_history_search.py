@@ -215,7 +215,7 @@ def test_history_search_on_the_command_line(tmp_path):
     store.add_reply(cid, "It keeps the newest tokens.", [1], "complete", {}, {})
     store.close()
 
-    out = glasschat("history", "--db", str(db), "--search", "rotating", "cache")
+    out = glasschat("history", "--db", str(db), "--search", "rotating cache")
     assert out.returncode == 0, out.stderr
     first, snippet = out.stdout.splitlines()
     assert re.match(rf"\s+{cid}  message 1\s+user\s+\d{{4}}-\d\d-\d\d \d\d:\d\d  What is a rotating KV cache\?$", first)

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Header, TextArea
 
 from model.internals.needs import StepNeeds
 
-from .. import found_message, settings_forms
+from .. import found_message, preset_forms, settings_forms
 from ..chat_control import ChatControl
 from ..chat_state import Phase
 from ..messages import BranchPicked, EditPicked, ForkPicked, NeedsChanged, PromptSubmitted
@@ -225,6 +225,7 @@ class ChatScreen(Screen):
         yield SystemCommand(
             "Sampling settings", "Temperature, top-k, top-p, min-p", lambda: settings_forms.edit_sampling(app)
         )
+        yield from preset_forms.commands(app)
         yield SystemCommand(
             "Prompt lookup: auto, on, off",
             "Guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes",

@@ -86,6 +86,7 @@ class Welcome(Vertical):
     }
     Welcome .hint { color: $text-muted; margin: 1 0 0 0; }
     Welcome .keys { color: $text-muted; margin: 1 0 0 0; }
+    Welcome .presets { margin: 1 0 0 0; }
     """
 
     class Picked(Message):
@@ -111,6 +112,9 @@ class Welcome(Vertical):
         for key, what in KEYS:
             keys.add_row(key, what)
         yield Static(keys, classes="keys")
+        presets = self.app.settings_file.presets if self.app.settings_file is not None else {}
+        if presets:
+            yield Static(presets_line(list(presets)), classes="presets")
 
     def on_mount(self) -> None:
         self.border_title = "Welcome to glasschat"
@@ -118,6 +122,16 @@ class Welcome(Vertical):
     def set_model(self, info: dict) -> None:
         self.info = info
         self.model.update(model_line(info))
+
+
+def presets_line(names: list[str]) -> Text:
+    """The presets in the settings file, and how to pick one."""
+    line = Text.assemble(("Presets: ", "bold"))
+    for n, name in enumerate(names):
+        line.append(("  ·  " if n else ""), "dim")
+        line.append(name, "bold")
+    line.append("   (Ctrl+P, then “Preset: …”: a new conversation with one)", "dim")
+    return line
 
 
 def example_for(text: str) -> str | None:
