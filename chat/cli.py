@@ -16,6 +16,7 @@ from model.errors import ModelError
 
 from . import options
 from .api.server import serve_command
+from .attachments import AttachmentError
 from .commands import (
     bench_command,
     export_command,
@@ -113,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         compute_path.asked()  # a bad GLASSCHAT_PATH is one line before anything loads
         return args.func(args)
-    except (ModelError, StoreError) as exc:
+    except (ModelError, StoreError, AttachmentError) as exc:
         print(f"glasschat: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

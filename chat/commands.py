@@ -14,7 +14,9 @@ from typing import Optional
 from model.errors import ModelError
 from model.runtime.events import Event, TokenGenerated
 from model.runtime.headless import HeadlessSession, TurnResult
+from model.runtime.settings import REPLY_ROOM
 
+from .attachments import CacheRoom, checked_message, read_attachment
 from .export import conversation_json, conversation_markdown
 from .options import engine_options
 from .recorder import ConversationRecorder
@@ -114,11 +116,22 @@ def _close(session: HeadlessSession, group) -> None:
         group.close()
 
 
+def _with_files(session: HeadlessSession, typed: str, attachments: list) -> str:
+    """The message with the --file attachments written in; one line if they would not stay in the cache."""
+    if not attachments:
+        return typed
+    cache = session.ready.cache
+    room = CacheRoom(cache.capacity, cache.sink_tokens, REPLY_ROOM)
+    return checked_message(session.conversation.text.tokenizer, room, typed, attachments, "raise --max-kv-size")
+
+
 def run_command(args: argparse.Namespace) -> int:
+    attachments = [read_attachment(path) for path in args.files]  # read before the model loads: a bad one fails fast
     session, group = _session(args, engine_options(args))
     _blas_note(session.ready.info)
     try:
-        result = session.send(lambda conversation: conversation.follow(args.prompt))
+        prompt = _with_files(session, args.prompt, attachments)
+        result = session.send(lambda conversation: conversation.follow(prompt))
         try:
             session.collect(result)
         except KeyboardInterrupt:
@@ -191,6 +204,9 @@ def _replay_row(result: TurnResult, n: int, entry: ReplayEntry, numbers: dict[in
 
 def replay_command(args: argparse.Namespace) -> int:
     entries = read_replay_file(args.file)
+    attachments = [read_attachment(path) for path in args.files]
+    if attachments and entries and entries[0].user is None:
+        raise ModelError("--file attaches to the first entry's message, and the first entry has none.")
     options = engine_options(args)
     recorder = None
     if args.db:
@@ -198,6 +214,12 @@ def replay_command(args: argparse.Namespace) -> int:
         recorder = ConversationRecorder(Store(args.db, progress=print_progress), args.model or "default", settings)
     session, group = _session(args, options, saver=recorder)
     _blas_note(session.ready.info)
+    try:
+        if attachments and entries:
+            entries[0] = replace(entries[0], user=_with_files(session, entries[0].user, attachments))
+    except BaseException:
+        _close(session, group)
+        raise
     numbers: dict[int, int] = {0: 0}  # entry number -> the conversation's turn id (0: the system prompt)
     failures = 0
     try:

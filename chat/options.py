@@ -36,15 +36,20 @@ class Option:
     help: str = ""
     group: str = GENERATION
     kwargs: dict = field(default_factory=dict)  # type, choices or action, as argparse takes them
+    name: str = ""  # where argparse keeps it, when the flag's own name is taken (replay's FILE)
 
     @property
     def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.name or self.flag.lstrip("-").replace("-", "_")
 
     def attach(self, parser: argparse.ArgumentParser, shown: bool = True) -> None:
         # SUPPRESS: an option not typed leaves no value, so nothing typed is ever overwritten.
         parser.add_argument(
-            self.flag, default=argparse.SUPPRESS, help=self.help if shown else argparse.SUPPRESS, **self.kwargs
+            self.flag,
+            dest=self.dest,
+            default=argparse.SUPPRESS,
+            help=self.help if shown else argparse.SUPPRESS,
+            **self.kwargs,
         )
 
 
@@ -62,6 +67,14 @@ OPTIONS: list[Option] = [
         "--preset",
         CHATS,
         help="a preset from the settings file, [presets.NAME]: its system prompt and sampling (a flag still wins)",
+    ),
+    Option(
+        "--file",
+        frozenset({"run", "replay"}),
+        (),
+        "attach this text file to the message (replay: to the first); repeat for more",
+        kwargs={"action": "append", "metavar": "PATH"},
+        name="files",
     ),
     Option("--temp", CHATS, 0.0, "temperature; 0 is greedy", kwargs={"type": float}),
     Option("--top-k", CHATS, 0, "sample from the k most likely tokens (0: all)", kwargs={"type": int}),

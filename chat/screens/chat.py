@@ -17,17 +17,18 @@ from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TextArea
+from textual.widgets import Footer, Header
 
 from model.internals.needs import StepNeeds
 
-from .. import found_message, preset_forms, settings_forms
+from .. import attach_form, found_message, preset_forms, settings_forms
 from ..chat_control import ChatControl
 from ..chat_state import Phase
 from ..messages import BranchPicked, EditPicked, ForkPicked, NeedsChanged, PromptSubmitted
 from ..router import Router
 from ..store import StoreError
 from ..views import ViewSpec
+from ..widgets.composer import Composer
 from ..widgets.download_bar import DownloadBar
 from ..widgets.prompt_input import PromptInput
 from ..widgets.side_column import SideColumn
@@ -136,7 +137,7 @@ class ChatScreen(Screen):
                 yield self.transcript
                 yield self.download
                 yield self.status
-                yield PromptInput(id="prompt", history=self.earlier_messages)
+                yield Composer(PromptInput(id="prompt", history=self.earlier_messages), id="composer")
             yield SideColumn(*self.panels.values(), id="sidebar")
         yield Footer()
 
@@ -226,6 +227,7 @@ class ChatScreen(Screen):
             "Sampling settings", "Temperature, top-k, top-p, min-p", lambda: settings_forms.edit_sampling(app)
         )
         yield from preset_forms.commands(app)
+        yield from attach_form.commands(app)
         yield SystemCommand(
             "Prompt lookup: auto, on, off",
             "Guess tokens from the conversation, verify them in one pass: the same reply, faster when it quotes",
@@ -299,15 +301,6 @@ class ChatScreen(Screen):
 
     async def on_welcome_picked(self, message: Welcome.Picked) -> None:
         await self.on_prompt_submitted(PromptSubmitted(message.text))
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        """The prompt box counts its tokens as you type (the tokenizer is Rust, not MLX)."""
-        tok = self.app.tokenizer()
-        prompt = self.query_one(PromptInput)
-        if tok is None or event.text_area is not prompt:
-            return
-        text = prompt.text
-        prompt.border_subtitle = f"{len(tok.encode_text(text))} tokens" if text else None
 
     def action_cancel_reply(self) -> None:
         self.control.cancel()

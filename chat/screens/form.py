@@ -17,9 +17,10 @@ class FormScreen(ModalScreen[dict | None]):
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, fields: list[tuple[str, str, str]], hint: str = "", validate=None):
+    def __init__(self, title: str, fields: list[tuple[str, str, str]], hint: str = "", validate=None, suggesters=None):
         super().__init__()
         self.form_title, self.fields, self.hint, self.validate = title, fields, hint, validate
+        self.suggesters = suggesters or {}  # a field's key -> its Suggester (→ takes the suggestion)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -28,7 +29,7 @@ class FormScreen(ModalScreen[dict | None]):
                 yield Label(self.hint, classes="hint")
             for label, key, value in self.fields:
                 yield Label(label)
-                yield Input(value=value, id=f"field-{key}")
+                yield Input(value=value, id=f"field-{key}", suggester=self.suggesters.get(key))
             yield Label("", id="form-error", classes="error")
 
     def on_input_submitted(self) -> None:

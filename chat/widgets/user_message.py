@@ -3,7 +3,8 @@
 A message whose turn has siblings (a regenerate, an edit or a fork made them)
 shows `‹ 2/3 ›` under it; ←/→ or a click on an arrow shows the sibling's path.
 `e` puts the message in the prompt box to edit it: sending makes a new branch
-beside it, and the old one stays reachable with the arrows.
+beside it, and the old one stays reachable with the arrows. Files attached to it
+show as chips above what was typed (`text` is still the whole message the model read).
 """
 
 from typing import Optional
@@ -14,7 +15,9 @@ from textual import events
 from textual.binding import Binding
 from textual.widgets import Static
 
+from ..attachments import split_message
 from ..messages import BranchPicked, EditPicked
+from .attachment_chip import chip_text, count_tokens
 from .token_chips import toggle_chips
 
 
@@ -39,24 +42,39 @@ class UserMessage(Static, can_focus=True):
 
     def __init__(self, text: str, queued: bool = False, turn_id: Optional[int] = None):
         # Plain text: what a user types is never read as markup.
-        super().__init__(text, markup=False, classes="queued" if queued else "")
+        super().__init__(markup=False, classes="queued" if queued else "")
         self.text = text
+        self.typed, self.attachments = split_message(text)
         self.turn_id = turn_id  # the turn this message opened, once it was sent
         self.branch: Optional[tuple[int, int]] = None  # (which, of how many) among its siblings, when it has some
         self.border_subtitle = "queued" if queued else None
+        self.update(self._body())
+
+    def on_mount(self) -> None:
+        if self.attachments:
+            self.update(self._body())  # the chips' token counts, now that the app's tokenizer can be asked
+
+    def _body(self) -> Text:
+        """The files as chips, what was typed, and the branch arrows when it has siblings."""
+        tok = self.app.tokenizer() if self.is_attached else None
+        lines = [chip_text(a, count_tokens(tok, [a])) for a in self.attachments]
+        if self.typed or not lines:
+            lines.append(Text(self.typed))
+        if self.branch is not None:
+            which, count = self.branch
+            lines.append(
+                Text.assemble(
+                    ("‹", Style(bold=True, meta={"branch": -1})),
+                    (f" {which}/{count} ", "dim"),
+                    ("›", Style(bold=True, meta={"branch": 1})),
+                )
+            )
+        return Text("\n").join(lines)
 
     def show_branch(self, which: int, count: int) -> None:
         """`‹ 2/3 ›` under the message when it has siblings."""
         self.branch = (which, count) if count > 1 else None
-        if self.branch is None:
-            self.update(Text(self.text))
-            return
-        arrows = Text.assemble(
-            ("‹", Style(bold=True, meta={"branch": -1})),
-            (f" {which}/{count} ", "dim"),
-            ("›", Style(bold=True, meta={"branch": 1})),
-        )
-        self.update(Text.assemble(self.text, "\n", arrows))
+        self.update(self._body())
 
     def action_branch(self, delta: int) -> None:
         if self.branch is not None and self.turn_id is not None:

@@ -38,11 +38,9 @@ from model.loading.loader import LoadedModel
 from model.runtime import generate, thinking
 from model.runtime.model_source import stop_ids
 from model.runtime.rescore import ScoredStep, score_reply
-from model.runtime.settings import PREFILL_CHUNK, DecodeSettings
+from model.runtime.settings import PREFILL_CHUNK, REPLY_ROOM, DecodeSettings
 from model.runtime.speculate import DraftPolicy, pays_off
 from model.runtime.stats import DraftCounts
-
-REPLY_ROOM = 32  # a message must leave at least this much of the cache for the reply
 
 
 @dataclass(frozen=True, kw_only=True)

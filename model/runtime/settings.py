@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from model.cache.settings import CacheSettings
 
+REPLY_ROOM = 32  # a message must leave at least this much of the cache for the reply
 PREFILL_CHUNK = 256  # tokens a prefill step takes at most: bounds its peak memory; big enough to keep BLAS busy
 
 
