@@ -113,3 +113,26 @@ async def test_esc_clears_the_search_then_closes(tmp_path):
         assert screen.query_one(Input).value == "" and screen.query_one(OptionList).option_count == 2
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, ConversationsScreen))
+
+
+@pytest.mark.asyncio
+async def test_a_hit_opens_on_the_real_engine(tmp_path, tiny_chat_model):
+    """On the real engine: the path drawn when the conversation opens stays while the cache is brought to it, and
+    the screen is free once it is (before the seam the engine started over first, and wiped the path drawn)."""
+    from chat.app import GlasschatApp
+    from model.runtime.engine import Engine
+    from model.runtime.settings import EngineOptions
+
+    store, _ = saved_chats(tmp_path / "g.db")
+    app = GlasschatApp(EngineOptions(model=tiny_chat_model, layout="float32", max_tokens=4), engine_factory=Engine)
+    app.recorder = ConversationRecorder(store, "tiny", {})
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready, timeout=60)
+        await open_search(pilot, "seville")
+        await pilot.press("enter")
+        notices = lambda: [str(n.render()) for n in app.chat.transcript.query("Notice")]  # noqa: E731
+        await wait_for(pilot, lambda: any("Restored" in n for n in notices()), timeout=60)
+        await pilot.pause(0.2)
+        assert not app.chat.busy and len(app.chat.transcript.query(UserMessage)) == 13
+        [found] = app.chat.transcript.query(".found")
+        assert found.text.startswith("It is made of Seville oranges.") and visible_in(found, app.chat.transcript)
