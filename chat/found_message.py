@@ -46,9 +46,15 @@ def highlight(transcript: Widget, found: FoundMessage) -> Optional[Widget]:
         widget.remove_class("found")
     target = drawn[found.turn]
     target.add_class("found")
-    transcript.release_anchor()  # the transcript follows the newest message; here the user asked for this one
-    transcript.call_after_refresh(transcript.scroll_to_widget, target, top=True, animate=False)
+    transcript.call_after_refresh(_scroll_to, transcript, target)
     return target
+
+
+def _scroll_to(transcript: Widget, target: Widget) -> None:
+    if transcript.max_scroll_y <= 0:
+        return  # it all fits (scrolling a short transcript's top to a message would push the rest out of view)
+    transcript.release_anchor()  # the transcript follows the newest message; here the user asked for this one
+    transcript.scroll_to_widget(target, top=True, animate=False)
 
 
 async def open_found(screen, conversation_id: int, message_id: int) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import search_index
+from .attachments import split_message
 from .search_index import Progress, SearchHit
 
 SCHEMA_VERSION = 3
@@ -370,7 +371,8 @@ class Store:
 
 
 def _title_from(text: str) -> str:
-    line = " ".join(text.split())
+    typed, files = split_message(text)  # what was typed names it, not the text of a file attached before it
+    line = " ".join((typed or ", ".join(f.name for f in files)).split())
     return line[:60] + ("…" if len(line) > 60 else "")
 
 

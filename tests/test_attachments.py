@@ -126,6 +126,7 @@ def test_replay_with_files_saves_them_in_the_first_message(tmp_path, tiny_chat_m
         ("todo.md", "1. book the hotel"),
     ]
     assert second.content == "And the hotel alone?"
+    assert conversation.title == "Sum the budget."  # named by what was typed, not by the file
     assert [h.message_id for h in store.search("hotel tickets")] == [first.id]  # a file's words are searchable
 
 

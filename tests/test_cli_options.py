@@ -58,6 +58,7 @@ SAMPLES = {
     "--history": ([], True),
     "--search": (["sea otters"], "sea otters"),
     "--preset": (["terse"], "terse"),
+    "--file": (["notes.txt"], ["notes.txt"]),
 }
 
 # Where each generation option lands in the engine's options.

@@ -75,6 +75,25 @@ async def test_enter_on_a_hit_opens_its_conversation_there(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_a_short_conversation_opened_at_a_hit_shows_every_message(tmp_path):
+    store, _ = saved_chats(tmp_path / "g.db")
+    app, holder = fake_app()
+    app.recorder = ConversationRecorder(store, "fake", {})
+    async with app.run_test(size=(150, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        await open_search(pilot, "yeast")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.busy and holder["engine"].restored is not None)
+        await pilot.pause(0.2)
+        [found] = app.chat.transcript.query(".found")
+        assert found.text == "Flour, water, salt and yeast."
+        for shown in (*app.chat.transcript.query(UserMessage), *app.chat.transcript.query(AssistantMessage)):
+            assert visible_in(
+                shown, app.chat.transcript
+            )  # nothing to scroll: nothing pushed out of view (at 150x45 it was)
+
+
+@pytest.mark.asyncio
 async def test_a_hit_on_a_branch_not_shown_opens_that_branch(tmp_path):
     store, ids = saved_chats(tmp_path / "g.db")
     app, holder = fake_app()

@@ -23,7 +23,7 @@ from ..search_index import SearchHit
 from ..store import Store, StoreError
 from .form import FormScreen
 
-HINT = "Enter open · / search every message · n new · r rename · d delete · e export to Markdown · Esc close"
+HINT = "Enter open · / search · n new · r rename · d delete · e export to Markdown · Esc close"
 
 
 def _age(t: float) -> str:

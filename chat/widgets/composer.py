@@ -93,6 +93,9 @@ class Composer(Vertical):
 
     def count_tokens(self) -> None:
         """The box's border counts the message's tokens as it will be sent, the files' included."""
+        if self.prompt.file_command() is not None:
+            self.prompt.border_subtitle = "Enter attaches the file · Tab completes the path"
+            return
         text, attachments = self.prompt.text, self.attachments
         tokens = self._count(attachments, text) if (text or attachments) else None
         self.prompt.border_subtitle = f"{tokens:,} tokens" if tokens is not None else None

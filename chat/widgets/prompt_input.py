@@ -75,15 +75,15 @@ class PromptInput(TextArea):
             event.prevent_default()
             event.stop()
             self.earlier.reset()
-            if self._file_command() is not None:
-                self.post_message(self.AttachRequested(self._file_command()))
+            if self.file_command() is not None:
+                self.post_message(self.AttachRequested(self.file_command()))
             else:
                 self.post_message(PromptSubmitted(self.text))
             return
-        if event.key == "tab" and self._file_command() is not None:
+        if event.key == "tab" and self.file_command() is not None:
             event.prevent_default()
             event.stop()
-            self._complete(self._file_command())
+            self._complete(self.file_command())
             return
         if event.key == "backspace" and not self.text:
             self.post_message(self.DropLast())
@@ -105,7 +105,7 @@ class PromptInput(TextArea):
             event.stop()
             self.post_message(self.AttachRequested(path))
 
-    def _file_command(self) -> str | None:
+    def file_command(self) -> str | None:
         """The path of a `/file PATH` line (empty while only `/file` is typed); None for a message."""
         line = self.text.strip()
         if "\n" in line or not (line == FILE_COMMAND or line.startswith(FILE_COMMAND + " ")):
