@@ -50,7 +50,7 @@ def attach_a_file(app: App) -> None:
         FormScreen(
             "Attach a file",
             [("path (→ completes it)", "path", "")],
-            hint="A text file, UTF-8; it must fit in the KV cache beside the system prompt and a reply.",
+            hint="A UTF-8 text file that fits in the KV cache.",
             validate=lambda v: _unreadable(v["path"]) if v["path"].strip() else "Give the path of a file.",
             suggesters={"path": PathSuggester()},
         ),

@@ -81,7 +81,7 @@ def save_as_preset(app: App) -> None:
         FormScreen(
             "Save settings as a preset",
             [("name", "name", "")],
-            hint=f"The system prompt and sampling settings now in use. Presets: {names} (the same name replaces one).",
+            hint=f"The system prompt and sampling in use. Presets now: {names}.",
             validate=lambda v: name_problem(v["name"].strip()),
         ),
         done,
