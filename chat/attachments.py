@@ -42,7 +42,7 @@ class AttachmentError(Exception):
 class Attachment:
     name: str  # the file's name, without its folder
     text: str
-    size: int  # bytes (of the file on disk; of its UTF-8 text when read back from a message)
+    size: int  # bytes of its text as the message carries it (UTF-8, the last line break left to the fence)
 
     def block(self) -> str:
         """The file as the message carries it (see the module docstring)."""
@@ -78,7 +78,8 @@ def read_attachment(path: str) -> Attachment:
             "save it as UTF-8 and attach it again."
         ) from None
     name = " ".join(where.name.split()) or "file"  # one line, so the block's header stays one line
-    return Attachment(name, text, size)
+    carried = text[:-1] if text.endswith("\n") else text  # as `block` writes it: the chips agree before and after
+    return Attachment(name, text, len(carried.encode()))
 
 
 def compose_message(typed: str, attachments: list[Attachment]) -> str:

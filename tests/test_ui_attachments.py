@@ -44,7 +44,7 @@ async def type_in_box(pilot, text: str) -> None:
 async def test_a_file_becomes_a_chip_counted_in_the_box_and_goes_into_the_message(tmp_path, tok):
     notes = tmp_path / "notes.txt"
     notes.write_text(NOTES)
-    attachment = Attachment("notes.txt", NOTES, len(NOTES))
+    attachment = Attachment("notes.txt", NOTES, len(NOTES) - 1)  # the last line break is the fence's
     store = Store(tmp_path / "g.db")
     app, holder = fake_app(tokenizer=tok)
     app.recorder = ConversationRecorder(store, "fake", {})
@@ -59,7 +59,7 @@ async def test_a_file_becomes_a_chip_counted_in_the_box_and_goes_into_the_messag
         await wait_for(pilot, lambda: app.query(AttachmentChip))
         chip = app.query_one(AttachmentChip)
         block_tokens = tokens(tok, attachment.block())
-        assert text_of(chip).strip() == f"▤ notes.txt · {len(NOTES)} B · {block_tokens} tokens ✕"
+        assert text_of(chip).strip() == f"▤ notes.txt · {len(NOTES) - 1} B · {block_tokens} tokens ✕"
         assert box.text == "" and box.border_subtitle == f"{block_tokens} tokens"
         await type_in_box(pilot, "What does the hotel cost?")
         message = compose_message("What does the hotel cost?", [attachment])
@@ -159,3 +159,25 @@ async def test_editing_a_message_puts_its_files_back_on_it(tmp_path, tok):
         assert app.query_one(AttachmentChip).attachment.name == "notes.txt"
         await pilot.press("escape")  # the edit given up: its files go too
         await wait_for(pilot, lambda: not app.query(AttachmentChip))
+
+
+def test_the_chips_above_the_box_and_in_the_transcript(snap_compare, tmp_path, tok):
+    """Layout: a sent message's chip over its question, and two files waiting above the box."""
+    (tmp_path / "notes.txt").write_text(NOTES)
+    (tmp_path / "todo.md").write_text("1. book the hotel\n2. buy the train tickets\n")
+    app, holder = fake_app(tokenizer=tok)
+
+    async def run(pilot):
+        app.query_one(PromptInput).cursor_blink = False
+        await wait_for(pilot, lambda: app.chat.ready)
+        composer = app.query_one(Composer)
+        assert await composer.attach(str(tmp_path / "notes.txt"))
+        await type_in_box(pilot, "What does the hotel cost?")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.busy and holder["engine"].sent)
+        assert await composer.attach(str(tmp_path / "notes.txt"))
+        assert await composer.attach(str(tmp_path / "todo.md"))
+        await type_in_box(pilot, "And what is left to do?")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run)
