@@ -26,6 +26,9 @@ BENCH = frozenset({"bench"})
 GENERATION = "model and generation (mlx-lm names)"
 LOOKUP_CHOICES = {"auto": None, "on": True, "off": False}  # --prompt-lookup: LookupSettings.enabled
 THINKING_CHOICES = {"auto": None, "on": True, "off": False}  # --thinking: EngineOptions.thinking
+# A repeatable option typed before the subcommand is kept apart (argparse puts the subcommand's list in its
+# place), and the two lists are joined once the command is known: --file a run hi --file b is both files.
+BEFORE = "before_subcommand_"
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,11 @@ class Option:
     def dest(self) -> str:
         return self.name or self.flag.lstrip("-").replace("-", "_")
 
-    def attach(self, parser: argparse.ArgumentParser, shown: bool = True) -> None:
+    def attach(self, parser: argparse.ArgumentParser, shown: bool = True, before: bool = False) -> None:
         # SUPPRESS: an option not typed leaves no value, so nothing typed is ever overwritten.
         parser.add_argument(
             self.flag,
-            dest=self.dest,
+            dest=BEFORE + self.dest if before and self.kwargs.get("action") == "append" else self.dest,
             default=argparse.SUPPRESS,
             help=self.help if shown else argparse.SUPPRESS,
             **self.kwargs,
@@ -270,7 +273,7 @@ def attach(parser: argparse.ArgumentParser, command: str) -> None:
     for option in OPTIONS:
         shown = command in option.commands
         group = groups.setdefault(option.group, parser.add_argument_group(option.group)) if shown else parser
-        option.attach(group, shown)
+        option.attach(group, shown, before=command == APP)
 
 
 def complete(
@@ -280,6 +283,10 @@ def complete(
     (`defaults`, by dest, replace the table's: the app's settings file)."""
     defaults = defaults or {}
     command = args.command
+    for option in OPTIONS:
+        before = vars(args).pop(BEFORE + option.dest, None)
+        if before is not None:
+            setattr(args, option.dest, before + getattr(args, option.dest, []))
     for option in OPTIONS:
         if hasattr(args, option.dest) and command not in option.commands:
             where = ", ".join(_name(c) for c in sorted(option.commands, key=lambda c: (c != APP, c)))

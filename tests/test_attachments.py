@@ -72,6 +72,13 @@ def test_too_big_for_the_cache_says_the_numbers():
     assert line.startswith("a.txt is 1,987 tokens; the KV cache has room for 1,986 in a message (capacity 2,048")
 
 
+def test_file_before_and_after_the_subcommand_is_both_files():
+    from chat.cli import parse_args
+
+    assert parse_args(["--file", "a.txt", "run", "hi", "--file", "b.txt"]).files == ["a.txt", "b.txt"]
+    assert parse_args(["replay", "r.json"]).files == ()
+
+
 def test_tab_completes_a_path_as_a_shell_does(tmp_path, monkeypatch):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "budget-2026.txt").write_text("x")
