@@ -309,7 +309,7 @@ def bench_command(args: argparse.Namespace) -> int:
     elif args.ranks > 1 or args.hostfile:
         from bench.ranks import run  # 1 process against N ranks, tensor and pipeline: a section of its own
     elif args.history:
-        from bench.history_search import run  # full-text search of saved conversations: no model
+        from .history_bench import run  # search of the saved conversations: measures the store, so in chat
     elif args.scaling:
         from bench.scaling import run  # memory by layout, and a 1B-shaped model: each in a fresh process
     else:

@@ -238,7 +238,7 @@ OPTIONS: list[Option] = [
         "--history",
         BENCH,
         False,
-        "instead: full-text search of saved conversations on a database of 10,000 messages (bench.history_search)",
+        "instead: full-text search of saved conversations on a database of 10,000 messages (chat/history_bench.py)",
         "bench",
         {"action": "store_true"},
     ),

@@ -233,7 +233,7 @@ def test_history_search_on_the_command_line(tmp_path):
 
 def test_the_bench_database_and_its_report(tmp_path, monkeypatch):
     """`glasschat bench --history` on a small database: its counts are those a scan of the text gives (no timing)."""
-    from bench import history_search
+    from chat import history_bench as history_search
 
     monkeypatch.setattr(history_search, "MESSAGES", 400)
     report = history_search.measure(tmp_path, repeats=1, log=lambda line: None)

@@ -13,7 +13,8 @@ most messages and rare ones in a few, as in real chats. It measures:
 - what keeping the index in step costs a write: saving a message with and without the
   index's triggers, in alternating rounds on the same store.
 
-Nothing here loads a model.
+Nothing here loads a model. It measures the store, so it lives in chat (as ui_bench.py
+does): the bench package stays beside chat, never importing it.
 """
 
 import json
@@ -25,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from chat.search_index import TRIGGERS
-from chat.store import MIGRATIONS, SCHEMA_VERSION, Store
+from .search_index import TRIGGERS
+from .store import MIGRATIONS, SCHEMA_VERSION, Store
 
 MESSAGES = 10_000
 PER_CONVERSATION = 20
