@@ -181,3 +181,31 @@ def test_the_chips_above_the_box_and_in_the_transcript(snap_compare, tmp_path, t
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run)
+
+
+@pytest.mark.asyncio
+async def test_the_attach_form_shows_a_long_refusal_whole(tmp_path, tok):
+    """Ctrl+P "Attach a file": a refusal longer than the form is wide wraps inside it, not cut off at its edge."""
+    from textual.containers import Vertical
+    from textual.widgets import Input, Label
+
+    from chat import attach_form
+
+    long_name = "quarterly_report_scanned_from_the_office_printer_page_one.pdf"
+    (tmp_path / long_name).write_bytes(b"%PDF-1.7\n\x00\x01")
+    app, _ = fake_app(tokenizer=tok)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        attach_form.attach_a_file(app)
+        await pilot.pause(0.1)
+        field = app.screen.query_one("#field-path", Input)
+        field.value = str(tmp_path / long_name)
+        field.focus()
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        error = app.screen.query_one("#form-error", Label)
+        said = str(error.render())
+        assert said.startswith(f"{long_name} is a binary file") and "\n" not in said
+        inside = app.screen.query_one(Vertical).content_region
+        assert error.region.height >= 2 and inside.contains_region(error.region)  # all of it, on two lines
+        assert not app.query(AttachmentChip)

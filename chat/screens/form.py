@@ -12,8 +12,8 @@ class FormScreen(ModalScreen[dict | None]):
     FormScreen { align: center middle; }
     FormScreen > Vertical { width: 70; max-width: 95%; height: auto; border: round $accent; background: $surface; padding: 1 2; }
     FormScreen Label { margin-top: 1; }
-    FormScreen .hint { color: $text-muted; }
-    FormScreen .error { color: $error; }
+    FormScreen .hint { color: $text-muted; width: 100%; }
+    FormScreen .error { color: $error; width: 100%; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
