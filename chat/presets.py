@@ -8,7 +8,8 @@
 A preset sets only what it names; the rest stays as it was (the settings file's,
 or the command line's default). Its keys are the settings file's own, with the
 same checks: a broken one gets one line and is left out of the preset, so the
-default applies. Picked with `--preset NAME` (app, `run`, `replay`) or from the
+default applies; it stays in the file as written when the app writes the file
+again (a typo is fixed by hand, not lost). Picked with `--preset NAME` (app, `run`, `replay`) or from the
 palette ("Preset: NAME"), which starts a new conversation with it.
 """
 
@@ -26,6 +27,8 @@ Rule = tuple[Callable[[object], bool], str]  # a value's check, and what it must
 class Preset:
     name: str
     values: Mapping[str, object] = field(default_factory=dict)  # by KEYS name; only what the preset sets
+    # The file's entries that failed their check or are unknown: written back as they were, never used.
+    left_out: Mapping[str, object] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         """One line: what picking it changes."""
@@ -48,31 +51,40 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def from_toml(table: object, rules: Mapping[str, Rule]) -> tuple[dict[str, Preset], list[str]]:
-    """The `[presets]` table: each preset with the settings that pass `rules`, and one line per problem."""
+def from_toml(table: object, rules: Mapping[str, Rule]) -> tuple[dict[str, Preset], dict[str, object], list[str]]:
+    """The `[presets]` table: each preset with the settings that pass `rules`, the entries that are not tables
+    (kept to be written back as they were), and one line per problem."""
     if not isinstance(table, dict):
-        return {}, ["presets must be tables, [presets.NAME]; ignored."]
-    presets, problems = {}, []
+        return {}, {}, ["presets must be tables, [presets.NAME]; ignored."]
+    presets, unread, problems = {}, {}, []
     for name, entry in table.items():
         if not isinstance(entry, dict):
             problems.append(f"presets.{name} must be a table of settings ([presets.{name}]); ignored.")
+            unread[name] = entry
             continue
-        values = {}
+        values, left_out = {}, {}
         for key, value in entry.items():
             if key not in KEYS:
                 problems.append(f"unknown setting 'presets.{name}.{key}' ignored (a preset holds {', '.join(KEYS)}).")
+                left_out[key] = value
                 continue
             check, wants = rules[key]
             if check(value):
                 values[key] = value
             else:
                 problems.append(f"presets.{name}.{key} = {value!r} must be {wants}; preset {name} uses the default.")
-        presets[name] = Preset(name, values)
-    return presets, problems
+                left_out[key] = value
+        presets[name] = Preset(name, values, left_out)
+    return presets, unread, problems
 
 
-def to_toml(presets: Mapping[str, Preset]) -> dict:
-    return {name: dict(preset.values) for name, preset in presets.items()}
+def to_toml(presets: Mapping[str, Preset], unread: Mapping[str, object]) -> dict:
+    """The `[presets]` table to write: each preset with the entries it left out, and the entries that were not
+    presets, as they were read (a preset saved under such a name replaces it)."""
+    table = dict(unread)
+    for name, preset in presets.items():
+        table[name] = {**preset.left_out, **preset.values}
+    return table
 
 
 def unknown(name: str, presets: Mapping[str, Preset], where: object) -> str:

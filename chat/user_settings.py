@@ -117,6 +117,7 @@ class SettingsFile:
     problems: list[str] = field(default_factory=list)
     writable: bool = True  # False when the file could not be read: it is not overwritten
     presets: dict[str, Preset] = field(default_factory=dict)  # [presets.NAME], in the file's order
+    unread_presets: dict[str, object] = field(default_factory=dict)  # [presets] entries that are not tables
 
     def save(self, settings: UserSettings) -> Optional[str]:
         """Write the settings (and the presets); returns one line if it could not be written."""
@@ -127,8 +128,9 @@ class SettingsFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             tables = to_toml(settings)
-            if self.presets:
-                tables["presets"] = preset_table.to_toml(self.presets)
+            presets = preset_table.to_toml(self.presets, self.unread_presets)
+            if presets:
+                tables["presets"] = presets
             tmp.write_text(HEADER + tomli_w.dumps(tables), encoding="utf-8")
             tmp.replace(self.path)  # whole or not at all: a crash never leaves half a file
         except OSError as exc:
@@ -160,10 +162,10 @@ def load(path: Optional[Path] = None, views: Collection[str] = (), themes: Colle
         return SettingsFile(
             path, problems=[f"{path} is not valid TOML ({exc}); using the default settings."], writable=False
         )
-    presets, preset_problems = preset_table.from_toml(data.pop("presets", {}), preset_rules())
+    presets, unread, preset_problems = preset_table.from_toml(data.pop("presets", {}), preset_rules())
     values, problems = from_toml(data, views, themes)
     lines = [f"{path}: {p}" for p in problems + preset_problems]
-    return SettingsFile(path, UserSettings(**values), lines, presets=presets)
+    return SettingsFile(path, UserSettings(**values), lines, presets=presets, unread_presets=unread)
 
 
 def preset_rules() -> dict:

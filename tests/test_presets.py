@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from cli_helpers import assert_one_line_error, glasschat
+from test_ui import send
 from textual.widgets import Input
 from ui_helpers import fake_app, wait_for
 
@@ -14,6 +15,7 @@ from chat.launch import read_settings
 from chat.options import engine_options
 from chat.presets import Preset
 from chat.user_settings import UserSettings, load
+from chat.widgets.user_message import UserMessage
 from chat.widgets.welcome import Welcome
 
 if sys.version_info >= (3, 11):
@@ -66,6 +68,13 @@ def test_a_bad_preset_entry_is_one_line_and_the_default(config):
     assert kept.settings.temp == 0.5  # the rest of the file is read as before
     # With --preset hot the bad temperature is the default's, not the preset's nor an error.
     assert engine_options(parse_args(["run", "hi", "--preset", "hot"])).sampling.temperature == 0.0
+    # The app writes the file again (a setting remembered, a preset saved): what it could not read stays as written.
+    kept.presets["new"] = Preset("new", {"temp": 0.1})
+    assert kept.save(kept.settings.changed(temp=0.6)) is None
+    table = tomllib.loads(config.read_text())["presets"]
+    assert table["hot"] == {"temp": "very", "top_k": 20, "colour": "red"} and table["flat"] == 1
+    assert table["loose"] == {"top_p": 7, "system": 3} and table["new"] == {"temp": 0.1}
+    assert len(load().problems) == 5  # and said again, each in its line, until fixed by hand
 
 
 def test_preset_flag_beats_the_file_and_a_typed_flag_beats_it(config):
@@ -127,3 +136,25 @@ async def test_picking_a_preset_and_saving_one_from_the_palette(config):
         "max_tokens": 200,
     }
     assert read_settings().presets["translator"] == TRANSLATOR  # the others are kept
+
+
+@pytest.mark.asyncio
+async def test_a_preset_with_the_system_prompt_in_use_starts_a_new_conversation(config):
+    """The engine's report sets the options (OptionsAdopted); with the system prompt unchanged it does not start a
+    new conversation by itself, so picking the preset does; the reply length and repetition penalty are remembered."""
+    kept = load()
+    kept.presets["short"] = Preset("short", {"max_tokens": 50, "repetition_penalty": 1.2})
+    kept.save(UserSettings())
+    app, holder = fake_app(settings_file=read_settings(), max_tokens=200)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        await send(pilot, "What is the capital of France?")
+        await wait_for(pilot, lambda: not app.chat.busy and app.chat.transcript.query(UserMessage))
+        [entry] = [c for c in preset_forms.commands(app) if c.title == "Preset: short"]
+        entry.callback()
+        await wait_for(pilot, lambda: app.options.max_tokens == 50 and not app.chat.transcript.query(UserMessage))
+        await wait_for(pilot, lambda: app.chat.ready and not app.conversation.tree.turns)
+        assert holder["engine"].updates[-1].sampling.repetition_penalty == 1.2
+        assert app.options.sampling.repetition_penalty == 1.2 and app.options.system is None
+    remembered = read_settings().settings
+    assert (remembered.max_tokens, remembered.repetition_penalty, remembered.temp) == (50, 1.2, None)
