@@ -174,7 +174,7 @@ def test_the_chips_above_the_box_and_in_the_transcript(snap_compare, tmp_path, t
         assert await composer.attach(str(tmp_path / "notes.txt"))
         await type_in_box(pilot, "What does the hotel cost?")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.chat.busy and holder["engine"].sent)
+        await wait_for(pilot, lambda: not app.chat.busy and app.conversation.tree.turns)
         assert await composer.attach(str(tmp_path / "notes.txt"))
         assert await composer.attach(str(tmp_path / "todo.md"))
         await type_in_box(pilot, "And what is left to do?")

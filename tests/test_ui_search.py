@@ -83,7 +83,9 @@ async def test_a_short_conversation_opened_at_a_hit_shows_every_message(tmp_path
         await wait_for(pilot, lambda: app.chat.ready)
         await open_search(pilot, "yeast")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.chat.busy and holder["engine"].restored is not None)
+        await wait_for(
+            pilot, lambda: not app.chat.busy and any(isinstance(r, HoldRequest) for r in holder["engine"].requests)
+        )
         await pilot.pause(0.2)
         [found] = app.chat.transcript.query(".found")
         assert found.text == "Flour, water, salt and yeast."
