@@ -8,6 +8,7 @@ from ui_helpers import fake_app, wait_for
 from chat.recorder import ConversationRecorder
 from chat.screens.conversations import ConversationsScreen
 from chat.store import Store
+from chat.widgets.prompt_input import PromptInput
 from chat.widgets.reply_message import AssistantMessage
 from chat.widgets.user_message import UserMessage
 from model.runtime.requests import HoldRequest
@@ -157,3 +158,28 @@ async def test_a_hit_opens_on_the_real_engine(tmp_path, tiny_chat_model):
         assert not app.chat.busy and len(app.chat.transcript.query(UserMessage)) == 13
         [found] = app.chat.transcript.query(".found")
         assert found.text.startswith("It is made of Seville oranges.") and visible_in(found, app.chat.transcript)
+
+
+@pytest.mark.asyncio
+async def test_a_hit_opened_while_a_reply_runs_is_marked_once_the_reply_stops(tmp_path):
+    """The reopen waits for the reply under way (stopped, and kept): the message is marked when its path is drawn."""
+    store, _ = saved_chats(tmp_path / "g.db")
+    app, holder = fake_app()
+    app.recorder = ConversationRecorder(store, "fake", {})
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_for(pilot, lambda: app.chat.ready)
+        engine = holder["engine"]
+        engine.turn_gate.clear()  # the reply holds before its second token
+        app.query_one(PromptInput).insert("What is the capital of France?")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(engine.turn_requests) == 1 and app.chat.busy)
+        await open_search(pilot, "seville")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConversationsScreen))
+        assert not app.chat.transcript.query(".found")  # not yet: the reply is still running
+        engine.turn_gate.set()
+        await wait_for(pilot, lambda: not app.chat.busy and any(isinstance(r, HoldRequest) for r in engine.requests))
+        await pilot.pause(0.2)
+        [found] = app.chat.transcript.query(".found")
+        assert isinstance(found, AssistantMessage) and found.text.startswith("It is made of Seville oranges.")
+        assert visible_in(found, app.chat.transcript)
