@@ -6,6 +6,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "mlx/version.h"
+#include "attention_op.h"
 #include "qmv_op.h"
 
 namespace nb = nanobind;
@@ -15,7 +16,7 @@ using namespace nb::literals;
 #define GLASSCHAT_XSTR(x) GLASSCHAT_STR(x)
 
 NB_MODULE(_qmv, m) {
-  m.doc() = "SIMD matrix-vector products over MLX's 4- and 8-bit affine quantized layout (CPU).";
+  m.doc() = "SIMD matrix-vector products over MLX's 4- and 8-bit affine quantized layout, and attention over a KV cache (CPU).";
   m.def("quantized_matvec", &glasschat::quantized_matvec, "x"_a, "w"_a, "scales"_a, "biases"_a, "group_size"_a,
         "bits"_a, "x @ dequantize(w, scales, biases).T for float32 x; few rows (decode), on the CPU.");
   m.def("dequantize", &glasschat::dequantize, "w"_a, "scales"_a, "biases"_a, "group_size"_a, "bits"_a,
@@ -27,6 +28,19 @@ NB_MODULE(_qmv, m) {
   m.def("set_kernel", &glasschat::set_kernel, "name"_a, "'best', or one of kernel_names() (tests, benchmarks).");
   m.def("kernel_name", &glasschat::kernel_name);
   m.def("kernel_names", &glasschat::kernel_names, "Every kernel this CPU can run, best first.");
+  m.def("attention", &glasschat::cache_attention, "q"_a, "keys"_a, "values"_a, "scale"_a, "softcap"_a = 0.0f,
+        "causal"_a = true, "window"_a = 0,
+        "softmax(q k^T * scale, capped, masked) v over float32 keys and values (B, nkv, S, hd), on the CPU.");
+  m.def("quantized_attention", &glasschat::quantized_cache_attention, "q"_a, "k_packed"_a, "k_scales"_a,
+        "k_biases"_a, "v_packed"_a, "v_scales"_a, "v_biases"_a, "group_size"_a, "bits"_a, "scale"_a,
+        "softcap"_a = 0.0f, "causal"_a = true, "window"_a = 0,
+        "The same over keys and values as mx.quantize stores them, on the CPU.");
+  m.def("set_attention_threads", &glasschat::set_attention_threads, "threads"_a);
+  m.def("attention_threads", &glasschat::attention_threads);
+  m.def("set_attention_kernel", &glasschat::set_attention_kernel, "name"_a,
+        "'best', or one of attention_kernel_names() (tests, benchmarks).");
+  m.def("attention_kernel_name", &glasschat::attention_kernel_name);
+  m.def("attention_kernel_names", &glasschat::attention_kernel_names, "Every attention kernel this CPU can run, best first.");
   // The mlx these headers came from: a different one at run time may not match its C++ ABI.
   m.attr("built_for_mlx") = GLASSCHAT_XSTR(MLX_VERSION_MAJOR) "." GLASSCHAT_XSTR(MLX_VERSION_MINOR) "." GLASSCHAT_XSTR(
       MLX_VERSION_PATCH);

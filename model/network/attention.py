@@ -1,7 +1,9 @@
 """Scaled dot-product attention over what a cache returns: plain keys and values, or quantized ones.
 
 Every attention the model computes goes through `attend`, so the cache only
-stores and fetches, and the probe (see `probe`) sees the very arrays used.
+stores and fetches, and the probe (see `probe`) sees the very arrays used. On a
+CPU with the kernel extension built, `attend` is one primitive
+(model.kernels.cache_attention); otherwise MLX's own ops, written out below.
 """
 
 from typing import NamedTuple, Optional, Union
@@ -10,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model import compute_path
+from model.kernels import cache_attention
 from model.network import fast_math
 
 
@@ -34,7 +37,21 @@ def plain(x: KV) -> mx.array:
     return x.dequantize() if isinstance(x, QuantizedKV) else x
 
 
-Mask = Union[None, str, mx.array]  # None (one query sees every key), "causal", or (L, S) booleans
+class SlidingWindow(NamedTuple):
+    """A causal mask where each query also sees at most `size` keys back, its own included (Gemma)."""
+
+    size: int
+
+    def array(self, L: int, S: int) -> mx.array:
+        """As (L, S) booleans: query i sits at key S - L + i, as with "causal"."""
+        queries = mx.arange(S - L, S)[:, None]
+        keys = mx.arange(S)[None, :]
+        return (keys <= queries) & (queries - keys < self.size)
+
+
+# None (every query sees every key), "causal" (the last query aligned with the last key),
+# a SlidingWindow, or (L, S) booleans.
+Mask = Union[None, str, SlidingWindow, mx.array]
 
 
 def window_mask(start: int, n: int, window: Optional[int]) -> Mask:
@@ -46,15 +63,18 @@ def window_mask(start: int, n: int, window: Optional[int]) -> Mask:
     first = 0 if window is None else max(0, start - window + 1)
     if window is None or start + n - 1 - first < window:
         return "causal"  # the last query still sees the first key
-    queries = mx.arange(start, start + n)[:, None]
-    keys = mx.arange(first, start + n)[None, :]
-    return (keys <= queries) & (queries - keys < window)
+    return SlidingWindow(window)
 
 
 def attend(q: mx.array, keys: KV, values: KV, scale: float, mask: Mask, softcap: Optional[float] = None) -> mx.array:
     """softmax(q k^T * scale [+ mask]) v; q (B, nh, L, hd), keys and values (B, nkv, S, hd).
 
     With `softcap` (Gemma 2) the scores become cap * tanh(scores / cap) before the mask."""
+    out = _through_kernel(q, keys, values, scale, mask, softcap)
+    if out is not None:
+        return out
+    if isinstance(mask, SlidingWindow):
+        mask = mask.array(q.shape[2], (keys.packed if isinstance(keys, QuantizedKV) else keys).shape[2])
     if isinstance(keys, QuantizedKV):
         return quantized_attention(q, keys, values, scale, mask, softcap)
     if softcap is not None:
@@ -63,6 +83,20 @@ def attend(q: mx.array, keys: KV, values: KV, scale: float, mask: Mask, softcap:
         # A prefill block: the softmax's exps dominate on CPU (see fast_math).
         return fast_math.causal_attention(q, keys, values, scale)
     return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale, mask=mask)
+
+
+def _through_kernel(q: mx.array, keys: KV, values: KV, scale: float, mask: Mask, softcap: Optional[float]):
+    """The extension's one-primitive attention where it applies (see model.kernels.cache_attention), else None."""
+    if isinstance(mask, mx.array) or not cache_attention.usable(q):
+        return None
+    window = mask.size if isinstance(mask, SlidingWindow) else 0
+    causal = mask is not None
+    if isinstance(keys, QuantizedKV):
+        if not isinstance(values, QuantizedKV):
+            return None
+        k, v = tuple(keys[:3]), tuple(values[:3])
+        return cache_attention.quantized_attention(q, k, v, keys.group_size, keys.bits, scale, causal, window, softcap)
+    return cache_attention.attention(q, keys, values, scale, causal, window, softcap)
 
 
 def _masked(scores: mx.array, mask: Mask) -> mx.array:
