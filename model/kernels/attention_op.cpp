@@ -8,6 +8,7 @@
 #include "attention_kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
+#include "step_clock.h"
 
 namespace glasschat {
 
@@ -181,6 +182,7 @@ void CacheAttention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<
   encoder.dispatch([inputs, out, scale = scale_, softcap = softcap_, causal = causal_, window = window_,
                     group_size = group_size_, bits = bits_, kernel = &current_kernel(),
                     threads = threads_.load()]() mutable {
+    const StageTimer timer(Stage::attention);
     const auto& q = inputs[0];
     const int B = q.shape(0), H = q.shape(1), L = q.shape(2), D = q.shape(3);
     // q times the scale, contiguous: the kernels read its rows many times.

@@ -1,6 +1,7 @@
 // The shared worker pool (see pool.h).
 
 #include "pool.h"
+#include "step_clock.h"
 
 #include <algorithm>
 #include <atomic>
@@ -130,6 +131,11 @@ Pool& pool_for(int threads) {
 }
 
 }  // namespace
+
+StageTotals& stage_totals() {
+  static StageTotals totals;
+  return totals;
+}
 
 void parallel_for(int tasks, int threads, TaskFn task, void* context) {
   threads = std::min({threads, tasks, kMaxThreads});

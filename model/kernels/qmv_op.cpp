@@ -8,8 +8,10 @@
 #include <thread>
 
 #include "mlx/allocator.h"
+#include "fast_exp.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "qmv_kernels.h"
+#include "step_clock.h"
 
 namespace glasschat {
 
@@ -143,16 +145,25 @@ mx::array quantized_matvec(
     const mx::array& scales,
     const mx::array& biases,
     int group_size,
-    int bits) {
+    int bits,
+    const std::optional<mx::array>& residual,
+    bool swiglu) {
   const int K = check_weights(w, scales, biases, group_size, bits);
   const int N = w.shape(0);
   check(x.dtype() == mx::float32, "x must be float32");
-  check(x.ndim() >= 1 && x.shape(-1) == K, "x's last axis must be " + std::to_string(K));
+  const int width = swiglu ? 2 * K : K;
+  check(x.ndim() >= 1 && x.shape(-1) == width, "x's last axis must be " + std::to_string(width));
   auto shape = x.shape();
   shape.back() = N;
+  std::vector<mx::array> inputs{x, w, scales, biases};
+  if (residual) {
+    check(residual->dtype() == mx::float32 && residual->shape() == shape, "the residual must be float32, shaped as the output");
+    inputs.push_back(*residual);
+  }
   auto stream = mx::default_stream(mx::Device::cpu);
   return mx::array(
-      shape, mx::float32, std::make_shared<QuantizedMatvec>(stream, group_size, bits), {x, w, scales, biases});
+      shape, mx::float32, std::make_shared<QuantizedMatvec>(stream, group_size, bits, swiglu, bool(residual)),
+      std::move(inputs));
 }
 
 std::vector<mx::Shape> QuantizedMatvec::output_shapes(const std::vector<mx::array>& inputs) {
@@ -163,7 +174,7 @@ std::vector<mx::Shape> QuantizedMatvec::output_shapes(const std::vector<mx::arra
 
 bool QuantizedMatvec::is_equivalent(const mx::Primitive& other) const {
   const auto& o = static_cast<const QuantizedMatvec&>(other);
-  return group_size_ == o.group_size_ && bits_ == o.bits_;
+  return group_size_ == o.group_size_ && bits_ == o.bits_ && swiglu_ == o.swiglu_ && residual_ == o.residual_;
 }
 
 void QuantizedMatvec::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
@@ -182,7 +193,9 @@ void QuantizedMatvec::eval_cpu(const std::vector<mx::array>& inputs, std::vector
   // outlive the task on the stream's thread.
   encoder.dispatch([x = inputs[0], w = inputs[1], s = inputs[2], b = inputs[3], out, gs = group_size_,
                     bits = bits_, kernel = &current_kernel(), threads = threads_.load(),
-                    pass_threads = pass_threads_.load()]() mutable {
+                    pass_threads = pass_threads_.load(), swiglu = swiglu_,
+                    residual = residual_ ? inputs[4] : mx::array(0.0f)]() mutable {
+    const StageTimer timer(Stage::matvec);
     std::vector<float> xs;
     const float* xp = x.data<float>();
     if (!x.flags().row_contiguous) {
@@ -192,9 +205,34 @@ void QuantizedMatvec::eval_cpu(const std::vector<mx::array>& inputs, std::vector
     const Weights weights(w, s, b);
     const int N = w.shape(0);
     const int K = w.shape(1) * 32 / bits;
-    const int M = int(x.size() / K);
+    const int M = int(x.size() / (swiglu ? 2 * K : K));
+    std::vector<float> act;
+    if (swiglu) {  // silu(gate) * up = gate / (1 + e^-gate) * up, as model/network/fast_math.py
+      act.resize(size_t(M) * K);
+      for (int m = 0; m < M; m++) {
+        const float* gate = xp + size_t(m) * 2 * K;
+        const float* up = gate + K;
+        float* a = act.data() + size_t(m) * K;
+        for (int i = 0; i < K; i++) {
+          a[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
+        }
+      }
+      xp = act.data();
+    }
     qmv::Problem p{xp, weights.w, weights.s, weights.b, out.data<float>(), M, N, K, gs, bits};
     qmv::run(p, *kernel, M >= kPassRows ? pass_threads : threads);
+    if (residual.size() == out.size()) {
+      std::vector<float> rs;
+      const float* r = residual.data<float>();
+      if (!residual.flags().row_contiguous) {
+        rs = gather(residual);
+        r = rs.data();
+      }
+      float* y = out.data<float>();
+      for (size_t i = 0; i < out.size(); i++) {
+        y[i] += r[i];
+      }
+    }
   });
 }
 

@@ -3,6 +3,7 @@
 
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,13 +16,18 @@ namespace mx = mlx::core;
 
 // x (..., K) @ dequantize(w, scales, biases, group_size, bits).T -> (..., N),
 // all float32, w packed as `mx.quantize` packs it (affine mode).
+// Two things a decode step does around the product, fused into it (one graph node, not three):
+// `swiglu`: x is (..., 2K), gate then up, and the product takes silu(gate) * up (the MLP's
+// down projection); `residual` (..., N): added to the result (the residual stream).
 mx::array quantized_matvec(
     const mx::array& x,
     const mx::array& w,
     const mx::array& scales,
     const mx::array& biases,
     int group_size,
-    int bits);
+    int bits,
+    const std::optional<mx::array>& residual = std::nullopt,
+    bool swiglu = false);
 
 // dequantize(w, scales, biases) as float32 (N, K): mx.dequantize's numbers,
 // one pass instead of its chain of shifts, reshapes, products and sums.
@@ -42,8 +48,8 @@ std::vector<std::string> kernel_names();  // every kernel this CPU can run, best
 
 class QuantizedMatvec : public mx::Primitive {
  public:
-  QuantizedMatvec(mx::Stream stream, int group_size, int bits)
-      : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+  QuantizedMatvec(mx::Stream stream, int group_size, int bits, bool swiglu = false, bool residual = false)
+      : mx::Primitive(stream), group_size_(group_size), bits_(bits), swiglu_(swiglu), residual_(residual) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
@@ -54,6 +60,8 @@ class QuantizedMatvec : public mx::Primitive {
  private:
   int group_size_;
   int bits_;
+  bool swiglu_;  // inputs: x is (..., 2K), gate | up
+  bool residual_;  // inputs: a fifth array added to the result
 };
 
 class AffineDequantize : public mx::Primitive {

@@ -109,13 +109,18 @@ class RoPE(nn.Module):
     def _rotate_one(self, x: mx.array, position: int) -> mx.array:
         """One decode position from a cos/sin table: on CPU, `fast.rope` costs ~0.2 ms a
         call whatever the size, and a decode step makes two per layer."""
-        if self._table is None or position >= self._table[0].shape[0]:
-            self._build_table(max(2 * position, 4096))
-        cos, sin = self._table[0][position], self._table[1][position]  # (dims/2,)
+        table_cos, table_sin = self.tables(position)
+        cos, sin = table_cos[position], table_sin[position]  # (dims/2,)
         if self.dims < x.shape[-1]:  # partial rotation: the tail of each head passes through
             turned = _rotate(x[..., : self.dims], cos, sin, self.traditional)
             return mx.concatenate([turned, x[..., self.dims :]], axis=-1)
         return _rotate(x, cos, sin, self.traditional)
+
+    def tables(self, last: int) -> tuple[mx.array, mx.array]:
+        """cos and sin of every pair's angle by position, (positions, dims/2), up to at least `last`."""
+        if self._table is None or last >= self._table[0].shape[0]:
+            self._build_table(max(2 * last, 4096))
+        return self._table
 
     def _build_table(self, positions: int) -> None:
         # Angles in float64: at position 8000 a float32 angle is already off by ~5e-4 rad.

@@ -10,6 +10,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from model.kernels import fused_step
 from model.network.attention import attend, geglu, swiglu, window_mask
 from model.network.config import ModelConfig
 from model.network.probe import AttentionSeen, Probe, Recorder
@@ -17,8 +18,16 @@ from model.network.rope import RoPE
 from model.network.step_cache import StepCache
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm; one graph node on the CPU where the kernel extension is built (see fused_step)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = fused_step.rms_norm(x, self["weight"], self.eps)
+        return super().__call__(x) if y is None else y
+
+
 def rms_norm(config: ModelConfig, dims: Optional[int] = None) -> nn.RMSNorm:
-    return nn.RMSNorm(dims or config.hidden_size, eps=config.rms_norm_eps)
+    return RMSNorm(dims or config.hidden_size, eps=config.rms_norm_eps)
 
 
 class Attention(nn.Module):
@@ -49,8 +58,30 @@ class Attention(nn.Module):
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def __call__(
-        self, x, rope: Optional[RoPE], offset: int, mask, layer_cache, record: Optional[Recorder] = None
+        self,
+        x,
+        rope: Optional[RoPE],
+        offset: int,
+        mask,
+        layer_cache,
+        record: Optional[Recorder] = None,
+        residual: Optional[mx.array] = None,
     ) -> mx.array:
+        """Attention's output projection, plus `residual` when given (the block's stream, added in one node
+        where the kernel can)."""
+        B, L, _ = x.shape
+        q, k, v = self.heads(x, rope, offset)
+        # The cache stores the new k and v and returns every key and value the
+        # new queries may see (plain or quantized); attention runs over those.
+        keys, values = (k, v) if layer_cache is None else layer_cache.update_and_fetch(k, v)
+        out = attend(q, keys, values, self.scale, mask, self.softcap)  # (B, nh, L, hd)
+        if record is not None:
+            record(AttentionSeen(q, k, v, keys, values, self.scale, out, self.softcap))
+        out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
+        return self.o_proj(out) if residual is None else fused_step.linear_plus(self.o_proj, out, residual)
+
+    def heads(self, x: mx.array, rope: Optional[RoPE], offset: int) -> tuple[mx.array, mx.array, mx.array]:
+        """q (B, nh, L, hd), k and v (B, nkv, L, hd) for x, q and k turned by RoPE."""
         B, L, _ = x.shape
         q, k, v = self.project(x)
         if self.qk_norm == "all":  # OLMo 2 normalises q and k across all heads at once
@@ -65,13 +96,7 @@ class Attention(nn.Module):
         if rope is not None:  # SmolLM3's layers without RoPE see positions only through the mask
             q = rope(q, offset)
             k = rope(k, offset)
-        # The cache stores the new k and v and returns every key and value the
-        # new queries may see (plain or quantized); attention runs over those.
-        keys, values = (k, v) if layer_cache is None else layer_cache.update_and_fetch(k, v)
-        out = attend(q, keys, values, self.scale, mask, self.softcap)  # (B, nh, L, hd)
-        if record is not None:
-            record(AttentionSeen(q, k, v, keys, values, self.scale, out, self.softcap))
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return q, k, v
 
 
 class FusedAttention(Attention):
@@ -86,6 +111,18 @@ class FusedAttention(Attention):
 
     def project(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         return tuple(mx.split(self.qkv_proj(x), [self.q_end, self.k_end], axis=-1))
+
+    def heads(self, x: mx.array, rope: Optional[RoPE], offset: int) -> tuple[mx.array, mx.array, mx.array]:
+        # A decode step's split into heads and RoPE as one node where the kernel extension can
+        # (no q/k norm, a plain table rotation); otherwise the ops written out above.
+        if self.qk_norm is None and rope is not None and rope.mscale == 1.0 and x.shape[1] <= fused_step.FUSED_ROWS:
+            tables = rope.tables(offset + x.shape[1])
+            fused = fused_step.rope_heads(
+                self.qkv_proj(x), tables, offset, self.n_heads, self.n_kv_heads, self.head_dim, rope
+            )
+            if fused is not None:
+                return tuple(fused)
+        return super().heads(x, rope, offset)
 
 
 class MLP(nn.Module):
@@ -104,8 +141,10 @@ class MLP(nn.Module):
     def gate_and_up(self, x: mx.array) -> tuple[mx.array, mx.array]:
         return self.gate_proj(x), self.up_proj(x)
 
-    def __call__(self, x) -> mx.array:
-        return self.down_proj(self.gated(*self.gate_and_up(x)))
+    def __call__(self, x, residual: Optional[mx.array] = None) -> mx.array:
+        """down(act(gate(x)) * up(x)), plus `residual` when given (in one node where the kernel can)."""
+        y = self.down_proj(self.gated(*self.gate_and_up(x)))
+        return y if residual is None else y + residual
 
 
 class FusedMLP(MLP):
@@ -116,6 +155,14 @@ class FusedMLP(MLP):
 
     def gate_and_up(self, x: mx.array) -> tuple[mx.array, mx.array]:
         return tuple(mx.split(self.gate_up_proj(x), 2, axis=-1))
+
+    def __call__(self, x, residual: Optional[mx.array] = None) -> mx.array:
+        # SwiGLU's gate, the down projection and the residual add as one kernel node where it can.
+        if self.gated is swiglu:
+            y = fused_step.swiglu_linear_plus(self.down_proj, self.gate_up_proj(x), residual)
+            if y is not None:
+                return y
+        return super().__call__(x, residual)
 
 
 class Block(nn.Module):
@@ -139,8 +186,8 @@ class Block(nn.Module):
 
     def __call__(self, x, rope, offset, mask, layer_cache, record: Optional[Recorder] = None) -> mx.array:
         if self.placement == "pre":  # Llama, Qwen, Phi-3, SmolLM3: normalise what each sub-block reads
-            h = x + self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record)
-            return h + self.mlp(self.post_attention_layernorm(h))
+            h = self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record, residual=x)
+            return self.mlp(self.post_attention_layernorm(h), residual=h)
         if self.placement == "sandwich":  # Gemma 2/3: normalise what it reads and what it adds
             a = self.self_attn(self.input_layernorm(x), rope, offset, mask, layer_cache, record)
             h = x + self.post_attention_layernorm(a)
