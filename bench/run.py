@@ -18,6 +18,8 @@ from bench.llama_peer import LlamaCppEngine, PeerFailed, llama_cpp_available
 from bench.lookup import lookup_speed
 from bench.peers import MlxLmEngine, OurEngine
 from bench.report import finish, progress
+from bench.step_profile import describe as describe_step
+from bench.step_profile import profile_decode_step
 from model import compute_path
 from model.blas import BlasInfo, blas_info
 from model.cache.kv_factory import make_cache
@@ -45,6 +47,7 @@ class EngineResult:
     ttft_s: float = 0.0  # first token after a 64-token prompt
     decode_tok_s: float = 0.0
     decode_tokens: int = 0
+    context_decode_tok_s: dict = field(default_factory=dict)  # tokens of context -> decode tok/s after them
     mlx_peak_bytes: int = 0
     rss_bytes: int = 0
     note: str = ""
@@ -66,8 +69,12 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log, budget_s) -> EngineResult:
-    """Each measurement is skipped when the rates seen so far say it would take over `budget_s`."""
+def measure(
+    engine, layout, tokenizer, sizes, decode_tokens, repeats, log, budget_s, contexts=(), context_tokens=64
+) -> EngineResult:
+    """Each measurement is skipped when the rates seen so far say it would take over `budget_s`.
+
+    `contexts`: the long-context row, decode of `context_tokens` after each of these prompt lengths."""
     result = EngineResult(engine.name, layout)
     mx.reset_peak_memory()
     start = time.perf_counter()
@@ -88,11 +95,18 @@ def measure(engine, layout, tokenizer, sizes, decode_tokens, repeats, log, budge
     if decode_tokens * step_s > budget_s:
         decode_tokens = max(8, int(budget_s / step_s))
         skipped.append(f"decode cut to {decode_tokens} tokens")
-    result.note = "; ".join(skipped)
     times = engine.decode_times(prompt_ids(tokenizer, 64), decode_tokens)
     result.decode_tokens = len(times)
     result.decode_tok_s = tokens_per_s(times)
     log(f"  {engine.name}: decode {len(times)} tokens  {result.decode_tok_s:8.1f} tok/s")
+    for n in contexts:  # the long-context row: decode after n tokens of context
+        if n / rate + context_tokens * step_s * 4 > budget_s:
+            skipped.append(f"decode after {n}")
+            continue
+        times = engine.decode_times(prompt_ids(tokenizer, n), context_tokens)
+        result.context_decode_tok_s[n] = tokens_per_s(times)
+        log(f"  {engine.name}: decode after {n:5d} tokens  {result.context_decode_tok_s[n]:8.1f} tok/s")
+    result.note = "; ".join(skipped)
     result.mlx_peak_bytes = mx.get_peak_memory()
     result.rss_bytes = current_rss()
     return result
@@ -105,7 +119,9 @@ def measure_llama_cpp(path, tokenizer, sizes, args, log, command=None) -> tuple[
     peer = None
     try:
         peer = LlamaCppEngine(path, threads=os.cpu_count() or 1, command=command)
-        result = measure(peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget)
+        result = measure(
+            peer, "gguf", tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget, *long_context(args)
+        )
     except PeerFailed as exc:
         return None, f"not measured: {exc}"
     finally:
@@ -185,11 +201,28 @@ def ratios(results: list[EngineResult]) -> list[dict]:
                 "peer": b.engine,
                 "decode": a.decode_tok_s / b.decode_tok_s if b.decode_tok_s else None,
             }
+            for n, v in a.context_decode_tok_s.items():
+                if b.context_decode_tok_s.get(n):
+                    row[f"decode_after_{n}"] = v / b.context_decode_tok_s[n]
             for n, v in a.prefill_tok_s.items():
                 if b.prefill_tok_s.get(n):
                     row[f"prefill_{n}"] = v / b.prefill_tok_s[n]
             out.append(row)
     return out
+
+
+def long_context(args) -> tuple[list[int], int]:
+    """The long-context row's prompt lengths and decoded tokens, from --contexts and --context-tokens."""
+    return [int(n) for n in args.contexts.split(",") if n], args.context_tokens
+
+
+def step_profiles(ours: OurEngine, args, log) -> list[dict]:
+    """Where a decode step's time goes, after 64 tokens and after each long context (bench.step_profile)."""
+    rows = []
+    for n in [64, *long_context(args)[0]]:
+        rows.append(profile_decode_step(ours.loaded, prompt_ids(ours.loaded.tokenizer, n)))
+        log(f"  step split, {ours.loaded.layout}: {describe_step(rows[-1])}")
+    return rows
 
 
 def prompt_lookup(ours: OurEngine, args, log) -> dict:
@@ -223,11 +256,13 @@ def run(args) -> int:
     results: list[EngineResult] = []
     eviction: dict = {}
     lookup: dict = {}
+    profiles: list[dict] = []
     first: Optional[OurEngine] = None
     for layout in layouts:
         ours = OurEngine.load(args.model, layout, top_k=args.show_top)
         if first is None:
             lookup = prompt_lookup(ours, args, log)
+            profiles = step_profiles(ours, args, log)
         first = first or ours
         results.append(
             measure(
@@ -239,6 +274,7 @@ def run(args) -> int:
                 args.repeats,
                 log,
                 args.budget,
+                *long_context(args),
             )
         )
         results[-1].note = "; ".join(n for n in (ours.info()["weight_dtype"], results[-1].note) if n)
@@ -271,7 +307,19 @@ def run(args) -> int:
         if not quantized:
             continue
         peer = MlxLmEngine(first, quantized == "quantized")
-        results.append(measure(peer, quantized, tokenizer, sizes, args.decode_tokens, args.repeats, log, args.budget))
+        results.append(
+            measure(
+                peer,
+                quantized,
+                tokenizer,
+                sizes,
+                args.decode_tokens,
+                args.repeats,
+                log,
+                args.budget,
+                *long_context(args),
+            )
+        )
     peer_result, llama_cpp = measure_llama_cpp(first.loaded.path, tokenizer, sizes, args, log)
     results += [peer_result] if peer_result else []
     log(f"llama.cpp: {llama_cpp}")
@@ -285,6 +333,7 @@ def run(args) -> int:
         "ratios": ratios(results),
         "eviction": eviction,
         "prompt_lookup": lookup,
+        "step_split": profiles,
         "process_peak_rss_bytes": peak_rss(),
     }
     return finish(report, args.json, print_table)
@@ -293,25 +342,36 @@ def run(args) -> int:
 def print_table(report: dict) -> None:
     engines = report["engines"]
     sizes = sorted({int(n) for e in engines for n in e["prefill_tok_s"]})
+    contexts = sorted({int(n) for e in engines for n in e.get("context_decode_tok_s", {})})
     head = (
         f"{'engine':38} "
         + " ".join(f"{'pf' + str(n):>8}" for n in sizes)
-        + f" {'decode':>8} {'ttft':>7} {'mlx peak':>9} {'rss':>8}"
+        + f" {'decode':>8} "
+        + " ".join(f"{'dec@' + str(n):>8}" for n in contexts)
+        + f" {'ttft':>7} {'mlx peak':>9} {'rss':>8}"
     )
-    print("\nprefill and decode in tok/s; ttft in s; memory in MB")
+    print("\nprefill and decode in tok/s (dec@N: decode after N tokens of context); ttft in s; memory in MB")
     print(head)
+
+    def rate(table: dict, n: int) -> float:  # JSON turns the int keys into strings; accept both
+        return table.get(n, table.get(str(n), float("nan")))
+
     for e in engines:
-        # JSON turns the int keys into strings; accept both.
-        pf = " ".join(f"{e['prefill_tok_s'].get(n, e['prefill_tok_s'].get(str(n), float('nan'))):8.1f}" for n in sizes)
+        pf = " ".join(f"{rate(e['prefill_tok_s'], n):8.1f}" for n in sizes)
+        dec = " ".join(f"{rate(e.get('context_decode_tok_s', {}), n):8.1f}" for n in contexts)
         print(
-            f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {e['ttft_s']:7.3f} "
+            f"{e['engine']:38} {pf} {e['decode_tok_s']:8.1f} {dec} {e['ttft_s']:7.3f} "
             f"{e['mlx_peak_bytes'] / 2**20:9.0f} {e['rss_bytes'] / 2**20:8.0f}  {e['note']}"
         )
     print("\nratios (ours / peer; >1 is faster)")
     for r in report["ratios"]:
         parts = [f"decode {r['decode']:.2f}x" if r["decode"] else "decode –"]
-        parts += [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in r.items() if k.startswith("prefill_")]
+        parts += [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in r.items() if k.startswith(("prefill_", "decode_after"))]
         print(f"  {r['ours']} vs {r['peer']}: " + ", ".join(parts))
+    if report.get("step_split"):
+        print("\nwhere a decode step goes (built, then evaluated; ms)")
+        for row in report["step_split"]:
+            print(f"  {describe_step(row)}")
     print_lookup(report.get("prompt_lookup") or {})
     machine = report["machine"]
     print(f"\nllama.cpp: {report['llama_cpp']}")

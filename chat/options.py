@@ -207,6 +207,10 @@ OPTIONS: list[Option] = [
     Option("--mlx-lm", BENCH, "quantized,float32", "mlx-lm weight layouts to measure ('' skips)", "bench"),
     Option("--sizes", BENCH, "64,512,2048", "prompt lengths for prefill", "bench"),
     Option("--decode-tokens", BENCH, 256, "tokens to decode", "bench", {"type": int}),
+    Option(
+        "--contexts", BENCH, "600,2000", "the long-context row: decode after these prompt lengths ('' skips)", "bench"
+    ),
+    Option("--context-tokens", BENCH, 64, "tokens decoded after each long context", "bench", {"type": int}),
     Option("--repeats", BENCH, 1, "runs of each measurement", "bench", {"type": int}),
     Option(
         "--budget",

@@ -51,7 +51,7 @@ def test_a_healthy_peer_keeps_llama_cpps_default_buffers():
 
 
 def test_the_bench_survives_a_peer_that_dies_with_plain_buffers_too():
-    args = SimpleNamespace(decode_tokens=4, repeats=1, budget=60.0)
+    args = SimpleNamespace(decode_tokens=4, repeats=1, budget=60.0, contexts="", context_tokens=4)
     tokenizer = SimpleNamespace(encode_text=lambda text: list(range(40)))
     result, line = measure_llama_cpp("model.gguf", tokenizer, [16], args, lambda _: None, command=fake("always"))
     assert result is None
