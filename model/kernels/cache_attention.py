@@ -82,12 +82,3 @@ def quantized_attention(
     if any(part.dtype != mx.float32 for part in (*keys[1:], *values[1:])):
         return None
     return _extension().quantized_attention(q, *keys, *values, group_size, bits, scale, softcap or 0.0, causal, window)
-
-
-def describe() -> str:
-    """One line for model info: how attention over the cache runs here."""
-    ext = _extension() if cpu_primitives() else None
-    if ext is None:
-        return "MLX ops"
-    threads = ext.attention_threads()
-    return f"attention kernel ({ext.attention_kernel_name()}, up to {threads} thread{'s' if threads > 1 else ''})"
