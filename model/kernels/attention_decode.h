@@ -21,6 +21,43 @@ struct DecodeWork {
   float* acc;  // per task: R rows of D, the exps' weighted sum of values
 };
 
+// out[r] = sum_t weights[r][t] * values[t] for kRowBlock rows (the first `rows` written). With the
+// head size known (DD), the sums stay in registers across the keys.
+template <int DD>
+inline void weigh_values(const float* const* weights, const float* const* values, int n, float* out, int rows,
+                         int D_) {
+  if constexpr (DD != 0 && DD % kLanes == 0 && kRowBlock * DD / kLanes <= 16) {
+    constexpr int kVecs = DD / kLanes;
+    Vec sums[kRowBlock][kVecs] = {};
+    for (int t = 0; t < n; t++) {
+      Vec v[kVecs];
+      for (int c = 0; c < kVecs; c++) {
+        v[c] = load(values[t] + c * kLanes);
+      }
+      for (int r = 0; r < kRowBlock; r++) {
+        const float weight = weights[r][t];
+        for (int c = 0; c < kVecs; c++) {
+          sums[r][c] += weight * v[c];
+        }
+      }
+    }
+    for (int r = 0; r < rows; r++) {
+      for (int c = 0; c < kVecs; c++) {
+        store(out + r * DD + c * kLanes, sums[r][c]);
+      }
+    }
+  } else {
+    const int D = DD ? DD : D_;
+    for (int t = 0; t < n; t++) {
+      for (int r = 0; r < rows; r++) {
+        if (weights[r][t] != 0.0f) {
+          axpy(out + r * D, weights[r][t], values[t], D);
+        }
+      }
+    }
+  }
+}
+
 void decode_task(void* context, int task) {
   const DecodeWork& w = *static_cast<const DecodeWork*>(context);
   const Problem& p = *w.p;
@@ -65,13 +102,35 @@ void decode_task(void* context, int task) {
   for (int row = 0; row < R; row++) {
     m[row] = softmax_part(p, row % L, j0, n, &scores[size_t(row) * n], &l[row]);
   }
+  // The values: rows of a quantized cache dequantized once into the scratch, then kRowBlock
+  // query rows at a time, their sums kept in registers across the block's keys.
+  thread_local std::vector<float> value_buffer, zero_buffer;
+  thread_local std::vector<const float*> value_rows;
+  value_rows.resize(n);
+  if (p.values.bits != 0) {
+    value_buffer.resize(size_t(n) * D);
+  }
   for (j = j0; j < j1; j++) {
-    const float* v = read_row(p.values, b, g, j, D, buf);
-    for (int row = 0; row < R; row++) {
-      const float weight = scores[size_t(row) * n + (j - j0)];
-      if (weight != 0.0f) {
-        axpy(acc + size_t(row) * D, weight, v, D);
-      }
+    float* dst = p.values.bits != 0 ? value_buffer.data() + size_t(j - j0) * D : nullptr;
+    value_rows[j - j0] = read_row(p.values, b, g, j, D, dst);
+  }
+  zero_buffer.assign(n, 0.0f);
+  for (int row = 0; row < R; row += kRowBlock) {
+    const float* weights[kRowBlock];
+    for (int r = 0; r < kRowBlock; r++) {
+      weights[r] = row + r < R ? scores + size_t(row + r) * n : zero_buffer.data();
+    }
+    float* out = acc + size_t(row) * D;
+    const int rows = std::min(kRowBlock, R - row);
+    switch (D) {
+      case 64:
+        weigh_values<64>(weights, value_rows.data(), n, out, rows, D);
+        break;
+      case 128:
+        weigh_values<128>(weights, value_rows.data(), n, out, rows, D);
+        break;
+      default:
+        weigh_values<0>(weights, value_rows.data(), n, out, rows, D);
     }
   }
 }

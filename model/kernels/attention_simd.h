@@ -155,18 +155,38 @@ inline float softmax_part(const Problem& p, int i, int j0, int n, float* row, fl
   const int hi = std::clamp(last_visible(p, i) + 1 - j0, lo, n);
   std::fill(row, row + lo, -kInf);
   std::fill(row + hi, row + n, -kInf);
+  // Lane-wise max and sum: each lane on its own, so the loops vectorize (a running scalar
+  // max or sum is one dependent chain, and it kept the exps between them scalar too).
+  float tops[kLanes];
+  std::fill(tops, tops + kLanes, -kInf);
+  int t = lo;
+  for (; t + kLanes <= hi; t += kLanes) {
+    for (int u = 0; u < kLanes; u++) {
+      tops[u] = std::max(tops[u], row[t + u]);
+    }
+  }
   float top = -kInf;
-  for (int t = lo; t < hi; t++) {
+  for (; t < hi; t++) {
     top = std::max(top, row[t]);
+  }
+  for (int u = 0; u < kLanes; u++) {
+    top = std::max(top, tops[u]);
   }
   float s = 0.0f;
   if (top == -kInf) {
     std::fill(row, row + n, 0.0f);  // weights of 0, not exps of -inf minus -inf
   } else {
-    for (int t = 0; t < n; t++) {
+    for (t = 0; t < n; t++) {
       row[t] = exp_fast(row[t] - top);
+    }
+    Vec acc = {};
+    for (t = 0; t + kLanes <= n; t += kLanes) {
+      acc += load(row + t);
+    }
+    for (; t < n; t++) {
       s += row[t];
     }
+    s += hsum(acc);
   }
   *sum = s;
   return top;
