@@ -2,7 +2,8 @@
 
 - model._openblas_shim (Linux): the small C shim that lets MLX use OpenBLAS
   from PyPI (see model/blas.py).
-- model.kernels._qmv: the SIMD quantized matvec, an MLX custom extension built
+- model.kernels._qmv: the SIMD quantized matvec, attention over the KV cache and the
+  small fused ops of a decode step, an MLX custom extension built
   with CMake against the headers and CMake config of the mlx wheel in the
   build environment (model/kernels/CMakeLists.txt; cmake, ninja and nanobind
   come from PyPI through [build-system] requires).
