@@ -91,7 +91,12 @@ def share_of_cores(ranks: int) -> dict[str, str]:
     OpenBLAS's threads spin while they wait: 2 ranks on 2 cores then ran tensor-parallel
     decode at 2.3 tok/s (rank 0 waiting ~0.5 s a step in its all_sums) instead of ~6."""
     share = str(max(1, (os.cpu_count() or 1) // ranks))
-    return {"OPENBLAS_NUM_THREADS": share, "GLASSCHAT_KERNEL_THREADS": share, "GLASSCHAT_KERNEL_PASS_THREADS": share}
+    return {
+        "OPENBLAS_NUM_THREADS": share,
+        "GLASSCHAT_KERNEL_THREADS": share,
+        "GLASSCHAT_KERNEL_PASS_THREADS": share,
+        "GLASSCHAT_ATTENTION_THREADS": share,  # the attention kernel's (model.kernels.cache_attention)
+    }
 
 
 class LocalGroup:
