@@ -39,6 +39,8 @@ SAMPLES = {
     "--mlx-lm": ([""], ""),
     "--sizes": (["64"], "64"),
     "--decode-tokens": (["32"], 32),
+    "--contexts": (["1000"], "1000"),
+    "--context-tokens": (["16"], 16),
     "--repeats": (["2"], 2),
     "--budget": (["60"], 60.0),
     "--skip-extras-check": ([], True),

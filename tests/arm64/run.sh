@@ -10,10 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SOURCES=(
+  model/kernels/pool.cpp
   model/kernels/qmv_scalar.cpp
   model/kernels/qmv_neon.cpp
   model/kernels/qmv_run.cpp
+  model/kernels/attention_generic.cpp
+  model/kernels/attention_run.cpp
 )
+# Per-source flags CMakeLists.txt also gives: the attention kernels may contract into FMAs.
+declare -A SOURCE_FLAGS=([model/kernels/attention_generic.cpp]=-ffp-contract=fast)
 CXX=aarch64-linux-gnu-g++
 QEMU=qemu-aarch64
 PACKAGES=(g++-aarch64-linux-gnu qemu-user)
@@ -45,7 +50,7 @@ trap 'rm -rf "$build"' EXIT
 objects=()
 for source in "${SOURCES[@]}"; do
   object="$build/$(basename "$source" .cpp).o"
-  "$CXX" -std=c++20 -O3 -ffp-contract=off -c "$source" -o "$object"
+  "$CXX" -std=c++20 -O3 -ffp-contract=off ${SOURCE_FLAGS[$source]:-} -c "$source" -o "$object"
   objects+=("$object")
 done
 passed=0

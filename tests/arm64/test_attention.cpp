@@ -1,12 +1,8 @@
 // The attention kernels (model/kernels/attention_*) against a double-precision reference, free of
-// MLX and Python, so it runs where they do not: cross-compiled for arm64 and run under qemu it
-// checks the NEON build. Float, 8- and 4-bit keys and values; decode, verify and prefill rows;
-// windows and soft-capping; every kernel the CPU runs, on 1 and 2 threads. Exit status 0: all ok.
-//
-//   K=model/kernels
-//   aarch64-linux-gnu-g++ -O2 -std=c++20 -ffp-contract=fast -I$K -static $K/attention_generic.cpp \
-//       $K/attention_run.cpp $K/pool.cpp tests/native/check_attention.cpp -o check_arm -lpthread
-//   qemu-aarch64 ./check_arm
+// MLX and Python, so it runs where they do not: `make test-arm64` (tests/arm64/run.sh) cross-compiles
+// it for arm64 and runs it under qemu, which checks the NEON build of the generic source. Float, 8-
+// and 4-bit keys and values; decode, verify and prefill rows; windows and soft-capping; every kernel
+// the CPU runs, on 1 and 2 threads. Exit status 0: all ok.
 #include <cmath>
 #include <cstdio>
 #include <random>
