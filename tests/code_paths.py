@@ -23,7 +23,8 @@ from model import compute_path as path_module
 PATHS = ("cpu", "gpu")
 ONLY_PATH = os.environ.get(path_module.ENV) if os.environ.get(path_module.ENV) in PATHS else None
 # What only the cpu path may call: our exp, SiLU and causal attention (fast_math), the RoPE table
-# for decode, the SIMD matvec kernel, and prefill's GEMM on dequantized weights.
+# for decode, the SIMD matvec kernel, prefill's GEMM on dequantized weights (whole or in panels),
+# and the extension's attention over the cache.
 CPU_ONLY_ROUTES = (
     ("model.network.fast_math", "exp"),
     ("model.network.fast_math", "swiglu"),
@@ -31,7 +32,13 @@ CPU_ONLY_ROUTES = (
     ("model.network.rope", "RoPE._rotate_one"),
     ("model.kernels.qmv", "matvec"),
     ("model.network.quantized", "_dequantized"),
+    ("model.network.quantized", "_dequantized_rows"),
+    ("model.kernels.cache_attention", "attention"),
+    ("model.kernels.cache_attention", "quantized_attention"),
 )
+# Asked on both paths, but only the cpu path may get an answer other than None: the extension
+# for a step's fused ops (norm, RoPE with the split into heads, gate and residual in the matvec).
+CPU_ONLY_ANSWERS = (("model.kernels.fused_step", "_extension"),)
 
 
 def _refused(route: str):
@@ -41,13 +48,31 @@ def _refused(route: str):
     return refused
 
 
+def _answers_none(route: str, asked):
+    def answer(*args, **kwargs):
+        value = asked(*args, **kwargs)
+        if value is not None:
+            raise AssertionError(f"the gpu path was given a CPU-only route: {route}")
+        return value
+
+    return answer
+
+
+def _owner(module_name: str, name: str):
+    owner = importlib.import_module(module_name)
+    *outer, attribute = name.split(".")
+    for part in outer:
+        owner = getattr(owner, part)
+    return owner, attribute
+
+
 def refuse_cpu_routes(patch: pytest.MonkeyPatch) -> None:
     for module_name, name in CPU_ONLY_ROUTES:
-        owner = importlib.import_module(module_name)
-        *outer, attribute = name.split(".")
-        for part in outer:
-            owner = getattr(owner, part)
+        owner, attribute = _owner(module_name, name)
         patch.setattr(owner, attribute, _refused(f"{module_name}.{name}"))
+    for module_name, name in CPU_ONLY_ANSWERS:
+        owner, attribute = _owner(module_name, name)
+        patch.setattr(owner, attribute, _answers_none(f"{module_name}.{name}", getattr(owner, attribute)))
 
 
 @contextmanager
