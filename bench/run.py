@@ -217,11 +217,13 @@ def long_context(args) -> tuple[list[int], int]:
 
 
 def step_profiles(ours: OurEngine, args, log) -> list[dict]:
-    """Where a decode step's time goes, after 64 tokens and after each long context (bench.step_profile)."""
+    """Where a decode step's time goes, after 64 tokens and after each long context (bench.step_profile):
+    each as it runs now, then as it ran before attention and the small ops moved into the extension."""
     rows = []
     for n in [64, *long_context(args)[0]]:
-        rows.append(profile_decode_step(ours.loaded, prompt_ids(ours.loaded.tokenizer, n)))
-        log(f"  step split, {ours.loaded.layout}: {describe_step(rows[-1])}")
+        for primitives in (True, False):
+            rows.append(profile_decode_step(ours.loaded, prompt_ids(ours.loaded.tokenizer, n), primitives=primitives))
+            log(f"  step split, {ours.loaded.layout}: {describe_step(rows[-1])}")
     return rows
 
 

@@ -17,6 +17,7 @@ import mlx.core as mx
 from model.cache.kv_factory import make_cache
 from model.cache.settings import CacheSettings
 from model.kernels import qmv
+from model.kernels.device import switched_off
 from model.runtime.generate import prefill
 
 
@@ -27,8 +28,14 @@ def graph_nodes(out: mx.array) -> int:
         return sum("shape=rectangle" in line for line in f.read().splitlines())
 
 
-def profile_decode_step(loaded, ids: list[int], steps: int = 30) -> dict:
-    """The default split of a one-token step after `ids` fill the cache (milliseconds, means over `steps`)."""
+def profile_decode_step(loaded, ids: list[int], steps: int = 30, primitives: bool = True) -> dict:
+    """The default split of a one-token step after `ids` fill the cache (milliseconds, means over `steps`).
+
+    `primitives=False`: the step as it ran before attention and the small ops moved into the
+    extension (model.kernels.device.switched_off; the matvec kernel stays), the "before" of a pair."""
+    if not primitives:
+        with switched_off():
+            return {**profile_decode_step(loaded, ids, steps), "primitives": False}
     model = loaded.model
     cache = make_cache(model, CacheSettings(max_kv_size=len(ids) + 64, keep=4))
     mx.eval(prefill(model, cache, ids))
@@ -59,6 +66,7 @@ def profile_decode_step(loaded, ids: list[int], steps: int = 30) -> dict:
     kernel_ms, attention_ms = stages.get("matvec", 0.0), stages.get("attention", 0.0)
     return {
         "context": len(ids),
+        "primitives": True,
         "nodes": nodes,
         "step_ms": python_ms + eval_ms,
         "python_ms": python_ms,
@@ -72,8 +80,9 @@ def profile_decode_step(loaded, ids: list[int], steps: int = 30) -> dict:
 def describe(row: dict) -> str:
     """One line for the bench's report."""
     attention = f"attention {row['attention_ms']:.1f}" if row["attention_ms"] else "attention in MLX ops"
+    before = "" if row.get("primitives", True) else " (before: attention and small ops as MLX ops)"
     return (
-        f"{row['context']:5d} tokens: step {row['step_ms']:.1f} ms = kernel {row['kernel_ms']:.1f} + {attention} + "
+        f"{row['context']:5d} tokens{before}: step {row['step_ms']:.1f} ms = kernel {row['kernel_ms']:.1f} + {attention} + "
         f"other ops {row['other_ms']:.1f} (fused ops {row['fused_ms']:.1f} of it) + Python {row['python_ms']:.1f}; "
         f"{row['nodes']} graph nodes"
     )

@@ -7,14 +7,16 @@ and MLX's ops give. The model must build far fewer graph nodes a step with them,
 decode the same tokens.
 """
 
+from types import SimpleNamespace
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from tiny_models import BASE_CONFIG, VARIANTS, random_weights
 
-from bench.step_profile import graph_nodes
+from bench.step_profile import graph_nodes, profile_decode_step
 from model.cache.kv_cache import KVCache
-from model.kernels import fused_step, qmv
+from model.kernels import device, fused_step, qmv
 from model.loading.config import config_from_hf
 from model.loading.fusion import fuse_weights
 from model.loading.weights import apply_weights
@@ -155,3 +157,20 @@ def test_decode_with_fused_ops_matches_the_ops_they_replace(monkeypatch):
     assert worst < 1e-4, worst
     assert [mx.argmax(a).item() for a in fused] == [mx.argmax(b).item() for b in plain]
     assert fused_nodes * 3 < plain_nodes, (fused_nodes, plain_nodes)
+
+
+@pytest.mark.skipif(qmv.extension() is None, reason=f"SIMD kernel: {qmv.unavailable_reason()}")
+def test_step_profiles_before_runs_mlxs_ops_and_after_the_extensions():
+    """bench's before/after of one step: 'before' (device.switched_off) builds the ops the model ran before the
+    fused ops and attention moved into the extension, and spends no time in them; 'after' does both."""
+    config = {**BASE_CONFIG, **VARIANTS["llama3"], "hidden_size": 96, "num_attention_heads": 6}
+    config["num_key_value_heads"] = 2
+    loaded = SimpleNamespace(model=tiny_quantized(config))
+    ids = list(range(3, 300))
+    after = profile_decode_step(loaded, ids, steps=3)
+    before = profile_decode_step(loaded, ids, steps=3, primitives=False)
+    assert after["primitives"] and not before["primitives"]
+    assert after["attention_ms"] > 0 and after["fused_ms"] > 0
+    assert before["attention_ms"] == 0 and before["fused_ms"] == 0
+    assert after["nodes"] * 3 < before["nodes"], (after["nodes"], before["nodes"])
+    assert device.cpu_primitives()  # the switch is back on once the pair is measured
