@@ -231,6 +231,14 @@ OPTIONS: list[Option] = [
     ),
     Option("--rounds", BENCH, 3, "with --ui: interleaved runs of each setting (medians)", "bench", {"type": int}),
     Option(
+        "--per-view",
+        BENCH,
+        False,
+        "with --ui: each view alone too, and the engine told its needs (the cost table per view)",
+        "bench",
+        {"action": "store_true"},
+    ),
+    Option(
         "--scaling",
         BENCH,
         False,
