@@ -1,5 +1,8 @@
 """Closed views and a hidden top-k panel cost the real engine nothing per token: counted, not timed.
 
+The MLX evaluations are counted too: a step with every view hidden asks for one (its
+token), and a step the logit lens watches for one as well, its rows riding with the token.
+
 README: "a closed one costs nothing per token" and "a hidden panel costs nothing
 per token". The engine's per-step extras are the top-k of the sampling
 distribution (`top_k_of`) and a probe into the forward pass (the attention and
@@ -7,6 +10,7 @@ logit-lens views). Every call to either is counted, first on the engine alone,
 then through the app with the real engine, where hiding the panel is a key press.
 """
 
+import mlx.core as mx
 import pytest
 from engine_harness import SyncChat
 from ui_helpers import wait_for
@@ -101,3 +105,56 @@ async def test_app_with_the_panel_hidden_asks_the_real_engine_for_nothing(counts
         tokens = [e for e in seen[first:] if isinstance(e, TokenGenerated)]
         assert counts["top_k"] - warm_up["top_k"] >= len(tokens) >= 4
         assert counts["probes"] - warm_up["probes"] >= 1
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """Every MLX evaluation asked for while a reply's tokens come (after its first): how many arrays each took."""
+    seen = {"decoding": False, "calls": []}
+
+    def counted(real):
+        def evaluate(*arrays):
+            if seen["decoding"]:
+                seen["calls"].append(sum(len(a) if isinstance(a, (list, tuple)) else 1 for a in arrays))
+            return real(*arrays)
+
+        return evaluate
+
+    monkeypatch.setattr(mx, "eval", counted(mx.eval))
+    monkeypatch.setattr(mx, "async_eval", counted(mx.async_eval))
+    return seen
+
+
+def decode_evaluations(run, evaluations, needs, question):
+    """A turn under `needs`: (its tokens, its watched steps, the evaluations made while its tokens came)."""
+    run.set_needs(needs)
+    evaluations["calls"].clear()
+    start = len(run.events)
+
+    def on_event(event):
+        evaluations["decoding"] = isinstance(event, (TokenGenerated, InsideStep))
+
+    run.on_event = on_event
+    run.turn(question)
+    evaluations["decoding"] = False
+    events = run.events[start:]
+    tokens = [e for e in events if isinstance(e, TokenGenerated)]
+    return tokens, [e for e in events if isinstance(e, InsideStep)], list(evaluations["calls"])
+
+
+def test_a_hidden_view_adds_no_evaluation_and_an_open_lens_one_per_watched_step(evaluations):
+    # Prompt lookup off: a verify pass settles several tokens in one evaluation, and this counts them per step.
+    run = SyncChat(max_tokens=8, top_k_shown=0, lookup=LookupSettings(enabled=False))
+    # Every view hidden, the app asks for nothing (test_app_with_the_panel_hidden_asks_the_real_engine_for_nothing).
+    hidden = StepNeeds()
+    tokens, inside, calls = decode_evaluations(run, evaluations, hidden, "What is the capital of France?")
+    # One evaluation per step fed: each is queued before the token before it is shown, so the
+    # first one counted is the third token's (the second's was queued before the first was shown).
+    assert len(tokens) == 8 and inside == [] and len(calls) == len(tokens) - 2
+
+    # The lens open, every step watched: still one evaluation per step, the lens's rows in it.
+    lens = StepNeeds(lens_layers=(), interval_s=0.0)
+    tokens, inside, lens_calls = decode_evaluations(run, evaluations, lens, "And of Spain?")
+    assert len(tokens) == 8 and len(inside) >= len(tokens) - 2 and all(e.lens for e in inside)
+    assert len(lens_calls) == len(calls)  # no second evaluation for the readouts
+    assert all(n > m for n, m in zip(lens_calls, calls))  # each took the step's lens arrays with its token
