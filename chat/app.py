@@ -22,7 +22,8 @@ from model.runtime.events import Event
 from model.runtime.settings import EngineOptions
 
 from . import views as view_table
-from .messages import EngineEvent
+from .event_inbox import EventInbox
+from .messages import EngineEventsWaiting
 from .recorder import ConversationRecorder
 from .screens.chat import ChatScreen
 from .screens.help import HelpScreen
@@ -48,6 +49,7 @@ class GlasschatApp(App):
         self.store_problem = store_problem
         self.conversation = Conversation(options)
         self.recorder = recorder
+        self.inbox = EventInbox(lambda: self.post_message(EngineEventsWaiting()))  # before the engine can emit
         self.engine: ChatEngine = engine_factory(options, self._emit)
         self.views = list(view_table.VIEWS)  # read when the app is made, so a test can extend the table
         self.server = None  # an AppServer (chat/api/app_server.py) with --serve: started once the app runs
@@ -74,8 +76,9 @@ class GlasschatApp(App):
         self.engine.update(replace(self.options, **changes))
 
     def _emit(self, event: Event) -> None:
-        # On the engine thread: post_message is thread-safe, so the UI thread never waits on MLX.
-        self.post_message(EngineEvent(event))
+        # On the engine thread: into the inbox, which wakes the UI thread with a thread-safe post_message
+        # (so the UI never waits on MLX).
+        self.inbox.put(event)
         for tap in list(self.taps):  # the server's worker, reading its request's turn (chat/api/app_backend.py)
             tap(event)
 
@@ -117,10 +120,11 @@ class GlasschatApp(App):
             self.server.stop()
         self.engine.shutdown(timeout=5.0)
 
-    async def on_engine_event(self, message: EngineEvent) -> None:
-        stack = self.screen_stack
-        if stack and stack[0].is_attached:  # not while the app is closing
-            await stack[0].router.route(message.event)
+    async def on_engine_events_waiting(self, _message: EngineEventsWaiting) -> None:
+        for event in self.inbox.take():
+            stack = self.screen_stack
+            if stack and stack[0].is_attached:  # not while the app is closing
+                await stack[0].router.route(event)
 
     def tokenizer(self) -> Optional[TextTokenizer]:
         """The model's tokenizer (Rust, not MLX: the UI thread may use it); None before the model loads."""

@@ -2,15 +2,9 @@
 
 from textual.message import Message
 
-from model.runtime.events import Event
 
-
-class EngineEvent(Message):
-    """An engine event, delivered in order; never dropped."""
-
-    def __init__(self, event: Event) -> None:
-        super().__init__()
-        self.event = event
+class EngineEventsWaiting(Message):
+    """Engine events wait in the app's inbox (chat/event_inbox.py): the app takes them all, in order."""
 
 
 class NeedsChanged(Message):
