@@ -13,7 +13,10 @@ from collections.abc import Callable
 
 MAX_HZ = 5.0  # text and panels: more often than this is not needed to read along
 MIN_HZ = 2.0  # never slower: the panels must still look live
-CPU_BUDGET = 0.08  # the UI thread's share of one core while a reply runs
+# The UI thread's share of one core while a reply runs. At 8% the app with every view hidden
+# cost decode about 7% (bench --ui): on 2 busy cores the UI's CPU comes out of the engine's, GIL
+# hand-offs included. At 4% it redraws about 3 times a second there (was 5), still live.
+CPU_BUDGET = 0.04
 
 
 class DrawPacer:
