@@ -46,6 +46,7 @@ SAMPLES = {
     "--skip-extras-check": ([], True),
     "--ui": ([], True),
     "--rounds": (["5"], 5),
+    "--per-view": ([], True),
     "--scaling": ([], True),
     "--eviction-tokens": (["0"], 0),
     "--lookup-tokens": (["50"], 50),
