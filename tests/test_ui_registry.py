@@ -92,6 +92,8 @@ async def test_a_view_added_to_the_table_is_everywhere(dummy_view):
     # The UI bench measures it opened and closed with the others.
     settings = ui_bench.settings()
     assert settings["app, every view hidden"]["dummy"] is False and settings["app, every view shown"]["dummy"] is True
+    alone = ui_bench.settings(per_view=True)["app, dummy alone"]  # its row in the per-view cost table
+    assert alone["dummy"] is True and not any(on for view_id, on in alone.items() if view_id != "dummy")
 
 
 def test_the_table_is_the_only_source_of_view_keys():
