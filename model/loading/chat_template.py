@@ -5,6 +5,9 @@ The rendered string then splits into the template's markup (encoded with
 control tokens recognised) and the messages' content (encoded as plain text),
 so `<|im_start|>` typed by a user stays characters, and an assistant reply
 keeps the exact token ids it was sampled as.
+
+The template is a program that came with the model: it renders under a budget of time,
+steps and size (`template_budget`), checked once on a sample conversation when it is loaded.
 """
 
 import re
@@ -12,10 +15,10 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from jinja2 import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from model.errors import ModelError
 from model.loading.prompt_encoding import Part, encode_parts
+from model.loading.template_budget import TEXT_CHARS, Budget, BudgetedEnvironment, OverBudget, rendering
 from model.loading.tokenizer import TextTokenizer
 
 # ChatML, for models that ship no template of their own.
@@ -24,6 +27,9 @@ CHATML = (
     " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+BUILT_IN = "the built-in ChatML template"
+MAX_SOURCE_CHARS = 256_000  # the longest templates in use (tool calling, thinking) are ~20 KB
+_SAMPLE = [("user", "Hello"), ("assistant", "Hi! How can I help?"), ("user", "Tell me a story.")]
 _PLACEHOLDER = "\x00glasschat-{}-{}\x00"  # kind (message, thinking, reply), message index
 _PLACEHOLDERS = re.compile("\x00glasschat-(message|thinking|reply)-([0-9]+)\x00")
 
@@ -73,16 +79,55 @@ def _raise(message):
     raise TemplateError(message)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:100]}" if text else type(exc).__name__
+
+
 class ChatTemplate:
-    def __init__(self, source: Optional[str], bos_token: str = "", eos_token: str = ""):
+    """`name` says where the template came from, for the one line a broken one gets."""
+
+    def __init__(self, source: Optional[str], bos_token: str = "", eos_token: str = "", name: str = BUILT_IN):
         self.source = source or CHATML
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        self.name = name if source else BUILT_IN
+        if not isinstance(self.source, str) or len(self.source) > MAX_SOURCE_CHARS:
+            size = f"{len(self.source):,} characters" if isinstance(self.source, str) else "not text"
+            raise ModelError(
+                f"The chat template ({self.name}) is {size}; glasschat reads templates up to {MAX_SOURCE_CHARS:,}."
+            )
+        env = BudgetedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         try:
-            self.template = env.from_string(self.source)
+            with rendering(Budget(TEXT_CHARS)):  # constants folded while compiling count too
+                self.template = env.from_string(self.source)
         except TemplateError as exc:
-            raise ModelError(f"The model's chat template does not parse ({exc}); use a model with a valid one.")
+            raise ModelError(
+                f"The model's chat template does not parse ({self.name}: {exc}); use a model with a valid one."
+            )
+        except (OverBudget, RecursionError, MemoryError, SyntaxError, ValueError, TypeError) as exc:
+            raise ModelError(f"The chat template ({self.name}) cannot be compiled ({_first_line(exc)}).")
         self.bos_token, self.eos_token = bos_token, eos_token
+        self._try_sample()
+
+    def _try_sample(self) -> None:
+        """Render a short conversation once: a template over its budget is refused now, not on the first turn.
+
+        So is one that fails on it with a Python error (a template's own `raise_exception` is not
+        a failure here: some templates refuse conversations of some shapes, and say so)."""
+        try:
+            self._render([{"role": r, "content": c} for r, c in _SAMPLE], True)
+        except ModelError as exc:
+            cause = exc.__cause__  # None for the template's own refusals (TemplateError)
+            if isinstance(cause, OverBudget):
+                raise ModelError(
+                    f"The chat template ({self.name}) ran past its budget on a three-message conversation "
+                    f"({cause}): glasschat refuses it; use a model whose template renders in time."
+                ) from None
+            if cause is not None:
+                raise ModelError(
+                    f"The chat template ({self.name}) fails on a three-message conversation ({_first_line(cause)}): "
+                    "glasschat refuses it; use a model with a working template."
+                ) from None
 
     @property
     def has_thinking_switch(self) -> bool:
@@ -138,16 +183,28 @@ class ChatTemplate:
     def _render(self, messages: list[dict], add_generation_prompt: bool, thinking: Optional[bool] = None) -> str:
         # `enable_thinking` only when set: templates test `enable_thinking is defined`.
         switch = {} if thinking is None else {"enable_thinking": thinking}
+        given = sum(len(m["content"]) for m in messages)
         try:
-            return self.template.render(
-                messages=messages,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                **switch,
-            )
+            with rendering(Budget(TEXT_CHARS + 2 * given)):
+                return self.template.render(
+                    messages=messages,
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
+                    **switch,
+                )
+        except OverBudget as exc:
+            raise ModelError(
+                f"The chat template ({self.name}) ran past its budget on this conversation ({exc}): "
+                "the message was not sent, and the conversation is kept."
+            ) from exc
         except TemplateError as exc:
-            raise ModelError(f"The model's chat template refused this conversation: {exc}")
+            raise ModelError(f"The model's chat template refused this conversation ({self.name}): {exc}")
+        except Exception as exc:  # a template is a program: TypeError, RecursionError, ... from its own code
+            raise ModelError(
+                f"The chat template ({self.name}) failed on this conversation ({_first_line(exc)}): "
+                "the message was not sent, and the conversation is kept."
+            ) from exc
 
 
 def encode_conversation(
