@@ -100,6 +100,8 @@ def gguf_value(kind: int, value) -> bytes:
     if kind == ARRAY:
         item, values = value
         return struct.pack("<IQ", item, len(values)) + b"".join(gguf_value(item, v) for v in values)
+    if isinstance(value, bytes):  # a type no reader knows: its bytes as given
+        return value
     fmt = {
         0: "<B",
         1: "<b",

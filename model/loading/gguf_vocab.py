@@ -25,6 +25,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from model.errors import ModelError
 from model.loading.pretokenizers import byte_level, gguf_pre_tokenizer
+from model.loading.tokenizer_checks import check_gguf_vocab
 
 # GGUF token types (llama.cpp's llama_token_type).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -126,13 +127,28 @@ def _spm_decoder(add_space_prefix: bool):
     return decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
 
 
-def vocab_from_gguf(meta: dict) -> GgufVocab:
+def vocab_from_gguf(meta: dict, file: str = "the GGUF") -> GgufVocab:
     kind = str(meta.get("tokenizer.ggml.model", "?"))
     if kind not in ("gpt2", "llama", "gemma4"):
         raise ModelError(
             f"This GGUF uses a '{kind}' tokenizer; glasschat reads BPE (gpt2, gemma4) and SentencePiece (llama) "
             "vocabularies from GGUF. Use the model's Hugging Face folder instead."
         )
+    check_gguf_vocab(meta, file)
+    try:
+        return _vocab(meta, kind)
+    except ModelError:
+        raise
+    except Exception as exc:  # the tokenizers library raises a bare Exception for a vocabulary it cannot build
+        raise ModelError(f"{file}: its vocabulary cannot be built ({_line(exc)}): re-download it.") from None
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:100]}" if text else type(exc).__name__
+
+
+def _vocab(meta: dict, kind: str) -> GgufVocab:
     tokens = list(meta["tokenizer.ggml.tokens"])
     types = meta.get("tokenizer.ggml.token_type")
     types = types.tolist() if types is not None else [NORMAL] * len(tokens)

@@ -1,6 +1,5 @@
 """Turn what the user named (a GGUF file, a model folder, a Hub id, or nothing) into a ready model."""
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -13,12 +12,13 @@ import mlx.core as mx
 from model import compute_path
 from model.blas import blas_info
 from model.errors import ModelError
-from model.loading import gguf_file, hub, memory_fit
+from model.loading import config_checks, gguf_file, hub, memory_fit, safetensors_checks
 from model.loading.chat_template import ChatTemplate
-from model.loading.config import config_from_gguf, config_from_hf
 from model.loading.default_model import default_model_path
 from model.loading.fusion import fuse_weights
+from model.loading.gguf_checks import BadGGUF
 from model.loading.tokenizer import TextTokenizer, tokenizer_from_folder, tokenizer_from_gguf
+from model.loading.tokenizer_checks import MAX_SMALL_JSON, read_json
 from model.loading.weights import _GGUF_GROUP_SIZE, apply_weights, rename_gguf, weight_bytes, weight_dtype
 from model.network.config import ModelConfig
 from model.network.quantized import matvec_path
@@ -131,7 +131,7 @@ def load_tokenizer(source: Optional[str] = None) -> TextTokenizer:
     if path.is_dir():
         return tokenizer_from_folder(path)
     _, meta = _read_gguf(path)
-    return tokenizer_from_gguf(meta)
+    return tokenizer_from_gguf(meta, path.name)
 
 
 def resolve_source(source: Optional[str], progress: Progress, fetch_hub: Optional[FetchHub] = None) -> Path:
@@ -164,7 +164,7 @@ def _read_gguf_header(path: Path) -> tuple[dict, list]:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
+        raise _unreadable(path, exc) from None
     return meta, infos
 
 
@@ -185,8 +185,17 @@ def _read_gguf_with_types(path: Path) -> tuple[dict, dict, Counter]:
         return (*gguf_file.load(path, gguf_file.read_header(path)), types)
     except ModelError:
         raise
-    except Exception as exc:  # mlx raises plain RuntimeError/ValueError for short reads
-        raise ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> ModelError:
+    """The one line for a GGUF that breaks the format (gguf_checks) or that a reader could not read."""
+    if isinstance(exc, BadGGUF):
+        advice = "; re-download it" if exc.damaged else ""
+        return ModelError(f"'{path.name}' {exc}{advice}.")
+    # mlx raises plain RuntimeError/ValueError for short reads
+    return ModelError(f"'{path.name}' is truncated or corrupt ({str(exc).splitlines()[0][:80]}): re-download it.")
 
 
 def _build(config: ModelConfig, weights: dict, group_size: int, layout: str, fuse: bool) -> tuple[Transformer, str]:
@@ -204,14 +213,18 @@ def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool, fits: _F
     progress(f"reading {path.name}")
     header_meta, infos = _read_gguf_header(path)
     gguf_file.check_readable(infos)  # before the config: the file's types are what the user must change
-    fits(config_from_gguf(header_meta, {info.name for info in infos}), memory_fit.gguf_tensor_sizes(infos))
+    header_config = config_checks.gguf_config(header_meta, {info.name for info in infos}, path.name)
+    fits(header_config, memory_fit.gguf_tensor_sizes(infos))
     tensors, meta, types = _read_gguf_with_types(path)
-    config = config_from_gguf(meta, set(tensors))
-    tokenizer = tokenizer_from_gguf(meta)
+    config = config_checks.gguf_config(meta, set(tensors), path.name)
+    tokenizer = tokenizer_from_gguf(meta, path.name)
     weights = rename_gguf(tensors, config)
+    _check_against_weights(
+        config, weights, tokenizer, path.name, config_checks.field_namer("gguf", meta["general.architecture"])
+    )
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
     model, used = _build(config, weights, _GGUF_GROUP_SIZE, layout, fuse)
-    template = _template(meta.get("tokenizer.chat_template"), tokenizer)
+    template = _template(meta.get("tokenizer.chat_template"), tokenizer, f"{path.name}'s tokenizer.chat_template")
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used, gguf_file.describe(types))
 
 
@@ -219,13 +232,18 @@ def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool, fits: 
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise ModelError(f"'{path}' has no config.json: give a Hugging Face or MLX model folder.")
-    raw = json.loads(cfg_path.read_text())
-    config = config_from_hf(raw)
+    raw = read_json(cfg_path, MAX_SMALL_JSON)
+    config = config_checks.hf_config(raw, cfg_path.name)
     tokenizer = tokenizer_from_folder(path)
     files = sorted(path.glob("model*.safetensors"))
     if not files:
         raise ModelError(f"'{path}' has no model*.safetensors files: the weights are missing.")
-    group_size = (raw.get("quantization") or {}).get("group_size", 64)
+    group_size = _group_size(raw, cfg_path.name)
+    for f in files:  # before the fit check and mx.load, which both trust the header
+        try:
+            safetensors_checks.read_header(f)
+        except safetensors_checks.BadSafetensors as exc:
+            raise ModelError(f"'{f.name}' {exc}: re-download it.") from None
     fits(config, memory_fit.safetensors_tensor_sizes(files, group_size))
     progress(f"reading {len(files)} safetensors file(s)")
     weights = {}
@@ -234,25 +252,58 @@ def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool, fits: 
             weights.update(mx.load(str(f)))
         except Exception:
             raise ModelError(f"'{f.name}' is truncated or corrupt: re-download it.")
+    _check_against_weights(config, weights, tokenizer, cfg_path.name, config_checks.field_namer("hf"))
     model, used = _build(config, weights, group_size, layout, fuse)
-    template = _template(_folder_template(path), tokenizer)
+    source, name = _folder_template(path)
+    template = _template(source, tokenizer, name)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 
 
-def _folder_template(path: Path) -> Optional[str]:
+def _check_against_weights(config, weights: dict, tokenizer: TextTokenizer, file: str, name) -> None:
+    """Before anything is built: the config describes these tensors, and every token has an embedding row."""
+    config_checks.check_weights(config, {k: tuple(v.shape) for k, v in weights.items()}, file, name)
+    config_checks.check_vocabulary(tokenizer.vocab_size, config.vocab_size, file)
+
+
+def _group_size(raw: dict, file: str) -> int:
+    """MLX quantization's group size (64 unless config.json says otherwise)."""
+    quantization = raw.get("quantization") or {}
+    size = quantization.get("group_size", 64) if isinstance(quantization, dict) else None
+    if size not in (32, 64, 128):
+        raise ModelError(
+            f"{file}: quantization.group_size is {str(size)[:20]}; MLX quantizes in groups of 32, 64 or 128."
+        )
+    return size
+
+
+def _folder_template(path: Path) -> tuple[Optional[str], str]:
+    """The template's text and where it came from."""
     jinja = path / "chat_template.jinja"
     if jinja.exists():
-        return jinja.read_text()
+        return read_text(jinja), jinja.name
     cfg_path = path / "tokenizer_config.json"
     if cfg_path.exists():
-        template = json.loads(cfg_path.read_text()).get("chat_template")
+        template = read_json(cfg_path).get("chat_template")
         if isinstance(template, list):  # named templates: take the default one
-            template = next((t["template"] for t in template if t.get("name") == "default"), None)
-        return template
-    return None
+            named = [t for t in template if isinstance(t, dict) and t.get("name") == "default"]
+            template = named[0].get("template") if named else None
+        return template, f"{cfg_path.name}'s chat_template"
+    return None, ""
 
 
-def _template(source: Optional[str], tokenizer: TextTokenizer) -> ChatTemplate:
+def read_text(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_SMALL_JSON:
+        raise ModelError(f"{path.name} is {size:,} bytes; a chat template is a few kilobytes: it is not a real one.")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelError(f"{path.name} is not UTF-8 text: re-download it.") from None
+
+
+def _template(source: Optional[str], tokenizer: TextTokenizer, name: str = "") -> ChatTemplate:
     bos = tokenizer.markup.id_to_token(tokenizer.bos_id) if tokenizer.bos_id is not None else ""
     eos = tokenizer.markup.id_to_token(tokenizer.eos_id) if tokenizer.eos_id is not None else ""
-    return ChatTemplate(source, bos_token=bos or "", eos_token=eos or "")
+    if source is not None and not isinstance(source, str):
+        raise ModelError(f"The chat template ({name}) is not text: the model's files are broken.")
+    return ChatTemplate(source, bos_token=bos or "", eos_token=eos or "", name=name)

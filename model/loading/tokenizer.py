@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from model.errors import ModelError
 from model.loading.gguf_vocab import SPACE, vocab_from_gguf
+from model.loading.tokenizer_checks import read_json, read_tokenizer_json, special_token
 
 
 @lru_cache(maxsize=1)
@@ -140,8 +141,8 @@ def _byte_fallback_tokens(tk: Tokenizer) -> dict[int, int]:
     return out
 
 
-def tokenizer_from_gguf(meta: dict) -> TextTokenizer:
-    vocab = vocab_from_gguf(meta)
+def tokenizer_from_gguf(meta: dict, file: str = "the GGUF") -> TextTokenizer:
+    vocab = vocab_from_gguf(meta, file)
     return TextTokenizer(
         vocab.tokenizer,
         byte_level=vocab.byte_level,
@@ -157,17 +158,16 @@ def tokenizer_from_folder(folder: Path) -> TextTokenizer:
     path = folder / "tokenizer.json"
     if not path.exists():
         raise ModelError(f"{folder} has no tokenizer.json: copy the model's tokenizer files into it.")
-    tk = Tokenizer.from_file(str(path))
-    spec = json.loads(path.read_text())
+    tk, spec = read_tokenizer_json(path)
     decoder = json.dumps(spec.get("decoder") or {})
     byte_level = "ByteLevel" in decoder
     cfg_path = folder / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    cfg = read_json(cfg_path) if cfg_path.exists() else {}
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{cfg_path.name} is not a JSON object of settings: re-download it.")
 
     def special(name):
-        value = cfg.get(name)
-        if isinstance(value, dict):
-            value = value.get("content")
+        value = special_token(cfg, name, cfg_path.name)
         return tk.token_to_id(value) if value else None
 
     return TextTokenizer(
