@@ -63,7 +63,9 @@ def test_a_gguf_cut_short_is_described_as_unreadable(tmp_path, default_gguf_path
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(default_gguf_path.read_bytes()[:4096])  # ends inside the vocabulary
     card = describe_path(cut)
-    assert card.problem.startswith("unreadable") and card.size_bytes == 4096
+    assert (
+        card.problem.startswith("the file is truncated or corrupt: it claims 272 tensors") and card.size_bytes == 4096
+    )
 
 
 def test_describing_models_does_not_import_mlx():
@@ -216,3 +218,40 @@ def test_without_a_dtype_in_config_the_safetensors_header_says_it(tmp_path):
         {"a": mx.zeros((64, 64), dtype=mx.bfloat16), "norm": mx.zeros((64,), dtype=mx.float32)},
     )
     assert describe_path(tmp_path).quantization == "bfloat16"  # the dtype holding the most bytes
+
+
+def test_a_hub_cache_of_hostile_files_marks_each_bad_entry_with_its_reason(tmp_path, default_gguf_path):
+    """The Models screen's listing: each bad entry says why in one line; the good ones are listed as ever."""
+    cache = tmp_path / "hub"
+    good = tiny_gguf(tmp_path / "good.gguf", "qwen3", gguf.LlamaFileType.MOSTLY_Q8_0).read_bytes()
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    weights = len(header).to_bytes(8, "little") + header + b"\0" * 16
+    config = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "torch_dtype": "float32"}
+    version4 = bytearray(good)
+    version4[4:8] = (4).to_bytes(4, "little")
+    huge_count = bytearray(good)
+    huge_count[8:16] = (2**63).to_bytes(8, "little")
+    lying = len(header).to_bytes(8, "little") + header + b"\0" * 8  # 8 bytes where the header says 16
+    write_cached_repo(cache, "org/good", {"config.json": json.dumps(config).encode(), "model.safetensors": weights})
+    write_cached_repo(
+        cache,
+        "org/layers",
+        {"config.json": json.dumps({**config, "num_hidden_layers": 100_000}).encode(), "model.safetensors": weights},
+    )
+    write_cached_repo(cache, "org/lying", {"config.json": json.dumps(config).encode(), "model.safetensors": lying})
+    write_cached_repo(cache, "org/not-json", {"config.json": b"{", "model.safetensors": weights})
+    write_cached_repo(
+        cache, "org/ggufs", {"a-good.gguf": good, "b-v4.gguf": bytes(version4), "c-count.gguf": bytes(huge_count)}
+    )
+    problems = {card.name: card.problem for card in hub.cached_models(cache)}
+    assert problems.pop("org/not-json").startswith("config.json is not valid JSON (Expecting property name")
+    assert problems == {
+        "org/ggufs/a-good.gguf": "",
+        "org/ggufs/b-v4.gguf": "the file is GGUF version 4; glasschat reads versions 2 and 3 (as llama.cpp does)",
+        "org/ggufs/c-count.gguf": "the file is truncated or corrupt: it claims 9,223,372,036,854,775,808 tensors, "
+        f"more than its last {len(good) - 24:,} bytes could hold",
+        "org/good": "",
+        "org/layers": "config.json: 'num_hidden_layers' is 100000; it must be a whole number from 1 to 1024. "
+        "The model's config is broken.",
+        "org/lying": "model.safetensors has 8 bytes of data where its tensors take 16: it is truncated or corrupt",
+    }

@@ -23,6 +23,8 @@ from chat.widgets.welcome import Welcome
 from model.loading.default_model import default_model_path
 
 QWEN_CONFIG = json.dumps({"model_type": "qwen3", "torch_dtype": "bfloat16"}).encode()
+_HEADER = json.dumps({"w": {"dtype": "F32", "shape": [750], "data_offsets": [0, 3000]}}).encode()
+QWEN_WEIGHTS = len(_HEADER).to_bytes(8, "little") + _HEADER + b"\1" * 3000  # a real safetensors file, 3 KB of data
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    write_cached_repo(cache, "org/tiny-qwen", {"config.json": QWEN_CONFIG, "model.safetensors": b"\1" * 3000})
+    write_cached_repo(cache, "org/tiny-qwen", {"config.json": QWEN_CONFIG, "model.safetensors": QWEN_WEIGHTS})
     q4 = tiny_gguf(tmp_path / "src.gguf", "gemma3", gguf.LlamaFileType.MOSTLY_Q4_K_M).read_bytes()
     write_cached_repo(cache, "org/tiny-gguf", {"tiny-Q4_K_M.gguf": q4})
     return cache
@@ -88,7 +90,14 @@ async def test_the_screen_lists_the_default_the_recent_and_the_hub_cache(hub_cac
                 "default",
             ],
             ["", "mine.gguf", "qwen3", human_bytes(os.path.getsize(local)), "Q8_0", "recent"],
-            ["", "org/tiny-qwen", "qwen3", human_bytes(len(QWEN_CONFIG) + 3000), "bfloat16", "recent · Hub cache"],
+            [
+                "",
+                "org/tiny-qwen",
+                "qwen3",
+                human_bytes(len(QWEN_CONFIG) + len(QWEN_WEIGHTS)),
+                "bfloat16",
+                "recent · Hub cache",
+            ],
             ["", "gone/away", "?", "–", "?", "recent · not in the Hub cache: loading downloads it"],
             ["", "deleted.gguf", "?", "–", "?", "recent · not found"],
             [

@@ -6,9 +6,13 @@ the weights. A GGUF's header is a few kilobytes of key/value pairs before the
 tensors (read by `gguf_header`, skipping the vocabulary's arrays), and a
 folder's `config.json` says its family and how its weights are stored. No MLX here:
 the UI calls this from a worker thread.
+
+The same reads check what they read (`gguf_checks`, `safetensors_checks`, and the config's
+values in `config_checks`), so a broken or hostile file is listed with the one line that
+loading it would give, without loading it; the files' structure is checked, the weights
+are not read.
 """
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,10 @@ from typing import Optional
 
 import numpy as np
 
-from model.loading import gguf_header
+from model.errors import ModelError
+from model.loading import config_checks, gguf_header, safetensors_checks
+from model.loading.gguf_checks import BadGGUF
+from model.loading.tokenizer_checks import read_json
 
 # llama.cpp's `general.file_type` (enum llama_ftype), as `gguf.LlamaFileType` names them.
 GGUF_FILE_TYPES = {
@@ -79,8 +86,22 @@ def describe_path(path: Path, name: Optional[str] = None, where: str = "") -> Mo
         if path.is_dir():
             return _describe_folder(path, source, name, where)
         return _describe_gguf(path, source, name, where)
-    except (OSError, ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
+    except (ValueError, ModelError) as exc:  # a check's reason (BadGGUF, BadSafetensors are ValueErrors)
+        return ModelCard(source, name, size_bytes=_size(path), where=where, problem=problem_line(exc, path.name))
+    except (OSError, EOFError, struct.error, MemoryError, OverflowError, RecursionError) as exc:
         return ModelCard(source, name, size_bytes=_size(path), where=where, problem=f"unreadable ({exc})"[:80])
+
+
+def problem_line(exc: Exception, file: str) -> str:
+    """The reason, short enough for a row: without the file's name (the row names it), at most 120 characters."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if text.startswith(f"{file}: "):
+        text = text[len(file) + 2 :]
+    if type(exc) is ValueError or isinstance(exc, UnicodeDecodeError):
+        text = f"unreadable ({text})"
+    elif isinstance(exc, BadGGUF):  # its reason follows the file's name: "is GGUF version 4; ..."
+        text = f"the file {text}"
+    return text if len(text) <= 120 else text[:119] + "…"
 
 
 def _size(path: Path) -> int:
@@ -96,10 +117,27 @@ def _describe_folder(path: Path, source: str, name: str, where: str) -> ModelCar
         ggufs = sorted(path.glob("*.gguf"))
         problem = f"no config.json; it holds {len(ggufs)} GGUF file(s)" if ggufs else "no config.json"
         return ModelCard(source, name, size_bytes=_size(path), where=where, problem=problem)
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise ModelError("config.json is not a JSON object of settings")
     return ModelCard(
-        source, name, folder_architecture(config), _size(path), folder_quantization(config, path), where, ""
-    )
+        source, name, folder_architecture(config), _size(path), folder_quantization(config, path), where,
+        folder_problem(path, config),
+    )  # fmt: skip
+
+
+def folder_problem(folder: Path, config: dict) -> str:
+    """Why a folder would not load, from its config's values and its weights' headers; empty if none is seen."""
+    try:
+        config_checks.check_hf_values(config)
+        for weights in sorted(folder.glob("*.safetensors")):
+            try:
+                safetensors_checks.read_header(weights)
+            except safetensors_checks.BadSafetensors as exc:
+                return problem_line(ModelError(f"{weights.name} {exc}"), "")
+    except ModelError as exc:
+        return problem_line(exc, "")
+    return ""
 
 
 def folder_architecture(config: dict) -> str:
@@ -135,13 +173,15 @@ def safetensors_dtype(folder: Path) -> str:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return "?"
-    with open(files[0], "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+    try:
+        header = safetensors_checks.read_header(files[0])
+    except (OSError, ValueError):
+        return "?"  # the folder's problem says why
     sizes: dict[str, int] = {}
-    for name, entry in header.items():
-        if name != "__metadata__":
-            sizes[entry["dtype"]] = sizes.get(entry["dtype"], 0) + entry["data_offsets"][1] - entry["data_offsets"][0]
+    for dtype, shape in header.values():
+        sizes[dtype] = (
+            sizes.get(dtype, 0) + int(np.prod(shape, dtype=np.float64)) * safetensors_checks.DTYPE_BYTES[dtype]
+        )
     if not sizes:
         return "?"
     dtype = max(sizes, key=sizes.get)
@@ -156,14 +196,27 @@ def _describe_gguf(path: Path, source: str, name: str, where: str) -> ModelCard:
         quant = GGUF_FILE_TYPES.get(file_type, f"file type {file_type}")
     else:
         quant = header.get("dominant_type", "?")
-    return ModelCard(source, name, arch, path.stat().st_size, quant, where, "")
+    problem = ""
+    try:
+        config_checks.check_gguf_values(header, path.name)
+    except ModelError as exc:
+        problem = problem_line(exc, path.name)
+    return ModelCard(source, name, arch, path.stat().st_size, quant, where, problem)
+
+
+class _NotTheVocabulary:
+    """The header keys read for a card: all but the tokenizer's (its arrays are most of a header)."""
+
+    def __contains__(self, key: str) -> bool:
+        return key in _WANTED or not key.startswith("tokenizer.")
 
 
 def read_gguf_header(path: Path) -> dict:
-    """The header keys the Models screen shows; without `general.file_type`, the tensors' dominant type.
+    """The header keys the Models screen shows (and the shape keys it checks); without
+    `general.file_type`, the tensors' dominant type.
 
-    Raises ValueError for a file that is not GGUF."""
-    meta, infos, _ = gguf_header.read_header(path, keys=_WANTED)
+    Raises ValueError for a file that is not GGUF (`gguf_checks.BadGGUF` with the reason for a broken one)."""
+    meta, infos, _ = gguf_header.read_header(path, keys=_NotTheVocabulary())
     found = {key: value.item() if isinstance(value, np.generic) else value for key, value in meta.items()}
     found.pop(gguf_header.ALIGNMENT, None)
     if "general.file_type" not in found:

@@ -7,7 +7,6 @@ the bytes instead of drawing, and raises at the next chunk once cancelled, which
 every transfer. With `HF_HUB_OFFLINE=1` only the cache is read. No MLX here.
 """
 
-import json
 import os
 import threading
 import time
@@ -20,7 +19,15 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from model.errors import ModelError
-from model.loading.describe import ModelCard, describe_path, folder_architecture, folder_quantization
+from model.loading.describe import (
+    ModelCard,
+    describe_path,
+    folder_architecture,
+    folder_problem,
+    folder_quantization,
+    problem_line,
+)
+from model.loading.tokenizer_checks import read_json
 
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]  # what a folder model needs, no other formats
 POLL_S = 0.25  # how often a waiting caller hears about progress
@@ -70,9 +77,11 @@ def cached_models(cache_dir: Optional[Path] = None) -> list[ModelCard]:
 
 def _folder_card(repo_id: str, snapshot: Path, size: int) -> ModelCard:
     try:
-        config = json.loads((snapshot / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        return ModelCard(repo_id, repo_id, size_bytes=size, where="Hub cache", problem=f"config.json: {exc}"[:80])
+        config = read_json(snapshot / "config.json")
+        if not isinstance(config, dict):
+            raise ModelError("config.json is not a JSON object of settings")
+    except (OSError, ModelError) as exc:
+        return ModelCard(repo_id, repo_id, size_bytes=size, where="Hub cache", problem=problem_line(exc, ""))
     weights = any(snapshot.glob("*.safetensors"))
     return ModelCard(
         repo_id,
@@ -81,7 +90,7 @@ def _folder_card(repo_id: str, snapshot: Path, size: int) -> ModelCard:
         size,
         folder_quantization(config, snapshot),
         "Hub cache",
-        "" if weights else "weights not downloaded",
+        folder_problem(snapshot, config) if weights else "weights not downloaded",
     )
 
 
