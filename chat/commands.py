@@ -187,6 +187,8 @@ def read_replay_file(path: str) -> list[ReplayEntry]:
         messages = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"'{path}' is not valid JSON (line {exc.lineno}): it must be an array of strings.")
+    except (ValueError, RecursionError):  # a number of over 4,300 digits; arrays nested ~1,000 deep
+        raise ModelError(f"'{path}' is not JSON glasschat reads (too deeply nested, or a number too long).")
     return parse_entries(messages, path)
 
 

@@ -31,10 +31,16 @@ class ReplayEntry:
     token: Optional[int] = None  # fork: the id forced there
 
 
+def _short(value) -> str:
+    """A value from the file as one short line: it may be a megabyte of nested lists."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:59] + "…"
+
+
 def _int(value, name: str, where: str, low: int) -> int:
     # bool is an int in Python, and `true` is never a turn number.
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ModelError(f'{where}: "{name}" must be a whole number from {low}, not {value!r}.')
+        raise ModelError(f'{where}: "{name}" must be a whole number from {low}, not {_short(value)}.')
     return value
 
 
@@ -60,7 +66,7 @@ def parse_entry(raw, number: int, path: str) -> ReplayEntry:
             token=_int(raw["token"], "token", where, 0),
         )
     else:
-        raise ModelError(f"{where} has keys {sorted(keys)}: it must be one of {SHAPES}.")
+        raise ModelError(f"{where} has keys {_short(sorted(keys))}: it must be one of {SHAPES}.")
     if entry.turn >= number:
         raise ModelError(f"{where} names turn {entry.turn}, which has not run yet: name an earlier entry.")
     return entry

@@ -158,9 +158,10 @@ def load(path: Optional[Path] = None, views: Collection[str] = (), themes: Colle
         return SettingsFile(
             path, problems=[f"{path} can't be read ({exc}); using the default settings."], writable=False
         )
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:  # also: nested too deep, a number too long
+        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
         return SettingsFile(
-            path, problems=[f"{path} is not valid TOML ({exc}); using the default settings."], writable=False
+            path, problems=[f"{path} is not valid TOML ({reason}); using the default settings."], writable=False
         )
     presets, unread, preset_problems = preset_table.from_toml(data.pop("presets", {}), preset_rules())
     values, problems = from_toml(data, views, themes)
@@ -174,6 +175,12 @@ def preset_rules() -> dict:
     return {key: (by_name[key].metadata["check"], by_name[key].metadata["wants"]) for key in preset_table.KEYS}
 
 
+def _short(text: str) -> str:
+    """A name or value from the file, kept to one short line (a key may be a megabyte long)."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def from_toml(data: dict, views: Collection[str] = (), themes: Collection[str] = ()) -> tuple[dict, list[str]]:
     """The known settings in a parsed file, and one line per one that is unknown or broken.
 
@@ -183,19 +190,21 @@ def from_toml(data: dict, views: Collection[str] = (), themes: Collection[str] =
     values, problems = {}, []
     for section, table in data.items():
         if not isinstance(table, dict):
-            problems.append(f"unknown setting '{section}' ignored.")
+            problems.append(f"unknown setting '{_short(section)}' ignored.")
             continue
         for key, value in table.items():
             f = by_place.get((section, key))
             if f is None:
-                problems.append(f"unknown setting '{section}.{key}' ignored.")
+                problems.append(f"unknown setting '{_short(section)}.{_short(key)}' ignored.")
             elif not f.metadata["check"](value):
-                problems.append(f"{section}.{key} = {value!r} must be {f.metadata['wants']}; using the default.")
+                problems.append(
+                    f"{section}.{key} = {_short(repr(value))} must be {f.metadata['wants']}; using the default."
+                )
             elif key == "views" and views and set(value) - set(views):
-                unknown = ", ".join(sorted(set(value) - set(views)))
+                unknown = _short(", ".join(sorted(set(value) - set(views))))
                 problems.append(f"app.views: no view called {unknown}; using the default views.")
             elif key == "theme" and themes and value not in themes:
-                problems.append(f"app.theme: no theme called {value!r}; using the default theme.")
+                problems.append(f"app.theme: no theme called {_short(repr(value))}; using the default theme.")
             else:
                 values[key] = tuple(value) if isinstance(value, list) else value
     return values, problems

@@ -17,6 +17,7 @@ host that is not this machine, a host ssh cannot reach within a few seconds.
 """
 
 import json
+import math
 import os
 import shlex
 import socket
@@ -60,6 +61,10 @@ def read_hostfile(path: str) -> list[Host]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"Hostfile '{path}' is not valid JSON (line {exc.lineno}): give a list such as {EXAMPLE}.")
+    except (ValueError, RecursionError):  # a number of over 4,300 digits; arrays nested ~1,000 deep
+        raise ModelError(
+            f"Hostfile '{path}' is too deeply nested or holds a number too long: give a list such as {EXAMPLE}."
+        )
     entries = data.get("hosts") if isinstance(data, dict) else data
     if not isinstance(entries, list) or len(entries) < 2:
         raise ModelError(f"Hostfile '{path}' must list two or more hosts, one per rank, e.g. {EXAMPLE}.")
@@ -70,12 +75,16 @@ def _host(entry, n: int, path: str) -> Host:
     where = f"Hostfile '{path}', host {n}"
     if not isinstance(entry, dict) or not isinstance(entry.get("ssh"), str) or not entry["ssh"]:
         raise ModelError(f'{where}: each host is an object with "ssh" (a name) and "ips" (a list), e.g. {EXAMPLE}.')
+    named = repr(entry["ssh"]) if len(entry["ssh"]) <= 60 else repr(entry["ssh"][:57]) + "…"  # one line, short
+    where = f"{where} ({named[1:-1]})"
     ips = entry.get("ips")
     if not isinstance(ips, list) or not ips or not all(isinstance(ip, str) and ip for ip in ips):
-        raise ModelError(f'{where} ({entry["ssh"]}): the ring backend needs "ips", a list of its addresses.')
+        raise ModelError(f'{where}: the ring backend needs "ips", a list of its addresses.')
     memory = entry.get("memory_gb")
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory <= 0):
-        raise ModelError(f'{where} ({entry["ssh"]}): "memory_gb" must be a positive number.')
+    if memory is not None and (
+        isinstance(memory, bool) or not isinstance(memory, (int, float)) or not 0 < memory < math.inf
+    ):  # NaN and Infinity are JSON to Python; a pipeline split by them is not
+        raise ModelError(f'{where}: "memory_gb" must be a positive number.')
     return Host(entry["ssh"], tuple(ips), memory)
 
 
