@@ -229,6 +229,7 @@ DELETE = object()
         ({"hidden_size": DELETE}, "lacks 'hidden_size'"),
         ({"vocab_size": 0}, "'vocab_size' is 0"),
         ({"max_position_embeddings": -1}, "'max_position_embeddings' is -1"),
+        ({"max_position_embeddings": 1}, "'max_position_embeddings' is 1; it must be a whole number from 64"),
         ({"rms_norm_eps": 0}, "'rms_norm_eps' is 0; it must be a number above 0"),
         ({"rms_norm_eps": float("inf")}, "'rms_norm_eps' is inf"),
         ({"rope_theta": -1.0}, "'rope_theta' is -1"),

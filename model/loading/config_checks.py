@@ -37,7 +37,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "head_dim": (2, 1_024),  # Gemma 2's 256 is the largest in use; RoPE turns pairs, so at least 2
     "intermediate_size": (1, 262_144),  # 5x its 53,248
     "vocab_size": (1, 4_194_304),  # 16x Gemma 3's 262,144
-    "max_position_embeddings": (1, 1 << 24),  # Llama 4 Scout's 10M fits
+    # Llama 4 Scout's 10M fits; under 64 tokens (the smallest cache glasschat makes, MIN_CAPACITY) no chat
+    # fits: a context of 1 ran, evicting every token, and answered "---".
+    "max_position_embeddings": (64, 1 << 24),
     "sliding_window": (1, 1 << 24),
     "original_max_position_embeddings": (1, 1 << 24),
     "rms_norm_eps": (0.0, 1.0),  # a floor added to a mean of squares: positive, far under 1
@@ -98,7 +100,7 @@ def check_value(file: str, key: str, value: Any, low: float, high: float) -> Non
             raise _bad(file, key, value, f"a number above {low:g} and at most {high:g}")
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _bad(file, key, value, f"a whole number from {low:g} to {high:g}")
+        raise _bad(file, key, value, f"a whole number from {low} to {high}")
 
 
 def hf_config(raw: Any, file: str = "config.json") -> ModelConfig:

@@ -1,0 +1,71 @@
+"""The fuzz tests' loader: a child process that loads each model it is sent and says how that ended.
+
+tests/test_fuzz_files.py starts one and sends it paths, one a line. For each it loads the model as
+`glasschat run --model PATH` does, makes a cache and a conversation, renders and encodes a first turn
+with its template and prefills it, then writes one JSON line: "loaded"; "refused" with the ModelError's one line; or
+"crashed" with the traceback; with the seconds it took and its peak resident memory so far. A hang or
+a death is seen by the parent (no line comes). Its address space is capped 2 GB above what it holds
+once warm, so a case that would take more fails here (MemoryError) instead of in the machine's swap.
+"""
+
+import gc
+import json
+import resource
+import sys
+import time
+import traceback
+
+import model  # noqa: F401  (first: gives MLX OpenBLAS before mlx loads)
+
+# isort: split
+import mlx.core as mx
+
+from model.cache.kv_factory import make_cache
+from model.cache.settings import CacheSettings
+from model.errors import ModelError
+from model.loading.loader import load_model
+from model.runtime.conversation import Conversation
+
+HEADROOM = 2 << 30  # the issue's bound on any hostile case
+
+
+def try_one(path: str) -> None:
+    """Load, then a first turn as a session runs it: a cache, the prompt through the template, a prefill."""
+    loaded = load_model(path)
+    settings = CacheSettings(max_kv_size=256)
+    cache = make_cache(loaded.model, settings)
+    conversation = Conversation(loaded.template, loaded.tokenizer, cache, settings)
+    prompt = conversation.prompt_for(loaded.tokenizer.readable("Hello there"))
+    logits = loaded.model(mx.array([prompt.ids[-64:] or [0]]), cache=cache, last_only=True)
+    mx.eval(logits)
+
+
+def vm_size() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmSize:"))
+    return int(line.split()[1]) * 1024
+
+
+def main() -> None:
+    for warm in sys.argv[1:]:  # MLX's and the kernel's one-time set-up, before the cap and the clock
+        try_one(warm)
+    limit = vm_size() + HEADROOM
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        start = time.monotonic()
+        try:
+            try_one(line.rstrip("\n"))
+            outcome, text = "loaded", ""
+        except ModelError as exc:
+            outcome, text = "refused", str(exc)
+        except BaseException:  # anything else is what the fuzz tests look for
+            outcome, text = "crashed", traceback.format_exc()[-3000:]
+        gc.collect()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        report = {"outcome": outcome, "text": text, "seconds": time.monotonic() - start, "peak_rss": peak}
+        print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
