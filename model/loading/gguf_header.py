@@ -27,6 +27,7 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 NUMPY_TYPES = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32}
 NUMPY_TYPES.update({7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64})
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q")
 # The fewest bytes a value of each type takes: a string or an array is at least its length field.
 _LEAST = {**{k: struct.calcsize(f) for k, f in _SCALARS.items()}, _STRING: 8, _ARRAY: 12}
 ALIGNMENT = "general.alignment"  # always read: where the tensor data starts depends on it
@@ -100,9 +101,15 @@ class _Cursor:
             self.jump(self.scalar("<Q"))
         elif kind == _ARRAY:
             item, n = self.array_head()
-            if item == _STRING:
+            if item == _STRING:  # a vocabulary: 100,000s of strings, so a tight loop
+                buf, pos, end, length = self.buf, self.pos, len(self.buf), _LENGTH.unpack_from
                 for _ in range(n):
-                    self.jump(self.scalar("<Q"))
+                    if pos + 8 > end:
+                        raise EOFError("end of file inside the header")
+                    pos += 8 + length(buf, pos)[0]
+                if pos > end:
+                    raise EOFError("end of file inside the header")
+                self.pos = pos
             else:
                 self.jump(n * _LEAST[item])
         elif kind in _SCALARS:
