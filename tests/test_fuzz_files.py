@@ -16,7 +16,7 @@ import os
 import shutil
 
 import pytest
-from fuzz_mutations import Child, Scratch, apply_to_folder, folder_mutations, gguf_fields, gguf_mutations
+from fuzz_mutations import Child, Cut, Scratch, apply_to_folder, folder_mutations, gguf_fields, gguf_mutations
 from hypothesis import HealthCheck, given, settings
 from tiny_models import write_chat_folder
 
@@ -96,6 +96,22 @@ def test_default_gguf(child, gguf_copy):
         check(result, mutation.what, "gguf")
 
     one()
+
+
+def test_default_gguf_cut_at_every_structural_boundary(child, gguf_copy):
+    """Every boundary in the header (after each count, key-value pair and tensor info) and the data's start;
+    by default every 25th of them (~25 loads), all ~330 with GLASSCHAT_FUZZ_EXAMPLES set."""
+    scratch, _, bounds, start = gguf_copy
+    cuts = [b for b in bounds if b <= start]
+    for at in cuts[:: 1 if EXAMPLES else 25]:
+        mutation = Cut(at, f"cut at byte {at}")
+        scratch.apply(mutation)
+        try:
+            result = child.load(scratch.path)
+        finally:
+            scratch.restore(mutation)
+        check(result, mutation.what, "gguf-cuts")
+        assert result["outcome"] == "refused", mutation.what
 
 
 def test_tiny_model_folder(child, tiny_folder, tmp_path_factory):
