@@ -117,25 +117,30 @@ def test_a_smaller_cache_or_a_quantized_one_makes_it_fit(monkeypatch):
     loader.load_model(None, capacity=2048, kv_bits=4)
 
 
-def with_tokenizer(folder, tiny_chat_model):
+def with_tokenizer(folder, tiny_chat_model) -> int:
+    """The tiny chat model's tokenizer (the default model's) copied in; its vocabulary's size."""
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_text((Path(tiny_chat_model) / name).read_text())
+    return json.loads((Path(tiny_chat_model) / "config.json").read_text())["vocab_size"]
 
 
-def test_a_config_with_100000_layers_is_refused_before_anything_is_allocated(tmp_path, monkeypatch, tiny_chat_model):
-    """Its files may hold little; the cache its shape needs is what cannot fit."""
+def test_a_plausible_config_whose_cache_cannot_fit_is_refused_before_anything_is_allocated(
+    tmp_path, monkeypatch, tiny_chat_model
+):
+    """Its files may hold little; the cache its shape needs is what cannot fit. (100,000 layers is refused
+    earlier, as implausible, by model.loading.config_checks: test_hostile_models.py.)"""
     from tiny_models import write_tiny_folder
 
     config = write_tiny_folder(tmp_path, "llama3")
     with_tokenizer(tmp_path, tiny_chat_model)
-    shape = {"num_hidden_layers": 100_000, "max_position_embeddings": 4096}
+    shape = {"num_hidden_layers": 1024, "max_position_embeddings": 4096}  # config_checks' largest layer count
     (tmp_path / "config.json").write_text(json.dumps({**config, **shape}))
-    monkeypatch.setattr(memory_fit, "machine_memory", lambda: 24 * GB)  # this project's machines
+    monkeypatch.setattr(memory_fit, "machine_memory", lambda: 300_000_000)
     never_read(monkeypatch)
-    with pytest.raises(ModelError, match=r"needs 52\.\d GB, this machine has 24\.0 GB") as refused:
+    with pytest.raises(ModelError, match=r"needs 0\.5 GB, this machine has 0\.3 GB") as refused:
         loader.load_model(str(tmp_path))
-    # 100,000 layers x 2,048 slots x K and V x 2 heads x 16 x float32
-    assert "KV cache of 2048 tokens 52.4 GB" in str(refused.value)
+    # 1,024 layers x 2,048 slots x K and V x 2 heads x 16 x float32
+    assert "KV cache of 2048 tokens 0.5 GB" in str(refused.value)
 
 
 def test_a_quantized_folder_is_sized_from_its_headers(tmp_path, code_path, tiny_chat_model):
@@ -143,7 +148,7 @@ def test_a_quantized_folder_is_sized_from_its_headers(tmp_path, code_path, tiny_
     from tiny_models import random_weights, write_tiny_folder
 
     config = write_tiny_folder(tmp_path, "llama_tied")
-    with_tokenizer(tmp_path, tiny_chat_model)
+    config["vocab_size"] = with_tokenizer(tmp_path, tiny_chat_model)  # an embedding row for every token
     weights = {}
     for name, value in random_weights(config).items():
         if value.ndim == 2:
