@@ -289,6 +289,53 @@ def test_a_tokenizer_larger_than_the_embedding(tmp_path):
         load_model(str(tmp_path / "m"))
 
 
+def quantized_copy(folder, tmp_path, change=lambda weights: None):
+    """The tiny folder in MLX's 4-bit layout (groups of 32), its weights changed by `change`."""
+    copy = tmp_path / "quantized"
+    shutil.copytree(folder, copy)
+    weights = {}
+    for name, value in mx.load(str(folder / "model.safetensors")).items():
+        if value.ndim == 2:
+            w, scales, biases = mx.quantize(value, group_size=32, bits=4)
+            stem = name[: -len(".weight")]
+            weights.update({name: w, f"{stem}.scales": scales, f"{stem}.biases": biases})
+        else:
+            weights[name] = value
+    change(weights)
+    mx.save_safetensors(str(copy / "model.safetensors"), weights)
+    config = json.loads((folder / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "quantization": {"group_size": 32, "bits": 4}}))
+    return copy
+
+
+UP = "model.layers.0.mlp.up_proj"
+
+
+@pytest.mark.parametrize(
+    "change, phrase",
+    [
+        (
+            lambda w: w.update({f"{UP}.scales": mx.zeros((128, 0)), f"{UP}.biases": mx.zeros((128, 0))}),
+            "scales (128, 0)",
+        ),
+        (lambda w: w.update({f"{UP}.weight": w[f"{UP}.weight"][:, :-1]}), "weight (128, 7), scales (128, 2)"),
+        (lambda w: w.pop(f"{UP}.biases"), "biases None"),
+        (lambda w: w.update({"model.layers.0.mlp.stray.scales": mx.zeros((4, 2))}), "'model.layers.0.mlp.stray'"),
+    ],
+    ids=["zero-width scales", "a width no bits give", "no biases", "scales without a weight"],
+)
+def test_quantized_tensors_mlx_cannot_read(tiny_folder, tmp_path, change, phrase):
+    """Before the fix: a bare ZeroDivisionError (in the fit check, then in the loader), a KeyError."""
+    with pytest.raises(ModelError) as err:
+        load_model(str(quantized_copy(tiny_folder, tmp_path, change)))
+    line = str(err.value)
+    assert line.startswith("'quantized': the quantized tensor") and phrase in line and "\n" not in line, line
+
+
+def test_a_quantized_folder_loads(tiny_folder, tmp_path):
+    assert load_model(str(quantized_copy(tiny_folder, tmp_path))).layout in ("quantized", "float32")
+
+
 # --- tokenizer files and GGUF vocabularies ---------------------------------------------------------------
 
 

@@ -300,6 +300,28 @@ def _expect_rows(shapes: dict, key: str, rows: int, file: str, field: str) -> No
         )
 
 
+QUANTIZED_BITS = (2, 3, 4, 5, 6, 8)  # the widths mx.dequantize reads
+
+
+def check_quantized(shapes: dict[str, tuple[int, ...]], group_size: int, where: str) -> None:
+    """Each quantized triple (packed uint32 weight, scales, biases) has shapes that give a width MLX reads:
+    the loader divides by the scales' width and indexes the biases (a zero-width scale was a bare
+    ZeroDivisionError, a stray one a KeyError)."""
+    for key, scales in shapes.items():
+        if not key.endswith(".scales"):
+            continue
+        stem = key[: -len(".scales")]
+        weight, biases = shapes.get(f"{stem}.weight"), shapes.get(f"{stem}.biases")
+        usable = weight is not None and biases == scales and len(weight) >= 2 and weight[:-1] == scales[:-1]
+        per_group = scales[-1] * group_size if usable else 0
+        if not per_group or weight[-1] * 32 % per_group or weight[-1] * 32 // per_group not in QUANTIZED_BITS:
+            raise ModelError(
+                f"{where}: the quantized tensor '{stem}' has weight {weight}, scales {scales}, biases {biases}, "
+                f"which no {'/'.join(map(str, QUANTIZED_BITS))}-bit layout in groups of {group_size} gives: "
+                "the weights are broken."
+            )
+
+
 def check_vocabulary(tokens: int, rows: int, file: str) -> None:
     """A token the embedding has no row for would index past it (MLX does not check)."""
     if tokens > rows:

@@ -219,9 +219,8 @@ def _load_gguf(path: Path, layout: str, progress: Progress, fuse: bool, fits: _F
     config = config_checks.gguf_config(meta, set(tensors), path.name)
     tokenizer = tokenizer_from_gguf(meta, path.name)
     weights = rename_gguf(tensors, config)
-    _check_against_weights(
-        config, weights, tokenizer, path.name, config_checks.field_namer("gguf", meta["general.architecture"])
-    )
+    naming = config_checks.field_namer("gguf", meta["general.architecture"])
+    _check_against_weights(config, weights, _GGUF_GROUP_SIZE, tokenizer, path.name, naming, path.name)
     progress(f"building {config.architecture} with {config.num_hidden_layers} layers")
     model, used = _build(config, weights, _GGUF_GROUP_SIZE, layout, fuse)
     template = _template(meta.get("tokenizer.chat_template"), tokenizer, f"{path.name}'s tokenizer.chat_template")
@@ -252,16 +251,22 @@ def _load_folder(path: Path, layout: str, progress: Progress, fuse: bool, fits: 
             weights.update(mx.load(str(f)))
         except Exception:
             raise ModelError(f"'{f.name}' is truncated or corrupt: re-download it.")
-    _check_against_weights(config, weights, tokenizer, cfg_path.name, config_checks.field_namer("hf"))
+    naming = config_checks.field_namer("hf")
+    _check_against_weights(config, weights, group_size, tokenizer, cfg_path.name, naming, f"'{path.name}'")
     model, used = _build(config, weights, group_size, layout, fuse)
     source, name = _folder_template(path)
     template = _template(source, tokenizer, name)
     return LoadedModel(model, config, tokenizer, template, str(path), str(path), used)
 
 
-def _check_against_weights(config, weights: dict, tokenizer: TextTokenizer, file: str, name) -> None:
-    """Before anything is built: the config describes these tensors, and every token has an embedding row."""
-    config_checks.check_weights(config, {k: tuple(v.shape) for k, v in weights.items()}, file, name)
+def _check_against_weights(
+    config, weights: dict, group_size: int, tokenizer: TextTokenizer, file: str, name, where: str
+) -> None:
+    """Before anything is built: the config describes these tensors, the quantized ones are readable,
+    and every token has an embedding row. `file` is the config's, `where` the weights'."""
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    config_checks.check_weights(config, shapes, file, name)
+    config_checks.check_quantized(shapes, group_size, where)
     config_checks.check_vocabulary(tokenizer.vocab_size, config.vocab_size, file)
 
 

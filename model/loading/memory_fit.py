@@ -7,7 +7,8 @@ a verify pass's logits, and on the cpu path one layer's dequantized copy). "Avai
 the GPU's recommended working set where MLX computes on a GPU (Metal reports one; CUDA its
 memory), and the machine's memory on a CPU. A model that needs more is refused in one line,
 bytes against bytes. The same check refuses a config whose shape alone cannot fit (say
-100,000 layers), whatever its files hold, before anything is allocated.
+1,024 layers on a small machine), whatever its files hold, before anything is allocated; an
+implausible one (100,000 layers) is refused before this by model.loading.config_checks.
 
 On a GPU, `wire` then sets MLX's wired limit as mlx-lm's `generate` does (its
 `wired_limit`): to the recommended working set, where the device reports one, so the
@@ -95,7 +96,7 @@ def safetensors_tensor_sizes(files: Iterable[Path], group_size: int) -> list[Ten
         if name.endswith((".scales", ".biases")) and f"{name.rsplit('.', 1)[0]}.weight" in entries:
             continue  # counted with their weight
         kind = {"matrix": len(shape) == 2, "embedding": "embed_tokens" in name}
-        if scales is not None and shape and scales.get("shape"):
+        if scales is not None and shape and scales.get("shape") and scales["shape"][-1]:  # 0: a hostile header
             bits = shape[-1] * 32 // (scales["shape"][-1] * group_size)
             scale_bytes = _SAFETENSORS_BYTES.get(scales.get("dtype"), 2)
             sizes.append(TensorSize(count * 32 // max(bits, 1), bits=bits, group_size=group_size,
