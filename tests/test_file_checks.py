@@ -9,7 +9,7 @@ import struct
 import mlx.core as mx
 import numpy as np
 import pytest
-from hostile_files import ARRAY, F32, GGML, STRING, U32, U64, gguf_string, write_gguf
+from hostile_files import ARRAY, F32, GGML, STRING, U32, U64, gguf_string, quantize_folder, write_gguf
 from tiny_models import BASE_CONFIG, VARIANTS, write_chat_folder
 
 from model.errors import ModelError
@@ -290,22 +290,7 @@ def test_a_tokenizer_larger_than_the_embedding(tmp_path):
 
 
 def quantized_copy(folder, tmp_path, change=lambda weights: None):
-    """The tiny folder in MLX's 4-bit layout (groups of 32), its weights changed by `change`."""
-    copy = tmp_path / "quantized"
-    shutil.copytree(folder, copy)
-    weights = {}
-    for name, value in mx.load(str(folder / "model.safetensors")).items():
-        if value.ndim == 2:
-            w, scales, biases = mx.quantize(value, group_size=32, bits=4)
-            stem = name[: -len(".weight")]
-            weights.update({name: w, f"{stem}.scales": scales, f"{stem}.biases": biases})
-        else:
-            weights[name] = value
-    change(weights)
-    mx.save_safetensors(str(copy / "model.safetensors"), weights)
-    config = json.loads((folder / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "quantization": {"group_size": 32, "bits": 4}}))
-    return copy
+    return quantize_folder(folder, tmp_path / "quantized", change)
 
 
 UP = "model.layers.0.mlp.up_proj"
@@ -330,6 +315,18 @@ def test_quantized_tensors_mlx_cannot_read(tiny_folder, tmp_path, change, phrase
         load_model(str(quantized_copy(tiny_folder, tmp_path, change)))
     line = str(err.value)
     assert line.startswith("'quantized': the quantized tensor") and phrase in line and "\n" not in line, line
+
+
+def test_a_tensor_the_architecture_does_not_have_is_one_line(tiny_folder, tmp_path):
+    """MLX's own error lists the names over several lines (found by the fuzz tests: "stray beside it")."""
+    copy = tmp_path / "stray"
+    shutil.copytree(tiny_folder, copy)
+    weights = mx.load(str(copy / "model.safetensors"))
+    mx.save_safetensors(str(copy / "model.safetensors"), {**weights, "model.embed_tokens_stray.weight": mx.zeros((2,))})
+    with pytest.raises(ModelError) as err:
+        load_model(str(copy))
+    line = str(err.value)
+    assert "\n" not in line and "not in model: model.embed_tokens_stray.weight" in line, line
 
 
 def test_a_quantized_folder_loads(tiny_folder, tmp_path):

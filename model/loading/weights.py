@@ -164,8 +164,10 @@ def apply_weights(model: nn.Module, weights: dict[str, mx.array], group_size: in
         weights = {k: v.astype(mx.float32) if k.endswith((".scales", ".biases")) else v for k, v in weights.items()}
     try:
         model.load_weights(list(weights.items()), strict=True)
-    except ValueError as exc:
-        raise ModelError(f"The weights don't fit a {model.config.architecture} model of this shape ({exc}).")
+    except ValueError as exc:  # MLX's text lists the names over several lines: one line, cut, for the user
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        raise ModelError(f"The weights don't fit a {model.config.architecture} model of this shape ({detail}).")
     mx.eval(model.parameters())
     return layout
 
