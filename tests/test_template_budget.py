@@ -3,6 +3,7 @@ line that names it, in bounded time and memory; a real one renders exactly as th
 
 import functools
 import json
+from types import SimpleNamespace
 
 import pytest
 from hostile_files import run_python
@@ -12,6 +13,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_vocab import vocab_path
 from tiny_models import CHATML, QWEN3_STYLE
 
+from model.errors import ModelError
 from model.loading.chat_template import ChatTemplate, Message
 
 NESTED = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -197,3 +199,31 @@ def test_long_messages_are_not_refused(size):
     long = "word " * (size // 5)
     text = template.render([Message("user", long), Message("assistant", long), Message("user", long)], True)
     assert text.count("word") == 3 * (size // 5)
+
+
+def test_loading_costs_one_budget_in_all(monkeypatch):
+    """Compiling and the sample render share one budget's clock: a template whose compiling took most of
+    the 2 s has only the rest for its sample, so loading never costs two budgets (the fuzz tests saw one
+    just under the budget take 2 s when compiled, again when sampled, and again on its first turn)."""
+    from model.loading import template_budget as tb
+
+    clock = {"now": 0.0}
+
+    def now() -> float:
+        clock["now"] += 0.01  # every reading of the clock is 10 ms later
+        return clock["now"]
+
+    monkeypatch.setattr(tb, "time", SimpleNamespace(monotonic=now))
+    source = "{% for i in range(1000) %}{% endfor %}" + CHATML  # ~30 readings of the clock: 0.3 s
+    ChatTemplate(source, name="slow")  # loads, with its whole budget for the sample
+    compile_as_before = tb.BudgetedEnvironment.from_string
+
+    def slow_compile(self, *args, **kwargs):
+        clock["now"] += 1.9
+        return compile_as_before(self, *args, **kwargs)
+
+    monkeypatch.setattr(tb.BudgetedEnvironment, "from_string", slow_compile)
+    with pytest.raises(
+        ModelError, match=r"\(slow\) ran past its budget on a three-message conversation \(more than 2 s\)"
+    ):
+        ChatTemplate(source, name="slow")

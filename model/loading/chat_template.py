@@ -97,8 +97,12 @@ class ChatTemplate:
             )
         env = BudgetedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
+        # Compiling (constants are folded then) and the sample render share one budget's clock, so
+        # loading costs at most one budget, 2 s; a turn then has its own (the fuzz tests saw a template
+        # just under the budget take 2 s three times over: compiled, sampled, first turn).
+        loading = Budget(TEXT_CHARS)
         try:
-            with rendering(Budget(TEXT_CHARS)):  # constants folded while compiling count too
+            with rendering(loading):
                 self.template = env.from_string(self.source)
         except TemplateError as exc:
             raise ModelError(
@@ -107,15 +111,15 @@ class ChatTemplate:
         except (OverBudget, RecursionError, MemoryError, SyntaxError, ValueError, TypeError) as exc:
             raise ModelError(f"The chat template ({self.name}) cannot be compiled ({_first_line(exc)}).")
         self.bos_token, self.eos_token = bos_token, eos_token
-        self._try_sample()
+        self._try_sample(loading.deadline)
 
-    def _try_sample(self) -> None:
+    def _try_sample(self, deadline: float) -> None:
         """Render a short conversation once: a template over its budget is refused now, not on the first turn.
 
         So is one that fails on it with a Python error (a template's own `raise_exception` is not
         a failure here: some templates refuse conversations of some shapes, and say so)."""
         try:
-            self._render([{"role": r, "content": c} for r, c in _SAMPLE], True)
+            self._render([{"role": r, "content": c} for r, c in _SAMPLE], True, deadline=deadline)
         except ModelError as exc:
             cause = exc.__cause__  # None for the template's own refusals (TemplateError)
             if isinstance(cause, OverBudget):
@@ -180,12 +184,20 @@ class ChatTemplate:
             out.append(text[at:])
         return out
 
-    def _render(self, messages: list[dict], add_generation_prompt: bool, thinking: Optional[bool] = None) -> str:
+    def _render(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool,
+        thinking: Optional[bool] = None,
+        deadline: Optional[float] = None,
+    ) -> str:
         # `enable_thinking` only when set: templates test `enable_thinking is defined`.
         switch = {} if thinking is None else {"enable_thinking": thinking}
         given = sum(len(m["content"]) for m in messages)
+        budget = Budget(TEXT_CHARS + 2 * given)
+        budget.deadline = min(budget.deadline, deadline or budget.deadline)
         try:
-            with rendering(Budget(TEXT_CHARS + 2 * given)):
+            with rendering(budget):
                 return self.template.render(
                     messages=messages,
                     add_generation_prompt=add_generation_prompt,
