@@ -4,7 +4,8 @@ A GGUF is mapped field by field (every count, length, type, value, dimension and
 header, with where each starts and ends), so a mutation can rewrite one field to 0, -1, 2^31, 2^63,
 change a value's type, cut the file at a structural boundary, or flip a bit. A model folder is
 mutated file by file: config.json's values and keys, tokenizer.json's parts, the chat template,
-and the safetensors header (its length, each tensor's dtype, shape and offsets) and data.
+the safetensors header (its length, each tensor's dtype, shape and offsets) and data, and whole
+tensors (reshaped, emptied, cut, retyped, dropped, duplicated) under a well-formed header.
 """
 
 import json
@@ -305,7 +306,7 @@ def templates(draw) -> str:
 @dataclass(frozen=True)
 class FolderMutation:
     file: str
-    how: str  # "set", "delete", "cut", "flip", "header-length", "template"
+    how: str  # "set", "delete", "cut", "flip", "header-length", "template", "tensor"
     path: tuple = ()
     value: object = None
 
@@ -355,7 +356,45 @@ def folder_mutations() -> st.SearchStrategy[FolderMutation]:
         st.just(()),
         st.floats(0, 1),  # where, as a share of the file (a cut inside the safetensors header is most telling)
     )
-    return st.one_of(config, tokenizer, template, specials, header, length, raw)
+    tensor = st.builds(
+        FolderMutation,
+        st.just("model.safetensors"),
+        st.just("tensor"),
+        st.integers(0, 80).map(lambda i: (i,)),
+        st.sampled_from(TENSOR_CHANGES),
+    )
+    return st.one_of(config, tokenizer, template, specials, header, length, raw, tensor)
+
+
+# A tensor replaced by another that a well-formed header describes (mx.save_safetensors writes it), so
+# the header checks pass and what is tried is the loader's trust in shapes, dtypes and names.
+TENSOR_CHANGES = [
+    "flatten", "transpose", "zero width", "zero rows", "half width", "drop", "float16", "int32", "uint8",
+    "stray beside it", "moved to layer 99",
+]  # fmt: skip
+
+
+def change_tensor(path: Path, index: int, change: str) -> None:
+    import mlx.core as mx
+
+    weights = mx.load(str(path))
+    name = sorted(weights)[index % len(weights)]
+    w = weights.pop(name)
+    stem, suffix = name.rsplit(".", 1)
+    changed = {
+        "flatten": lambda: {name: w.reshape(-1)},
+        "transpose": lambda: {name: w.T if w.ndim == 2 else w.reshape(1, -1)},
+        "zero width": lambda: {name: w[..., :0]},
+        "zero rows": lambda: {name: w[:0]},
+        "half width": lambda: {name: w[..., : max(1, w.shape[-1] // 2)]},
+        "drop": lambda: {},
+        "float16": lambda: {name: w.astype(mx.float16)},
+        "int32": lambda: {name: w.astype(mx.int32)},
+        "uint8": lambda: {name: w.astype(mx.uint8)},
+        "stray beside it": lambda: {name: w, f"{stem}_stray.{suffix}": w},
+        "moved to layer 99": lambda: {name.replace("layers.0.", "layers.99.").replace("layers.1.", "layers.99."): w},
+    }[change]()
+    mx.save_safetensors(str(path), {**weights, **changed})
 
 
 def _set(tree, path: tuple, value) -> None:
@@ -388,7 +427,9 @@ def _set(tree, path: tuple, value) -> None:
 def apply_to_folder(folder: Path, mutation: FolderMutation) -> None:
     path = folder / mutation.file
     data = path.read_bytes()
-    if mutation.how in ("cut", "flip"):
+    if mutation.how == "tensor":
+        change_tensor(path, *mutation.path, mutation.value)
+    elif mutation.how in ("cut", "flip"):
         at = min(int(mutation.value * len(data)), len(data) - 1)
         if mutation.file == "model.safetensors" and mutation.value < 0.5:
             at = min(at, 8 + struct.unpack_from("<Q", data)[0])  # mostly inside the header

@@ -1,11 +1,12 @@
-"""Fuzzing real model files: the default GGUF, and a tiny model folder (config, tokenizer, template, safetensors).
+"""Fuzzing real model files: the default GGUF, and a tiny model folder (config, tokenizer, template,
+safetensors), float and 4-bit.
 
 Each example is one mutation (tests/fuzz_mutations.py): a header field rewritten to 0, -1, 2^31, 2^63,
 a value given another type, the file cut at a structural boundary, a bit flipped, a JSON value set to
-the wrong kind or removed, a hostile chat template. The mutated model is loaded, a turn encoded and
-the network run over a few tokens, in a child process whose address space is capped 2 GB above its
-warm size (tests/fuzz_child.py). Every case must end as "loaded" or "refused" in one line, in under
-5 s, within 2 GB: never another exception, a death or a hang.
+the wrong kind or removed, a hostile chat template, a tensor reshaped, emptied, retyped or dropped.
+The mutated model is loaded, a turn encoded and the network run over a few tokens, in a child process
+whose address space is capped 2 GB above its warm size (tests/fuzz_child.py). Every case must end as
+"loaded" or "refused" in one line, in under 5 s, within 2 GB: never another exception, a death or a hang.
 
 A fixed seed and few examples by default (the suite's time budget); GLASSCHAT_FUZZ_EXAMPLES=N runs N
 per test, and GLASSCHAT_FUZZ_LOG=FILE writes one JSON line per example (what was changed, how it ended).
@@ -17,6 +18,7 @@ import shutil
 
 import pytest
 from fuzz_mutations import Child, Cut, Scratch, apply_to_folder, folder_mutations, gguf_fields, gguf_mutations
+from hostile_files import quantize_folder
 from hypothesis import HealthCheck, given, settings
 from tiny_models import write_chat_folder
 
@@ -56,8 +58,14 @@ def tiny_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def child(tmp_path_factory, tiny_folder):
-    loader = Child([str(tiny_folder)], tmp_path_factory.mktemp("fuzz-child") / "stderr.log")
+def tiny_quantized_folder(tmp_path_factory, tiny_folder):
+    return quantize_folder(tiny_folder, tmp_path_factory.mktemp("fuzz-tiny-q4") / "model")
+
+
+@pytest.fixture(scope="module")
+def child(tmp_path_factory, tiny_folder, tiny_quantized_folder):
+    warm = [str(tiny_folder), str(tiny_quantized_folder)]
+    loader = Child(warm, tmp_path_factory.mktemp("fuzz-child") / "stderr.log")
     yield loader
     loader.close()
 
@@ -76,10 +84,11 @@ def test_the_field_map_reads_the_default_gguf(gguf_copy, default_gguf_path):
     assert {f.group for f in fields} == {"counts", "kv", "type", "tensor"} and len(fields) > 1500
 
 
-def test_the_unmutated_files_load(child, gguf_copy, tiny_folder):
+def test_the_unmutated_files_load(child, gguf_copy, tiny_folder, tiny_quantized_folder):
     scratch, *_ = gguf_copy
     assert child.load(scratch.path)["outcome"] == "loaded"
     assert child.load(tiny_folder)["outcome"] == "loaded"
+    assert child.load(tiny_quantized_folder)["outcome"] == "loaded"
 
 
 def test_default_gguf(child, gguf_copy):
@@ -114,15 +123,22 @@ def test_default_gguf_cut_at_every_structural_boundary(child, gguf_copy):
         assert result["outcome"] == "refused", mutation.what
 
 
-def test_tiny_model_folder(child, tiny_folder, tmp_path_factory):
-    work = tmp_path_factory.mktemp("fuzz-folder") / "model"
-
-    @fuzz(25)
+def fuzz_folder(child, original, work, examples: int, test: str) -> None:
+    @fuzz(examples)
     @given(mutation=folder_mutations())
     def one(mutation):
         shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(tiny_folder, work)
+        shutil.copytree(original, work)
         apply_to_folder(work, mutation)
-        check(child.load(work), str(mutation), "folder")
+        check(child.load(work), str(mutation), test)
 
     one()
+
+
+def test_tiny_model_folder(child, tiny_folder, tmp_path_factory):
+    fuzz_folder(child, tiny_folder, tmp_path_factory.mktemp("fuzz-folder") / "model", 25, "folder")
+
+
+def test_tiny_quantized_folder(child, tiny_quantized_folder, tmp_path_factory):
+    """The same in MLX's 4-bit layout: packed weights beside their scales and biases."""
+    fuzz_folder(child, tiny_quantized_folder, tmp_path_factory.mktemp("fuzz-q4") / "model", 15, "quantized")
