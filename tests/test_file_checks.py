@@ -170,6 +170,7 @@ A = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
         (b"[1, 2]", b"", None, "not a JSON object"),
         (b'{"a": ' + json.dumps(A).encode() + b', "a": ' + json.dumps(A).encode() + b"}", b"\0" * 16, None, "twice"),
         ({"a": {**A, "dtype": "F8_E4M3"}}, b"\0" * 16, None, "a dtype glasschat cannot read"),
+        ({"a": {**A, "dtype": [-1, 4]}}, b"\0" * 16, None, "a dtype glasschat cannot read"),  # was a TypeError
         ({"a": {**A, "shape": [-4]}}, b"\0" * 16, None, "the shape [-4]"),
         ({"a": {**A, "shape": [2**31, 2**31]}}, b"\0" * 16, None, "gives tensor 'a' 16 bytes, where F32"),
         ({"a": {**A, "data_offsets": [0, 2**63]}}, b"\0" * 16, None, "the offsets"),
@@ -303,14 +304,24 @@ UP = "model.layers.0.mlp.up_proj"
             lambda w: w.update({f"{UP}.scales": mx.zeros((128, 0)), f"{UP}.biases": mx.zeros((128, 0))}),
             "scales (128, 0)",
         ),
-        (lambda w: w.update({f"{UP}.weight": w[f"{UP}.weight"][:, :-1]}), "weight (128, 7), scales (128, 2)"),
+        (lambda w: w.update({f"{UP}.weight": w[f"{UP}.weight"][:, :-1]}), "weight (128, 7) (uint32), scales (128, 2)"),
+        (lambda w: w.update({f"{UP}.weight": w[f"{UP}.weight"].astype(mx.float16)}), "weight (128, 8) (float)"),
+        (lambda w: w.update({f"{UP}.scales": w[f"{UP}.scales"].astype(mx.int32)}), "scales (128, 2) (other)"),
         (lambda w: w.pop(f"{UP}.biases"), "biases None"),
         (lambda w: w.update({"model.layers.0.mlp.stray.scales": mx.zeros((4, 2))}), "'model.layers.0.mlp.stray'"),
     ],
-    ids=["zero-width scales", "a width no bits give", "no biases", "scales without a weight"],
+    ids=[
+        "zero-width scales",
+        "a width no bits give",
+        "a float weight",
+        "integer scales",
+        "no biases",
+        "scales without a weight",
+    ],  # fmt: skip
 )
 def test_quantized_tensors_mlx_cannot_read(tiny_folder, tmp_path, change, phrase):
-    """Before the fix: a bare ZeroDivisionError (in the fit check, then in the loader), a KeyError."""
+    """Before the fix: a bare ZeroDivisionError (in the fit check, then in the loader), mx.dequantize's or the
+    kernel's ValueError on the first turn, a KeyError."""
     with pytest.raises(ModelError) as err:
         load_model(str(quantized_copy(tiny_folder, tmp_path, change)))
     line = str(err.value)

@@ -303,22 +303,25 @@ def _expect_rows(shapes: dict, key: str, rows: int, file: str, field: str) -> No
 QUANTIZED_BITS = (2, 3, 4, 5, 6, 8)  # the widths mx.dequantize reads
 
 
-def check_quantized(shapes: dict[str, tuple[int, ...]], group_size: int, where: str) -> None:
-    """Each quantized triple (packed uint32 weight, scales, biases) has shapes that give a width MLX reads:
-    the loader divides by the scales' width and indexes the biases (a zero-width scale was a bare
-    ZeroDivisionError, a stray one a KeyError)."""
+def check_quantized(shapes: dict[str, tuple[int, ...]], kinds: dict[str, str], group_size: int, where: str) -> None:
+    """Each quantized triple (packed weight, scales, biases) has shapes that give a width MLX reads, and
+    `kinds` ("uint32", "float" or "other" per tensor) that MLX's quantized products take: the loader
+    divides by the scales' width and indexes the biases (a zero-width scale was a bare
+    ZeroDivisionError, a stray one a KeyError), and MLX refuses a packed weight that is not uint32."""
     for key, scales in shapes.items():
         if not key.endswith(".scales"):
             continue
         stem = key[: -len(".scales")]
         weight, biases = shapes.get(f"{stem}.weight"), shapes.get(f"{stem}.biases")
-        usable = weight is not None and biases == scales and len(weight) >= 2 and weight[:-1] == scales[:-1]
+        typed = kinds.get(f"{stem}.weight") == "uint32" and kinds[key] == kinds.get(f"{stem}.biases") == "float"
+        usable = typed and biases == scales and weight is not None and len(weight) >= 2 and weight[:-1] == scales[:-1]
         per_group = scales[-1] * group_size if usable else 0
         if not per_group or weight[-1] * 32 % per_group or weight[-1] * 32 // per_group not in QUANTIZED_BITS:
             raise ModelError(
-                f"{where}: the quantized tensor '{stem}' has weight {weight}, scales {scales}, biases {biases}, "
-                f"which no {'/'.join(map(str, QUANTIZED_BITS))}-bit layout in groups of {group_size} gives: "
-                "the weights are broken."
+                f"{where}: the quantized tensor '{stem}' has weight {weight} ({kinds.get(f'{stem}.weight')}), "
+                f"scales {scales} ({kinds[key]}), biases {biases} ({kinds.get(f'{stem}.biases')}), which no "
+                f"{'/'.join(map(str, QUANTIZED_BITS))}-bit layout in groups of {group_size} gives (uint32 weights, "
+                "float scales and biases): the weights are broken."
             )
 
 

@@ -266,8 +266,13 @@ def _check_against_weights(
     and every token has an embedding row. `file` is the config's, `where` the weights'."""
     shapes = {k: tuple(v.shape) for k, v in weights.items()}
     config_checks.check_weights(config, shapes, file, name)
-    config_checks.check_quantized(shapes, group_size, where)
+    kinds = {k: _kind(v.dtype) for k, v in weights.items()}
+    config_checks.check_quantized(shapes, kinds, group_size, where)
     config_checks.check_vocabulary(tokenizer.vocab_size, config.vocab_size, file)
+
+
+def _kind(dtype: mx.Dtype) -> str:
+    return "uint32" if dtype == mx.uint32 else "float" if mx.issubdtype(dtype, mx.floating) else "other"
 
 
 def _group_size(raw: dict, file: str) -> int:

@@ -67,7 +67,7 @@ def _entry(name: str, entry) -> tuple[tuple[int, ...], tuple[int, int]]:
     if not isinstance(entry, dict):
         raise BadSafetensors(f"describes tensor {name[:60]!r} with {str(entry)[:40]!r}, not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:  # a list is unhashable: a TypeError, found by fuzzing
         raise BadSafetensors(f"stores tensor {name[:60]!r} as {str(dtype)[:20]!r}, a dtype glasschat cannot read")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_count(d) for d in shape):
         raise BadSafetensors(f"gives tensor {name[:60]!r} the shape {str(shape)[:60]}")
