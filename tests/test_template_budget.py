@@ -201,29 +201,54 @@ def test_long_messages_are_not_refused(size):
     assert text.count("word") == 3 * (size // 5)
 
 
-def test_loading_costs_one_budget_in_all(monkeypatch):
-    """Compiling and the sample render share one budget's clock: a template whose compiling took most of
-    the 2 s has only the rest for its sample, so loading never costs two budgets (the fuzz tests saw one
-    just under the budget take 2 s when compiled, again when sampled, and again on its first turn)."""
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The budget's clock, 10 ms later at every reading."""
     from model.loading import template_budget as tb
 
     clock = {"now": 0.0}
 
     def now() -> float:
-        clock["now"] += 0.01  # every reading of the clock is 10 ms later
+        clock["now"] += 0.01
         return clock["now"]
 
     monkeypatch.setattr(tb, "time", SimpleNamespace(monotonic=now))
-    source = "{% for i in range(1000) %}{% endfor %}" + CHATML  # ~30 readings of the clock: 0.3 s
-    ChatTemplate(source, name="slow")  # loads, with its whole budget for the sample
+    return clock
+
+
+LOOPS_1000 = "{% for i in range(1000) %}{% endfor %}" + CHATML  # ~30 readings of the clock: 0.3 s
+
+
+def test_loading_costs_one_budget_in_all(fake_clock, monkeypatch):
+    """Compiling and the sample render share one budget's clock: a template whose compiling took most of
+    the 2 s has only the rest for its sample, so loading never costs two budgets (the fuzz tests saw one
+    just under the budget take 2 s when compiled, again when sampled, and again on its first turn)."""
+    from model.loading import template_budget as tb
+
+    ChatTemplate(LOOPS_1000, name="slow")  # loads: 0.3 s of its sample's 0.5
     compile_as_before = tb.BudgetedEnvironment.from_string
 
     def slow_compile(self, *args, **kwargs):
-        clock["now"] += 1.9
+        fake_clock["now"] += 1.9
         return compile_as_before(self, *args, **kwargs)
 
     monkeypatch.setattr(tb.BudgetedEnvironment, "from_string", slow_compile)
     with pytest.raises(
-        ModelError, match=r"\(slow\) ran past its budget on a three-message conversation \(more than 2 s\)"
+        ModelError, match=r"\(slow\) ran past its budget on a three-message conversation \(more than 0\.(0\d|1) s\)"
     ):
-        ChatTemplate(source, name="slow")
+        ChatTemplate(LOOPS_1000, name="slow")
+
+
+def test_a_template_slow_or_verbose_on_the_sample_is_refused_at_load(fake_clock, monkeypatch):
+    """Real templates render the three-message sample in well under a millisecond as ~150 characters; one
+    that takes half a second or writes 100,000 characters would cost that on every turn."""
+    from model.loading import chat_template
+
+    monkeypatch.setattr(chat_template, "SAMPLE_TIME_S", 0.2)
+    with pytest.raises(
+        ModelError, match=r"\(slow\) ran past its budget on a three-message conversation \(more than 0.2 s\)"
+    ):
+        ChatTemplate(LOOPS_1000, name="slow")
+    with pytest.raises(ModelError, match=r"\(wordy\) writes 200,151 characters around a three-message conversation"):
+        ChatTemplate("{{ 'x' * 200000 }}" + CHATML, name="wordy")
+    ChatTemplate("{{ 'x' * 90000 }}" + CHATML, name="long but not absurd")

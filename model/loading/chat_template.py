@@ -30,6 +30,12 @@ CHATML = (
 BUILT_IN = "the built-in ChatML template"
 MAX_SOURCE_CHARS = 256_000  # the longest templates in use (tool calling, thinking) are ~20 KB
 _SAMPLE = [("user", "Hello"), ("assistant", "Hi! How can I help?"), ("user", "Tell me a story.")]
+# What the sample may cost. Real templates render it in 0.03-0.16 ms as 140-150 characters (ChatML,
+# Qwen3-style, Gemma 4's 12 KB template); one that takes 0.5 s or writes 100,000 characters around
+# three short messages would cost as much on every turn (twice a turn, and its text tokenized): the
+# fuzz tests saw such templates load, then take 6-8 s on the first turn.
+SAMPLE_TIME_S = 0.5
+SAMPLE_CHARS = 100_000
 _PLACEHOLDER = "\x00glasschat-{}-{}\x00"  # kind (message, thinking, reply), message index
 _PLACEHOLDERS = re.compile("\x00glasschat-(message|thinking|reply)-([0-9]+)\x00")
 
@@ -98,8 +104,9 @@ class ChatTemplate:
         env = BudgetedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         # Compiling (constants are folded then) and the sample render share one budget's clock, so
-        # loading costs at most one budget, 2 s; a turn then has its own (the fuzz tests saw a template
-        # just under the budget take 2 s three times over: compiled, sampled, first turn).
+        # loading costs at most one budget, 2 s, and the sample at most SAMPLE_TIME_S of it; a turn then
+        # has its own (the fuzz tests saw a template just under the budget take 2 s compiled, 2 s
+        # sampled and 2 s for each of a turn's two renders).
         loading = Budget(TEXT_CHARS)
         try:
             with rendering(loading):
@@ -111,15 +118,15 @@ class ChatTemplate:
         except (OverBudget, RecursionError, MemoryError, SyntaxError, ValueError, TypeError) as exc:
             raise ModelError(f"The chat template ({self.name}) cannot be compiled ({_first_line(exc)}).")
         self.bos_token, self.eos_token = bos_token, eos_token
-        self._try_sample(loading.deadline)
+        self._try_sample(round(max(0.0, min(SAMPLE_TIME_S, loading.seconds_left())), 2))
 
-    def _try_sample(self, deadline: float) -> None:
+    def _try_sample(self, time_s: float) -> None:
         """Render a short conversation once: a template over its budget is refused now, not on the first turn.
 
         So is one that fails on it with a Python error (a template's own `raise_exception` is not
         a failure here: some templates refuse conversations of some shapes, and say so)."""
         try:
-            self._render([{"role": r, "content": c} for r, c in _SAMPLE], True, deadline=deadline)
+            text = self._render([{"role": r, "content": c} for r, c in _SAMPLE], True, time_s=time_s)
         except ModelError as exc:
             cause = exc.__cause__  # None for the template's own refusals (TemplateError)
             if isinstance(cause, OverBudget):
@@ -132,6 +139,12 @@ class ChatTemplate:
                     f"The chat template ({self.name}) fails on a three-message conversation ({_first_line(cause)}): "
                     "glasschat refuses it; use a model with a working template."
                 ) from None
+            return
+        if len(text) > SAMPLE_CHARS:
+            raise ModelError(
+                f"The chat template ({self.name}) writes {len(text):,} characters around a three-message conversation "
+                f"(real ones write a few hundred; the limit is {SAMPLE_CHARS:,}): glasschat refuses it."
+            )
 
     @property
     def has_thinking_switch(self) -> bool:
@@ -189,15 +202,13 @@ class ChatTemplate:
         messages: list[dict],
         add_generation_prompt: bool,
         thinking: Optional[bool] = None,
-        deadline: Optional[float] = None,
+        time_s: Optional[float] = None,
     ) -> str:
         # `enable_thinking` only when set: templates test `enable_thinking is defined`.
         switch = {} if thinking is None else {"enable_thinking": thinking}
         given = sum(len(m["content"]) for m in messages)
-        budget = Budget(TEXT_CHARS + 2 * given)
-        budget.deadline = min(budget.deadline, deadline or budget.deadline)
         try:
-            with rendering(budget):
+            with rendering(Budget(TEXT_CHARS + 2 * given, time_s=time_s)):
                 return self.template.render(
                     messages=messages,
                     add_generation_prompt=add_generation_prompt,

@@ -48,8 +48,9 @@ class OverBudget(Exception):
 class Budget:
     """One render's allowance. `size` bounds any one value (characters, or items of a list)."""
 
-    def __init__(self, size: int, active: bool = True):
-        self.size, self.time_s, self.steps, self.active = size, TIME_S, STEPS, active
+    def __init__(self, size: int, active: bool = True, time_s: Optional[float] = None):
+        self.size, self.steps, self.active = size, STEPS, active
+        self.time_s = TIME_S if time_s is None else time_s
         self.deadline = time.monotonic() + self.time_s
         self.steps_left = self.steps
         self.built_left = BUILT_TIMES * size
@@ -65,6 +66,9 @@ class Budget:
             return
         if time.monotonic() > self.deadline:
             raise OverBudget(f"more than {self.time_s:g} s")
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
 
     def fits(self, n: int, what: str) -> None:
         if n > self.size:
