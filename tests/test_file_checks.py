@@ -228,6 +228,8 @@ DELETE = object()
         ({"hidden_size": True}, "'hidden_size' is True"),
         ({"hidden_size": 64.5}, "'hidden_size' is 64.5"),
         ({"hidden_size": DELETE}, "lacks 'hidden_size'"),
+        ({"num_hidden_layers": None}, "'num_hidden_layers' is None; it must be a whole number"),  # was a TypeError
+        ({"rms_norm_eps": None}, "'rms_norm_eps' is None"),
         ({"vocab_size": 0}, "'vocab_size' is 0"),
         ({"max_position_embeddings": -1}, "'max_position_embeddings' is -1"),
         ({"max_position_embeddings": 1}, "'max_position_embeddings' is 1; it must be a whole number from 64"),

@@ -19,6 +19,7 @@ layers, 128 heads; Gemma 3: 262,144 tokens); past them a config is a mistake, wh
 machine. No MLX here: the Models screen runs the first check on its worker thread.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, Optional
@@ -185,11 +186,15 @@ def _built(build: Callable[[], Any], file: str) -> Any:
         raise ModelError(f"{file} holds a value glasschat cannot use ({what}): the model's config is broken.")
 
 
+# The fields the network reads as numbers: those ModelConfig gives no None default.
+_NEEDED = {f.name for f in dataclasses.fields(ModelConfig) if f.default is not None} & set(LIMITS)
+
+
 def check_config(config: ModelConfig, file: str, name: Naming) -> None:
     """Every number in range, and the numbers consistent with each other."""
     for field, limits in LIMITS.items():
         value = getattr(config, field)
-        if value is not None:
+        if value is not None or field in _NEEDED:  # null in config.json: a bare TypeError later (found by fuzzing)
             check_value(file, name(field), value, *limits)
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     if heads % kv:
