@@ -1,8 +1,8 @@
 """The fuzz tests' loader: a child process that loads each model it is sent and says how that ended.
 
 tests/test_fuzz_files.py starts one and sends it paths, one a line. For each it loads the model as
-`glasschat run --model PATH` does, makes a cache and a conversation, renders and encodes a first turn
-with its template and prefills it, then writes one JSON line: "loaded"; "refused" with the ModelError's one line; or
+`glasschat run --model PATH` does, makes a cache, renders and encodes a first turn with its template
+as a conversation's owner does (`ChatText`) and prefills it, then writes one JSON line: "loaded"; "refused" with the ModelError's one line; or
 "crashed" with the traceback; with the seconds it took and its peak resident memory so far. A hang or
 a death is seen by the parent (no line comes). Its address space is capped 2 GB above what it holds
 once warm, so a case that would take more fails here instead of in the machine's swap.
@@ -30,8 +30,9 @@ import mlx.core as mx
 from model.cache.kv_factory import make_cache
 from model.cache.settings import CacheSettings
 from model.errors import ModelError
+from model.loading.chat_template import Message
 from model.loading.loader import load_model
-from model.runtime.conversation import Conversation
+from model.runtime.chat_text import ChatText
 
 HEADROOM = 2 << 30  # the issue's bound on any hostile case
 
@@ -39,11 +40,11 @@ HEADROOM = 2 << 30  # the issue's bound on any hostile case
 def try_one(path: str) -> None:
     """Load, then a first turn as a session runs it: a cache, the prompt through the template, a prefill."""
     loaded = load_model(path)
-    settings = CacheSettings(max_kv_size=256)
-    cache = make_cache(loaded.model, settings)
-    conversation = Conversation(loaded.template, loaded.tokenizer, cache, settings)
-    prompt = conversation.prompt_for(loaded.tokenizer.readable("Hello there"))
-    logits = loaded.model(mx.array([prompt.ids[-64:] or [0]]), cache=cache, last_only=True)
+    cache = make_cache(loaded.model, CacheSettings(max_kv_size=256))
+    text = ChatText(loaded.template, loaded.tokenizer, loaded.config.vocab_size)
+    text.sink_length(None)  # the owner's first use of the template: the sink it keeps
+    ids = text.render([Message("user", text.readable("Hello there"))], generation_prompt=True)
+    logits = loaded.model(mx.array([ids[-64:] or [0]]), cache=cache, last_only=True)
     mx.eval(logits)
 
 
