@@ -132,7 +132,7 @@ class Store:
             if version > SCHEMA_VERSION:
                 # Refused before WAL is switched on, which rewrites the file's header: left untouched.
                 raise StoreError(f"{self.path} was written by a newer glasschat (schema {version}); upgrade glasschat.")
-            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._switch_to_wal()
             self.db.execute("PRAGMA synchronous = NORMAL")
             if mode.lower() != "wal":
                 raise StoreError(f"{self.path} can't use write-ahead logging ({mode}); put it on a local disk.")
@@ -140,6 +140,19 @@ class Store:
             self.searchable = search_index.ensure_index(self.db, self.transaction, progress)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._explain(exc)) from None
+
+    def _switch_to_wal(self) -> str:
+        """`PRAGMA journal_mode = WAL`, retried while another process holds the file: SQLite answers it
+        "database is locked" at once, without waiting the busy timeout (2 of 30 pairs of processes
+        opening a new file failed so)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def _explain(self, exc: Exception) -> str:
         text = str(exc)

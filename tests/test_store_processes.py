@@ -81,3 +81,19 @@ def test_two_processes_opening_a_new_file_create_the_schema_once(tmp_path):
     store = Store(db)  # reads version 0 (the other has not committed), then waits for the write lock
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.conversations() == []
+
+
+def test_switching_to_wal_waits_for_another_process_write_lock(tmp_path):
+    """SQLite answers `journal_mode = WAL` "database is locked" at once, without the busy timeout, while
+    another connection holds the write lock of a file not yet in WAL (2 of 30 pairs of processes opening
+    a new file together failed so): the store retries until the lock is free."""
+    db = tmp_path / "chat.db"
+    other = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (a)")
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    start = time.monotonic()
+    store = Store(db)
+    assert time.monotonic() - start >= 0.4
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conversations() == []
