@@ -9,7 +9,8 @@ whose address space is capped 2 GB above its warm size (tests/fuzz_child.py). Ev
 "loaded" or "refused" in one line, in under 5 s, within 2 GB: never another exception, a death or a hang.
 
 A fixed seed and few examples by default (the suite's time budget); GLASSCHAT_FUZZ_EXAMPLES=N runs N
-per test, and GLASSCHAT_FUZZ_LOG=FILE writes one JSON line per example (what was changed, how it ended).
+per test and GLASSCHAT_FUZZ_SEED=S draws them from another seed (tests/fuzz_profile.py);
+GLASSCHAT_FUZZ_LOG=FILE writes one JSON line per example (what was changed, how it ended).
 """
 
 import json
@@ -18,24 +19,14 @@ import shutil
 
 import pytest
 from fuzz_mutations import Child, Cut, Scratch, apply_to_folder, folder_mutations, gguf_fields, gguf_mutations
+from fuzz_profile import EXAMPLES, fuzz
 from hostile_files import quantize_folder
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from tiny_models import write_chat_folder
 
-EXAMPLES = os.environ.get("GLASSCHAT_FUZZ_EXAMPLES")
 LOG = os.environ.get("GLASSCHAT_FUZZ_LOG")
 TIME_LIMIT_S = 5
 MEMORY_LIMIT = 2 << 30
-
-
-def fuzz(default_examples: int):
-    return settings(
-        max_examples=int(EXAMPLES or default_examples),
-        derandomize=True,  # a fixed seed: the same examples on every run
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 def check(result: dict, what: str, test: str) -> None:

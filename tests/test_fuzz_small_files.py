@@ -4,7 +4,8 @@ Each is generated well-formed and then broken (cut anywhere, a byte flipped, a h
 in: nesting thousands deep, a number of thousands of digits, NaN, a byte-order mark, bytes that are
 not UTF-8). The property: the reader gives its result, or one short line (ModelError for hostfiles
 and replay files, a problem line for settings, which never stop the app starting), and nothing else.
-Fixed seed, few examples; GLASSCHAT_FUZZ_EXAMPLES=N runs N per test.
+Fixed seed, few examples; GLASSCHAT_FUZZ_EXAMPLES=N runs N per test, GLASSCHAT_FUZZ_SEED=S from
+another seed (tests/fuzz_profile.py).
 
 Found by this pass (fixed with it): arrays nested ~1,000 deep (RecursionError) and numbers of over
 4,300 digits (ValueError) escaped all three readers as tracebacks; a hostfile accepted NaN and
@@ -13,10 +14,10 @@ hostfile line a host name with line breaks in it.
 """
 
 import json
-import os
 
 import tomli_w
-from hypothesis import HealthCheck, given, settings
+from fuzz_profile import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from chat.commands import read_replay_file
@@ -24,14 +25,7 @@ from chat.user_settings import load
 from model.distributed.hostfile import read_hostfile
 from model.errors import ModelError
 
-EXAMPLES = int(os.environ.get("GLASSCHAT_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,  # a fixed seed: the same examples on every run
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+FUZZ = fuzz(60)
 MAX_LINE = 400  # one line a person reads, not a dump of the file
 
 HOSTILE = [
