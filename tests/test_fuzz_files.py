@@ -6,7 +6,8 @@ a value given another type, the file cut at a structural boundary, a bit flipped
 the wrong kind or removed, a hostile chat template, a tensor reshaped, emptied, retyped or dropped.
 The mutated model is loaded, a turn encoded and the network run over a few tokens, in a child process
 whose address space is capped 2 GB above its warm size (tests/fuzz_child.py). Every case must end as
-"loaded" or "refused" in one line, in under 5 s, within 2 GB: never another exception, a death or a hang.
+"loaded" or "refused" in one line (refused in under 5 s), within 2 GB: never another exception, a death
+or a hang.
 
 A fixed seed and few examples by default (the suite's time budget); GLASSCHAT_FUZZ_EXAMPLES=N runs N
 per test and GLASSCHAT_FUZZ_SEED=S draws them from another seed (tests/fuzz_profile.py);
@@ -25,7 +26,10 @@ from hypothesis import given
 from tiny_models import write_chat_folder
 
 LOG = os.environ.get("GLASSCHAT_FUZZ_LOG")
-TIME_LIMIT_S = 5
+TIME_LIMIT_S = 5  # a refusal
+# A case that loads does all the unmutated model does: the default GGUF takes ~1 s on a quiet machine,
+# but 3.8 s (median) and 4.8 s (most) in a 200-example pass at a load average of 4 on 2 cores.
+LOADED_LIMIT_S = 20
 MEMORY_LIMIT = 2 << 30
 
 
@@ -37,7 +41,8 @@ def check(result: dict, what: str, test: str) -> None:
     if result["outcome"] == "refused":
         line = result["text"]
         assert line and "\n" not in line and len(line) <= 500, f"{what}: {line!r}"
-    assert result["seconds"] < TIME_LIMIT_S, f"{what}: {result['seconds']:.1f} s"
+    limit = TIME_LIMIT_S if result["outcome"] == "refused" else LOADED_LIMIT_S
+    assert result["seconds"] < limit, f"{what}: {result['outcome']} in {result['seconds']:.1f} s"
     assert result["peak_rss"] < MEMORY_LIMIT, f"{what}: {result['peak_rss'] >> 20} MB"
 
 
