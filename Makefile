@@ -28,8 +28,10 @@ chat: $(STAMP)
 $(VOCAB_DATA): tests/llama_vocab.py | $(STAMP)
 	$(PY) tests/llama_vocab.py
 
+# Two workers on CI's 2 cores (pytest-xdist; more where there are more cores, at most 4, each loading
+# its own models). --dist loadfile keeps a file's tests, and its module fixtures, on one worker.
 test: $(STAMP) $(VOCAB_DATA)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # The NEON kernel, cross-compiled for arm64 and checked against the scalar one under qemu-user
 # (tests/arm64/run.sh installs the cross compiler and qemu with apt-get where it can, else skips).

@@ -1,6 +1,7 @@
 """Shared fixtures: the real default model, golden data, and tiny random models."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,23 @@ from code_paths import PATHS, running_path
 import model  # noqa: F401  (first: gives MLX OpenBLAS before mlx loads)
 
 GOLDEN = Path(__file__).parent / "golden"
+
+# --- parallel workers (pytest-xdist: `make test` runs `-n auto`) --------------------------------
+
+
+def pytest_configure(config):
+    """Give each xdist worker its share of the cores before it starts (the workers inherit this env).
+
+    OpenBLAS and the SIMD kernel otherwise take a thread per core in every worker, and the PyPI
+    OpenBLAS's threads spin while they wait: the oversubscription `share_of_cores` exists for in
+    the ranks of one machine. A value already in the environment is kept."""
+    workers = len(getattr(config.option, "tx", None) or ())
+    if workers > 1 and "PYTEST_XDIST_WORKER" not in os.environ:
+        from model.distributed.group import share_of_cores
+
+        for key, value in share_of_cores(workers).items():
+            os.environ.setdefault(key, value)
+
 
 # --- the two code paths (model.compute_path; see tests/code_paths.py) ---------------------------
 

@@ -138,7 +138,7 @@ def test_options_before_and_after_the_subcommand_reach_the_command(command):
         assert getattr(after, option.dest) == SAMPLES[option.flag][1]
 
 
-@pytest.mark.parametrize("command", options.CHATS)
+@pytest.mark.parametrize("command", sorted(options.CHATS))  # sorted: every xdist worker collects one order
 def test_defaults_reach_the_engine_when_nothing_is_typed(command):
     assert engine_options(parse_args(argv(command))) == engine_options(parse_args(argv(command, after=["--temp", "0"])))
     defaults = engine_options(parse_args(argv(command)))
